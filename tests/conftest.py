@@ -1,0 +1,146 @@
+"""Shared pytest fixtures for Tinsel's end-to-end tests.
+
+Every server listens on 127.0.0.1 on a free port. The `tinsel` binary is the one cargo
+built (``TINSEL_BIN`` overrides; otherwise ``$CARGO_TARGET_DIR/debug/tinsel`` or
+``target/debug/tinsel``). Mosquitto's own broker and clients are real peers here.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def find_tinsel_bin() -> Path:
+    env = os.environ.get("TINSEL_BIN")
+    if env:
+        return Path(env)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    return target / "debug" / "tinsel"
+
+
+def free_port_number() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early with code {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+class Server:
+    """A server process on 127.0.0.1:port, stopped when the test ends."""
+
+    def __init__(self, args, port, log_path):
+        self.port = port
+        self.args = args
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+        wait_for_port(port, self.proc)
+
+    def log(self) -> str:
+        self._log.flush()
+        return Path(self.log_path).read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def tinsel_bin() -> Path:
+    path = find_tinsel_bin()
+    if not path.exists():
+        pytest.fail(f"{path} not found: run `cargo build --workspace` first (or set TINSEL_BIN)")
+    return path
+
+
+@pytest.fixture
+def free_port() -> int:
+    return free_port_number()
+
+
+@pytest.fixture
+def start_tinsel(tinsel_bin, tmp_path):
+    """Factory: start_tinsel(*extra_args, config=None) -> Server running `tinsel broker`."""
+    servers = []
+
+    def start(*extra, config: str | None = None) -> Server:
+        port = free_port_number()
+        args = [str(tinsel_bin), "broker", "-p", str(port), *extra]
+        if config is not None:
+            cfg = tmp_path / f"tinsel-{port}.toml"
+            cfg.write_text(config.replace("{port}", str(port)))
+            args = [str(tinsel_bin), "broker", "-c", str(cfg), *extra]
+        srv = Server(args, port, tmp_path / f"tinsel-{port}.log")
+        servers.append(srv)
+        return srv
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def tinsel_broker(start_tinsel) -> Server:
+    """A `tinsel broker` on a free port, with default settings."""
+    return start_tinsel()
+
+
+@pytest.fixture
+def start_mosquitto(tmp_path):
+    """Factory: start_mosquitto(extra_config="") -> Server running Mosquitto's broker."""
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    servers = []
+
+    def start(extra_config: str = "") -> Server:
+        port = free_port_number()
+        cfg = tmp_path / f"mosquitto-{port}.conf"
+        cfg.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra_config}\n"
+        )
+        srv = Server([exe, "-c", str(cfg)], port, tmp_path / f"mosquitto-{port}.log")
+        servers.append(srv)
+        return srv
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def mosquitto_broker(start_mosquitto) -> Server:
+    """Mosquitto's broker on a free port."""
+    return start_mosquitto()
+
+
+@pytest.fixture(params=["tinsel", "mosquitto"])
+def any_broker(request, start_tinsel, start_mosquitto) -> Server:
+    """Each test using this runs against both brokers: Mosquitto is the reference."""
+    if request.param == "tinsel":
+        return start_tinsel()
+    return start_mosquitto()
