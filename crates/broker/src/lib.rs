@@ -1,1 +1,4 @@
 //! Placeholder: this crate is being written.
+
+pub mod retained;
+pub mod topic_tree;

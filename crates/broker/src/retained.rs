@@ -1,0 +1,463 @@
+//! Retained messages keyed by topic levels.
+//!
+//! [`RetainedStore`] keeps at most one message per topic name in a tree with one node per
+//! topic level. Looking up the retained messages for a new subscription walks the tree with
+//! the filter: an exact level follows one child, `+` visits every child of the node and
+//! `#` visits the node and its whole subtree, so `a/#` touches only the `a` branch.
+//!
+//! Matching follows MQTT (see [`crate::topic_tree`]): `a/#` matches `a`, empty levels are
+//! levels, and filters starting with `+` or `#` do not match topics that start with `$`
+//! [MQTT-4.7.2-1]. Topics must be valid topic names (no wildcards); filters must be valid
+//! and not shared subscriptions.
+//!
+//! Like the topic tree, nothing here recurses, so a topic with very many levels cannot
+//! overflow the stack, and matching allocates nothing unless a walk has more than
+//! [`INLINE_FRAMES`] pending branches.
+
+use std::collections::HashMap;
+use std::collections::hash_map;
+
+use crate::topic_tree::{INLINE_FRAMES, InlineStack, level_at};
+
+/// Retained messages: at most one per topic name.
+pub struct RetainedStore<M> {
+    root: Node<M>,
+    len: usize,
+}
+
+struct Node<M> {
+    children: HashMap<Box<str>, Node<M>>,
+    /// The retained message of the topic that ends here, with that topic's full name.
+    msg: Option<(Box<str>, M)>,
+}
+
+impl<M> Node<M> {
+    fn new() -> Self {
+        Node {
+            children: HashMap::new(),
+            msg: None,
+        }
+    }
+}
+
+impl<M> Drop for Node<M> {
+    /// Drops the subtree iteratively: a deep branch would overflow the stack with the
+    /// default recursive drop.
+    fn drop(&mut self) {
+        if self.children.is_empty() {
+            return;
+        }
+        let mut stack: Vec<Node<M>> = self.children.drain().map(|(_, n)| n).collect();
+        while let Some(mut node) = stack.pop() {
+            stack.extend(node.children.drain().map(|(_, n)| n));
+        }
+    }
+}
+
+/// A pending branch of a filter walk.
+enum Frame<'a, M> {
+    /// `node` was reached by matching the filter up to byte `pos` (`None`: the whole filter).
+    Match(&'a Node<M>, Option<usize>),
+    /// A `+` level: every child yet to be visited, each continuing at filter byte `next`.
+    /// `skip_dollar` is set at the first level.
+    Plus(hash_map::Iter<'a, Box<str>, Node<M>>, Option<usize>, bool),
+    /// Below a `#`: every node of these subtrees matches.
+    All(hash_map::Iter<'a, Box<str>, Node<M>>, bool),
+}
+
+impl<M> Default for RetainedStore<M> {
+    fn default() -> Self {
+        RetainedStore {
+            root: Node::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<M> RetainedStore<M> {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Retains `msg` for `topic`; returns the message it replaces, if any.
+    pub fn insert(&mut self, topic: &str, msg: M) -> Option<M> {
+        let mut node = &mut self.root;
+        for level in topic.split('/') {
+            // Look up first so an existing level costs no allocation.
+            if !node.children.contains_key(level) {
+                node.children.insert(level.into(), Node::new());
+            }
+            node = node
+                .children
+                .get_mut(level)
+                .expect("child was just looked up or inserted");
+        }
+        match &mut node.msg {
+            Some((_, old)) => Some(std::mem::replace(old, msg)),
+            slot @ None => {
+                *slot = Some((topic.into(), msg));
+                self.len += 1;
+                None
+            }
+        }
+    }
+
+    /// Removes the message retained for `topic`; nodes left without a message and
+    /// children are removed, so churn does not grow the tree.
+    pub fn remove(&mut self, topic: &str) -> Option<M> {
+        // First pass, read-only: find the message and the shallowest node from which the
+        // whole branch down to it becomes empty once it is gone.
+        let mut node = &self.root;
+        let mut prune_from: Option<usize> = None;
+        let mut depth = 0;
+        let mut levels = topic.split('/').peekable();
+        while let Some(level) = levels.next() {
+            node = node.children.get(level)?;
+            depth += 1;
+            let removable = if levels.peek().is_some() {
+                node.msg.is_none() && node.children.len() == 1
+            } else {
+                node.children.is_empty()
+            };
+            if !removable {
+                prune_from = None;
+            } else if prune_from.is_none() {
+                prune_from = Some(depth);
+            }
+        }
+        node.msg.as_ref()?;
+
+        // Second pass: detach the dead branch (or just take the message).
+        let msg = match prune_from {
+            Some(prune_depth) => {
+                let mut levels = topic.split('/');
+                let mut parent = &mut self.root;
+                for _ in 1..prune_depth {
+                    parent = parent.children.get_mut(levels.next()?)?;
+                }
+                let mut branch = parent.children.remove(levels.next()?)?;
+                let mut n = &mut branch;
+                for level in levels {
+                    n = n.children.get_mut(level)?;
+                }
+                n.msg.take()
+            }
+            None => {
+                let mut n = &mut self.root;
+                for level in topic.split('/') {
+                    n = n.children.get_mut(level)?;
+                }
+                n.msg.take()
+            }
+        };
+        let (_, msg) = msg?;
+        self.len -= 1;
+        Some(msg)
+    }
+
+    /// The message retained for `topic`.
+    pub fn get(&self, topic: &str) -> Option<&M> {
+        let mut node = &self.root;
+        for level in topic.split('/') {
+            node = node.children.get(level)?;
+        }
+        node.msg.as_ref().map(|(_, m)| m)
+    }
+
+    /// Calls `f` with the topic and message of every retained message whose topic matches
+    /// `filter`, in unspecified order.
+    pub fn for_each_match(&self, filter: &str, mut f: impl FnMut(&str, &M)) {
+        let mut emit = |node: &Node<M>| {
+            if let Some((topic, msg)) = &node.msg {
+                f(topic, msg);
+            }
+        };
+        let mut stack: InlineStack<Frame<'_, M>, INLINE_FRAMES> = InlineStack::new();
+        stack.push(Frame::Match(&self.root, Some(0)));
+
+        while let Some(frame) = stack.last_mut() {
+            match frame {
+                Frame::Plus(children, next, skip_dollar) => {
+                    let (next, skip_dollar) = (*next, *skip_dollar);
+                    match children.next() {
+                        Some((level, child)) => {
+                            if !(skip_dollar && level.starts_with('$')) {
+                                stack.push(Frame::Match(child, next));
+                            }
+                        }
+                        None => {
+                            stack.pop();
+                        }
+                    }
+                }
+                Frame::All(children, skip_dollar) => {
+                    let skip_dollar = *skip_dollar;
+                    match children.next() {
+                        Some((level, child)) => {
+                            if !(skip_dollar && level.starts_with('$')) {
+                                emit(child);
+                                if !child.children.is_empty() {
+                                    stack.push(Frame::All(child.children.iter(), false));
+                                }
+                            }
+                        }
+                        None => {
+                            stack.pop();
+                        }
+                    }
+                }
+                Frame::Match(..) => {
+                    let Some(Frame::Match(mut node, mut pos)) = stack.pop() else {
+                        unreachable!("the top frame is a Match frame");
+                    };
+                    // Follow exact levels in this loop; wildcards push frames.
+                    loop {
+                        let Some(p) = pos else {
+                            emit(node);
+                            break;
+                        };
+                        let at_root = p == 0;
+                        let (level, next) = level_at(filter, p);
+                        match level {
+                            "#" => {
+                                // `a/#` also matches `a` itself (the root holds no message).
+                                emit(node);
+                                if !node.children.is_empty() {
+                                    stack.push(Frame::All(node.children.iter(), at_root));
+                                }
+                                break;
+                            }
+                            "+" => {
+                                if !node.children.is_empty() {
+                                    stack.push(Frame::Plus(node.children.iter(), next, at_root));
+                                }
+                                break;
+                            }
+                            _ => match node.children.get(level) {
+                                Some(child) => {
+                                    node = child;
+                                    pos = next;
+                                }
+                                None => break,
+                            },
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps only the messages for which `f` returns true (for expiry sweeps), pruning the
+    /// branches left empty.
+    pub fn retain(&mut self, mut f: impl FnMut(&str, &M) -> bool) {
+        // Collect first, then remove: removal prunes the tree, which a walk in progress
+        // cannot do without recursion. A sweep is not on the hot path.
+        let mut doomed: Vec<Box<str>> = Vec::new();
+        let mut stack: Vec<&Node<M>> = vec![&self.root];
+        while let Some(node) = stack.pop() {
+            if let Some((topic, msg)) = &node.msg {
+                if !f(topic, msg) {
+                    doomed.push(topic.clone());
+                }
+            }
+            stack.extend(node.children.values());
+        }
+        for topic in doomed {
+            self.remove(&topic);
+        }
+    }
+
+    /// Number of retained messages.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if no message is retained.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of nodes below the root (for tests of pruning).
+    #[cfg(test)]
+    fn node_count(&self) -> usize {
+        let mut count = 0;
+        let mut stack = vec![&self.root];
+        while let Some(n) = stack.pop() {
+            stack.extend(n.children.values());
+            count += 1;
+        }
+        count - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tinsel_codec::topic::matches;
+
+    fn matched(store: &RetainedStore<u32>, filter: &str) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        store.for_each_match(filter, |t, m| out.push((t.to_string(), *m)));
+        out.sort();
+        out
+    }
+
+    fn s(v: &[(&str, u32)]) -> Vec<(String, u32)> {
+        v.iter().map(|(t, m)| (t.to_string(), *m)).collect()
+    }
+
+    #[test]
+    fn insert_get_replace_remove() {
+        let mut r = RetainedStore::new();
+        assert!(r.is_empty());
+        assert_eq!(r.insert("a/b", 1), None);
+        assert_eq!(r.insert("a/b", 2), Some(1));
+        assert_eq!(r.insert("a", 3), None);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.get("a/b"), Some(&2));
+        assert_eq!(r.get("a/b/c"), None);
+        assert_eq!(r.remove("a/b"), Some(2));
+        assert_eq!(r.node_count(), 1);
+        assert_eq!(r.remove("a/b"), None);
+        assert_eq!(r.remove("a"), Some(3));
+        assert!(r.is_empty());
+        assert_eq!(r.node_count(), 0);
+    }
+
+    #[test]
+    fn wildcard_lookups() {
+        let mut r = RetainedStore::new();
+        for (i, t) in ["a", "a/b", "a/b/c", "a/c", "b", "/x", "$SYS/up", "$SYS"]
+            .iter()
+            .enumerate()
+        {
+            r.insert(t, i as u32);
+        }
+        assert_eq!(
+            matched(&r, "a/#"),
+            s(&[("a", 0), ("a/b", 1), ("a/b/c", 2), ("a/c", 3)])
+        );
+        assert_eq!(matched(&r, "a/+"), s(&[("a/b", 1), ("a/c", 3)]));
+        assert_eq!(matched(&r, "+"), s(&[("a", 0), ("b", 4)]));
+        assert_eq!(matched(&r, "+/x"), s(&[("/x", 5)]));
+        assert_eq!(matched(&r, "#").len(), 6);
+        assert_eq!(matched(&r, "$SYS/#"), s(&[("$SYS", 7), ("$SYS/up", 6)]));
+        assert_eq!(matched(&r, "$SYS/+"), s(&[("$SYS/up", 6)]));
+        assert_eq!(matched(&r, "a/b/c/#"), s(&[("a/b/c", 2)]));
+        assert_eq!(matched(&r, "c/#"), s(&[]));
+    }
+
+    #[test]
+    fn retain_sweeps_and_prunes() {
+        let mut r = RetainedStore::new();
+        for i in 0..100u32 {
+            r.insert(&format!("x/{}/{}", i % 7, i), i);
+        }
+        r.retain(|_, m| m % 2 == 0);
+        assert_eq!(r.len(), 50);
+        assert_eq!(matched(&r, "x/#").len(), 50);
+        r.retain(|topic, _| !topic.starts_with("x/3/"));
+        assert!(r.get("x/3/10").is_none());
+        assert_eq!(r.get("x/4/4"), Some(&4));
+        r.retain(|_, _| false);
+        assert!(r.is_empty());
+        assert_eq!(r.node_count(), 0);
+    }
+
+    #[test]
+    fn deep_topics_do_not_overflow_the_stack() {
+        let deep = "/".repeat(200_000);
+        let mut r = RetainedStore::new();
+        r.insert(&deep, 1);
+        r.insert("a", 2);
+        assert_eq!(matched(&r, "#").len(), 2);
+        let deep_plus = vec!["+"; 200_001].join("/");
+        assert_eq!(matched(&r, &deep_plus), s(&[(&deep, 1)]));
+        r.retain(|_, m| *m == 1);
+        assert_eq!(r.len(), 1);
+        drop(r);
+    }
+
+    fn level() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("$s".to_string()),
+            Just("ab".to_string()),
+        ]
+    }
+
+    fn topic() -> impl Strategy<Value = String> {
+        prop::collection::vec(level(), 1..5).prop_map(|l| l.join("/"))
+    }
+
+    fn filter() -> impl Strategy<Value = String> {
+        let l = prop_oneof![3 => level(), 2 => Just("+".to_string())];
+        (prop::collection::vec(l, 1..5), any::<bool>()).prop_map(|(mut levels, hash)| {
+            if hash {
+                let last = levels.len() - 1;
+                levels[last] = "#".to_string();
+            }
+            levels.join("/")
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn matches_like_the_reference(
+            topics in prop::collection::vec(topic(), 0..30),
+            filters in prop::collection::vec(filter(), 1..20),
+        ) {
+            let mut r = RetainedStore::new();
+            for t in &topics {
+                r.insert(t, ());
+            }
+            for filter in &filters {
+                let mut got = Vec::new();
+                r.for_each_match(filter, |t, _| got.push(t.to_string()));
+                got.sort();
+                let mut want: Vec<String> =
+                    topics.iter().filter(|t| matches(filter, t)).cloned().collect();
+                want.sort();
+                want.dedup();
+                prop_assert_eq!(got, want, "filter {:?}", filter);
+            }
+        }
+
+        #[test]
+        fn insert_remove_retain_like_a_map(
+            ops in prop::collection::vec((0u8..5, topic(), any::<u16>()), 0..200),
+        ) {
+            let mut r = RetainedStore::new();
+            let mut model: HashMap<String, u16> = HashMap::new();
+            for (op, t, m) in ops {
+                match op {
+                    0 | 1 => prop_assert_eq!(r.insert(&t, m), model.insert(t, m)),
+                    2 | 3 => prop_assert_eq!(r.remove(&t), model.remove(&t)),
+                    _ => {
+                        r.retain(|_, v| v % 3 != m % 3);
+                        model.retain(|_, v| *v % 3 != m % 3);
+                    }
+                }
+                prop_assert_eq!(r.len(), model.len());
+                prop_assert_eq!(r.is_empty(), model.is_empty());
+            }
+            for (t, m) in &model {
+                prop_assert_eq!(r.get(t), Some(m));
+            }
+            let mut paths = std::collections::HashSet::new();
+            for t in model.keys() {
+                let mut end = 0;
+                for level in t.split('/') {
+                    end += level.len();
+                    paths.insert(t[..end].to_string());
+                    end += 1;
+                }
+            }
+            prop_assert_eq!(r.node_count(), paths.len());
+        }
+    }
+}
