@@ -1,0 +1,64 @@
+"""Fixtures for the broker interoperability suite; the helpers live in brokertest.py."""
+
+import pytest
+
+from brokertest import Peer, SubProc, tinsel_config
+
+
+@pytest.fixture
+def peers(request):
+    """Factory: peers(server, **Peer kwargs) -> Peer (not yet connected). All closed at test end."""
+    made = []
+
+    def make(server, **kw):
+        p = Peer(server.port, **kw)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.close()
+
+
+@pytest.fixture
+def connected(peers):
+    """Factory: connected(server, **Peer kwargs) -> connected Peer."""
+
+    def make(server, **kw):
+        p = peers(server, **kw)
+        p.connect()
+        return p
+
+    return make
+
+
+@pytest.fixture(params=["tinsel", "mosquitto"])
+def broker_factory(request, start_tinsel, start_mosquitto):
+    """Factory: start(sys_interval=None) -> a broker of the param's kind with these settings."""
+
+    def start(sys_interval=None):
+        if request.param == "tinsel":
+            settings = {}
+            if sys_interval is not None:
+                settings["sys_interval"] = sys_interval
+            return start_tinsel(config=tinsel_config("{port}", **settings).replace("'{port}'", "{port}"))
+        extra = ""
+        if sys_interval is not None:
+            extra += f"sys_interval {sys_interval}\n"
+        return start_mosquitto(extra)
+
+    return start
+
+
+@pytest.fixture
+def sub_proc():
+    made = []
+
+    def start(args):
+        s = SubProc(args)
+        made.append(s)
+        return s
+
+    yield start
+    for s in made:
+        s.stop()

@@ -1,0 +1,124 @@
+"""QoS 0/1/2 in both directions, downgrade to the granted QoS, QoS 2 exactly once."""
+
+import pytest
+
+import rawmqtt as raw
+from brokertest import V5, V311, topic_base, uid
+
+
+@pytest.mark.parametrize("protocol", [V311, V5], ids=["v311", "v5"])
+def test_qos_matrix_downgraded_to_granted(any_broker, connected, protocol):
+    base = topic_base()
+    sub = connected(any_broker, protocol=protocol)
+    for q in (0, 1, 2):
+        assert sub.subscribe(f"{base}/sub{q}", qos=q) == [q]
+    pub = connected(any_broker, protocol=protocol)
+    for pq in (0, 1, 2):
+        for sq in (0, 1, 2):
+            pub.publish(f"{base}/sub{sq}", f"p{pq}s{sq}".encode(), qos=pq)
+    got = sub.expect_n(9)
+    seen = {(m.topic, m.payload, m.qos, m.retain) for m in got}
+    want = {(f"{base}/sub{sq}", f"p{pq}s{sq}".encode(), min(pq, sq), False) for pq in (0, 1, 2) for sq in (0, 1, 2)}
+    assert seen == want
+    sub.expect_none()
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_in_order_delivery_per_qos(any_broker, connected, qos):
+    t = topic_base() + "/order"
+    sub = connected(any_broker)
+    sub.subscribe(t, qos=qos)
+    pub = connected(any_broker)
+    for i in range(30):
+        pub.publish(t, str(i).encode(), qos=qos, wait=(qos == 0 or i == 29))
+    got = sub.expect_n(30)
+    assert [m.payload for m in got] == [str(i).encode() for i in range(30)]
+    assert all(m.qos == qos for m in got)
+    sub.expect_none()
+
+
+@pytest.mark.parametrize("version", [4, 5], ids=["v311", "v5"])
+def test_qos2_inbound_exactly_once(any_broker, connected, version):
+    """A PUBLISH repeated (DUP) before PUBREL is acknowledged again but forwarded only once."""
+    t = topic_base() + "/once"
+    sub = connected(any_broker)
+    sub.subscribe(t, qos=2)
+    c = raw.RawClient(any_broker.port, version=version)
+    assert c.connect(uid("raw")).return_code == 0
+    c.send(raw.publish(t, b"exactly-once", qos=2, pid=7, version=version))
+    assert c.expect(raw.PUBREC).packet_id == 7
+    c.send(raw.publish(t, b"exactly-once", qos=2, pid=7, dup=True, version=version))
+    assert c.expect(raw.PUBREC).packet_id == 7
+    c.send(raw.ack(raw.PUBREL, 7))
+    assert c.expect(raw.PUBCOMP).packet_id == 7
+    m = sub.expect()
+    assert (m.topic, m.payload, m.qos) == (t, b"exactly-once", 2)
+    sub.expect_none()
+    # Once the flow completed, the same packet id starts a new message.
+    c.send(raw.publish(t, b"second", qos=2, pid=7, version=version))
+    assert c.expect(raw.PUBREC).packet_id == 7
+    c.send(raw.ack(raw.PUBREL, 7))
+    assert c.expect(raw.PUBCOMP).packet_id == 7
+    assert sub.expect().payload == b"second"
+    sub.expect_none()
+    c.close()
+
+
+@pytest.mark.parametrize("version", [4, 5], ids=["v311", "v5"])
+def test_qos1_inbound_puback(any_broker, connected, version):
+    t = topic_base() + "/q1"
+    sub = connected(any_broker)
+    sub.subscribe(t, qos=1)
+    c = raw.RawClient(any_broker.port, version=version)
+    assert c.connect(uid("raw")).return_code == 0
+    c.send(raw.publish(t, b"one", qos=1, pid=300, version=version))
+    ack = c.expect(raw.PUBACK)
+    assert ack.packet_id == 300
+    assert (sub.expect().payload, 1) == (b"one", 1)
+    c.close()
+
+
+@pytest.mark.parametrize("version", [4, 5], ids=["v311", "v5"])
+def test_outbound_flows_seen_by_raw_subscriber(any_broker, connected, version):
+    """The broker's QoS 1 and QoS 2 PUBLISH carry packet ids, DUP 0, and PUBREL has flags 0b0010."""
+    t = topic_base() + "/out"
+    c = raw.RawClient(any_broker.port, version=version)
+    assert c.connect(uid("raw")).return_code == 0
+    c.send(raw.subscribe(1, [(t, 2)], version=version))
+    suback = c.expect(raw.SUBACK)
+    assert suback.packet_id == 1
+    assert suback.body[-1] == 2
+    pub = connected(any_broker)
+    pub.publish(t, b"q1", qos=1)
+    p = c.expect(raw.PUBLISH)
+    topic, qos, retain, dup, pid, payload = p.publish_fields()
+    assert (topic, qos, retain, dup, payload) == (t, 1, False, False, b"q1")
+    assert pid and pid > 0
+    c.send(raw.ack(raw.PUBACK, pid))
+    pub.publish(t, b"q2", qos=2)
+    p = c.expect(raw.PUBLISH)
+    topic, qos, retain, dup, pid, payload = p.publish_fields()
+    assert (topic, qos, retain, dup, payload) == (t, 2, False, False, b"q2")
+    c.send(raw.ack(raw.PUBREC, pid))
+    rel = c.expect(raw.PUBREL)
+    assert rel.flags == 0x2
+    assert rel.packet_id == pid
+    c.send(raw.ack(raw.PUBCOMP, pid))
+    # Nothing else is sent (e.g. no duplicate PUBLISH).
+    with pytest.raises(TimeoutError):
+        c.recv(timeout=0.5)
+    c.close()
+
+
+def test_qos0_publisher_many_subscribers(any_broker, connected):
+    t = topic_base() + "/fan"
+    subs = [connected(any_broker, protocol=(V5 if i % 2 else V311)) for i in range(4)]
+    for i, s in enumerate(subs):
+        s.subscribe(t, qos=i % 3)
+    pub = connected(any_broker)
+    pub.publish(t, b"fan-out", qos=2)
+    for i, s in enumerate(subs):
+        m = s.expect()
+        assert (m.topic, m.payload, m.qos) == (t, b"fan-out", i % 3)
+    for s in subs:
+        s.expect_none(0.2)
