@@ -1,6 +1,11 @@
 //! DISCONNECT: in MQTT 5 either side may send it, with a reason.
 
-use crate::{Properties, ReasonCode};
+use bytes::{BufMut, Bytes};
+
+use crate::primitives::{finish, read_u8, varint_len};
+use crate::properties::Allowed;
+use crate::reason;
+use crate::{DecodeError, EncodeError, Properties, ProtocolVersion, ReasonCode};
 
 /// A DISCONNECT packet. Before MQTT 5 it has no body: only a client sends it, and
 /// `reason` and `properties` are neither written nor read.
@@ -10,4 +15,65 @@ pub struct Disconnect {
     pub reason: ReasonCode,
     /// MQTT 5 properties (session expiry interval, reason string, server reference, ...).
     pub properties: Properties,
+}
+
+impl Disconnect {
+    /// A DISCONNECT with `reason` and no properties.
+    pub fn new(reason: ReasonCode) -> Disconnect {
+        Disconnect {
+            reason,
+            properties: Properties::default(),
+        }
+    }
+
+    pub(crate) fn decode(
+        mut b: Bytes,
+        version: ProtocolVersion,
+    ) -> Result<Disconnect, DecodeError> {
+        let b = &mut b;
+        let mut d = Disconnect::default();
+        // MQTT 5: remaining length 0 means Normal disconnection; below 2 there is no
+        // property length (sections 3.14.2.1, 3.14.2.2). Before MQTT 5 there is no body.
+        if version.is_v5() && !b.is_empty() {
+            let code = read_u8(b)?;
+            if !ReasonCode::valid_in(code, reason::DISCONNECT) {
+                return Err(DecodeError::InvalidReasonCode(code));
+            }
+            d.reason = ReasonCode(code);
+            if !b.is_empty() {
+                d.properties = Properties::decode(b, Allowed::DISCONNECT)?;
+            }
+        }
+        finish(b)?;
+        Ok(d)
+    }
+
+    pub(crate) fn body_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
+        if !version.is_v5() {
+            return Ok(0);
+        }
+        let props = self.properties.body_len(Allowed::DISCONNECT)?;
+        Ok(match (self.reason, props) {
+            (ReasonCode::SUCCESS, 0) => 0,
+            (_, 0) => 1,
+            (_, n) => 1 + varint_len(n as u32) + n,
+        })
+    }
+
+    pub(crate) fn encode(&self, version: ProtocolVersion, dst: &mut impl BufMut) {
+        if !version.is_v5() {
+            return;
+        }
+        match (
+            self.reason,
+            self.properties.body_len(Allowed::DISCONNECT).unwrap_or(0),
+        ) {
+            (ReasonCode::SUCCESS, 0) => {}
+            (r, 0) => dst.put_u8(r.0),
+            (r, _) => {
+                dst.put_u8(r.0);
+                self.properties.encode(Allowed::DISCONNECT, dst);
+            }
+        }
+    }
 }

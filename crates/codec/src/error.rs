@@ -40,7 +40,8 @@ pub enum DecodeError {
     /// A string is not valid UTF-8 or holds U+0000 [MQTT-1.5.4-1] [MQTT-1.5.4-2].
     #[error("invalid UTF-8 string")]
     InvalidString,
-    /// QoS 3 in a PUBLISH, a will, or a subscription [MQTT-3.3.1-4].
+    /// QoS 3 in a PUBLISH [MQTT-3.3.1-4] or a will [MQTT-3.1.2-12] (in a subscription it is
+    /// [`DecodeError::InvalidSubscriptionOptions`]).
     #[error("invalid QoS 3")]
     InvalidQoS,
     /// A packet identifier of 0 where one is required [MQTT-2.2.1-3].
@@ -93,6 +94,10 @@ pub enum DecodeError {
     /// A reason code that the packet type does not allow.
     #[error("reason code 0x{0:02X} not allowed here")]
     InvalidReasonCode(u8),
+    /// Reserved bits of the CONNACK acknowledge flags are set [MQTT-3.2.2-1], or Session
+    /// Present is set with a non-zero reason code [MQTT-3.2.2-4].
+    #[error("invalid CONNACK flags 0x{0:02X}")]
+    InvalidConnAckFlags(u8),
     /// The first packet on a connection must be CONNECT, and only once.
     #[error("expected CONNECT first")]
     ExpectedConnect,
@@ -108,11 +113,18 @@ impl DecodeError {
             DecodeError::UnsupportedProtocolLevel(_) | DecodeError::InvalidProtocolName => {
                 ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
             }
+            // "It is a Protocol Error to include ... more than once / the value 0 / a value
+            // other than 0 or 1" (MQTT 5 section 3.x.2.2).
             DecodeError::DuplicateProperty(_)
-            | DecodeError::PropertyNotAllowed { .. }
             | DecodeError::InvalidPropertyValue(_)
-            | DecodeError::ExpectedConnect
-            | DecodeError::InvalidQoS => ReasonCode::PROTOCOL_ERROR,
+            | DecodeError::ExpectedConnect => ReasonCode::PROTOCOL_ERROR,
+            // Subscription options: reserved bits set is malformed [MQTT-3.8.3-5]; a
+            // Maximum QoS or Retain Handling of 3 is a Protocol Error (section 3.8.3.1).
+            DecodeError::InvalidSubscriptionOptions(b) if b & 0xC0 == 0 => {
+                ReasonCode::PROTOCOL_ERROR
+            }
+            // QoS 3 in PUBLISH [MQTT-3.3.1-4] or in a will [MQTT-3.1.2-12] and an identifier
+            // not valid for the packet type (section 2.2.2.2) are Malformed Packets.
             _ => ReasonCode::MALFORMED_PACKET,
         }
     }

@@ -32,6 +32,8 @@ mod pubresp;
 mod reason;
 mod suback;
 mod subscribe;
+#[cfg(test)]
+mod test_util;
 pub mod topic;
 mod types;
 mod unsuback;
@@ -42,9 +44,11 @@ pub use connack::ConnAck;
 pub use connect::{Connect, Will};
 pub use disconnect::Disconnect;
 pub use error::{DecodeError, EncodeError};
-pub use packet::{FixedHeader, Packet, PacketType, check_frame, decode_packet, encode_packet};
+pub use packet::{
+    FixedHeader, Packet, PacketType, check_frame, decode_body, decode_packet, encode_packet,
+};
 pub use properties::{Properties, UserProperty};
-pub use publish::Publish;
+pub use publish::{EncodedPublish, Publish};
 pub use pubresp::PubResp;
 pub use reason::ReasonCode;
 pub use suback::SubAck;

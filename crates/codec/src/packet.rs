@@ -1,6 +1,8 @@
 //! The packet enum, the fixed header, and the stream entry points.
 
-use bytes::BytesMut;
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::primitives::{MAX_VARINT, VarInt, finish, parse_varint, varint_len, write_varint};
 
 use crate::{
     Auth, ConnAck, Connect, DecodeError, Disconnect, EncodeError, ProtocolVersion, PubResp,
@@ -103,34 +105,164 @@ pub enum Packet {
 /// Returns `Ok(None)` when more bytes are needed. The size limit is applied here, from the
 /// fixed header alone, so a peer cannot make the reader buffer an oversized body:
 /// `Err(PacketTooLarge)` as soon as the remaining length is known to exceed
-/// `max_packet_size` (a whole-packet size, fixed header included).
+/// `max_packet_size` (a whole-packet size, fixed header included; pass `u32::MAX` for no
+/// limit beyond the protocol's). The packet type and the fixed header flags are checked
+/// here too [MQTT-2.2.2-1], so a bad first byte is refused before anything else is read.
 pub fn check_frame(buf: &[u8], max_packet_size: u32) -> Result<Option<FixedHeader>, DecodeError> {
-    let _ = (buf, max_packet_size);
-    unimplemented!("codec: check_frame")
+    let Some((&first, rest)) = buf.split_first() else {
+        return Ok(None);
+    };
+    let packet_type = PacketType::from_u8(first >> 4).ok_or(DecodeError::InvalidPacketType(0))?;
+    let flags = first & 0x0F;
+    check_flags(packet_type, flags)?;
+    let (remaining_length, len_len) = match parse_varint(rest) {
+        Ok(VarInt::Value(v, n)) => (v, n),
+        Ok(VarInt::Incomplete) => return Ok(None),
+        // A fifth length byte [MQTT-1.5.5-1].
+        Err(_) => return Err(DecodeError::MalformedRemainingLength),
+    };
+    let header = FixedHeader {
+        packet_type,
+        flags,
+        remaining_length,
+        header_len: 1 + len_len,
+    };
+    let size = header.frame_len();
+    if size > max_packet_size as usize {
+        return Err(DecodeError::PacketTooLarge {
+            size,
+            max: max_packet_size,
+        });
+    }
+    if buf.len() < size {
+        return Ok(None);
+    }
+    Ok(Some(header))
+}
+
+/// The fixed header flags each packet type requires [MQTT-2.2.2-1] [MQTT-2.2.2-2].
+fn check_flags(packet_type: PacketType, flags: u8) -> Result<(), DecodeError> {
+    let required = match packet_type {
+        PacketType::Publish => {
+            // Both QoS bits set is malformed [MQTT-3.3.1-4].
+            if (flags >> 1) & 0x03 == 3 {
+                return Err(DecodeError::InvalidQoS);
+            }
+            // DUP must be 0 at QoS 0 [MQTT-3.3.1-2].
+            if flags & 0x08 != 0 && flags & 0x06 == 0 {
+                return Err(DecodeError::InvalidHeaderFlags {
+                    packet: packet_type.name(),
+                    flags,
+                });
+            }
+            return Ok(());
+        }
+        // [MQTT-3.6.1-1] [MQTT-3.8.1-1] [MQTT-3.10.1-1]
+        PacketType::PubRel | PacketType::Subscribe | PacketType::Unsubscribe => 0b0010,
+        _ => 0,
+    };
+    if flags != required {
+        return Err(DecodeError::InvalidHeaderFlags {
+            packet: packet_type.name(),
+            flags,
+        });
+    }
+    Ok(())
 }
 
 /// Decodes one packet from the front of `buf`, splitting its bytes off on success.
 ///
 /// `Ok(None)` means more bytes are needed (nothing is consumed). `version` is the
 /// connection's protocol version; a CONNECT carries its own and `version` is ignored for it.
-/// The returned packet's payload and strings share `buf`'s memory.
+/// The returned packet's payload and strings share `buf`'s memory. On an error the
+/// offending packet's bytes may have been consumed: the connection is to be closed anyway.
 pub fn decode_packet(
     buf: &mut BytesMut,
     version: ProtocolVersion,
     max_packet_size: u32,
 ) -> Result<Option<Packet>, DecodeError> {
-    let _ = (buf, version, max_packet_size);
-    unimplemented!("codec: decode_packet")
+    let Some(header) = check_frame(buf, max_packet_size)? else {
+        return Ok(None);
+    };
+    let mut frame = buf.split_to(header.frame_len()).freeze();
+    let body = frame.split_off(header.header_len);
+    decode_body(header, body, version).map(Some)
+}
+
+/// Step two of decoding: parses the body of a packet whose fixed header [`check_frame`]
+/// returned. `body` must be exactly `header.remaining_length` bytes; strings and payload
+/// in the result are slices of it.
+pub fn decode_body(
+    header: FixedHeader,
+    body: Bytes,
+    version: ProtocolVersion,
+) -> Result<Packet, DecodeError> {
+    if body.len() != header.remaining_length as usize {
+        return Err(DecodeError::UnexpectedEof);
+    }
+    let kind = header.packet_type;
+    Ok(match kind {
+        PacketType::Connect => Packet::Connect(Box::new(Connect::decode(body)?)),
+        PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(body, version)?),
+        PacketType::Publish => Packet::Publish(Publish::decode(header.flags, body, version)?),
+        PacketType::PubAck => Packet::PubAck(PubResp::decode(kind, body, version)?),
+        PacketType::PubRec => Packet::PubRec(PubResp::decode(kind, body, version)?),
+        PacketType::PubRel => Packet::PubRel(PubResp::decode(kind, body, version)?),
+        PacketType::PubComp => Packet::PubComp(PubResp::decode(kind, body, version)?),
+        PacketType::Subscribe => Packet::Subscribe(Subscribe::decode(body, version)?),
+        PacketType::SubAck => Packet::SubAck(SubAck::decode(body, version)?),
+        PacketType::Unsubscribe => Packet::Unsubscribe(Unsubscribe::decode(body, version)?),
+        PacketType::UnsubAck => Packet::UnsubAck(UnsubAck::decode(body, version)?),
+        PacketType::PingReq | PacketType::PingResp => {
+            // No variable header, no payload (sections 3.12, 3.13).
+            finish(&body)?;
+            if kind == PacketType::PingReq {
+                Packet::PingReq
+            } else {
+                Packet::PingResp
+            }
+        }
+        PacketType::Disconnect => Packet::Disconnect(Disconnect::decode(body, version)?),
+        // Type 15 is reserved before MQTT 5.
+        PacketType::Auth if !version.is_v5() => return Err(DecodeError::InvalidPacketType(15)),
+        PacketType::Auth => Packet::Auth(Auth::decode(body)?),
+    })
 }
 
 /// Appends the encoding of `packet` for `version` to `dst`.
+///
+/// A CONNECT is always written in its own `protocol` version. Nothing is appended on an
+/// error. Fields a version lacks (properties and reason codes before MQTT 5) are not
+/// written, and only the properties the packet type allows are. Topic and filter syntax
+/// is not checked here; strings are valid by construction ([`crate::ByteStr`]).
 pub fn encode_packet(
     packet: &Packet,
     version: ProtocolVersion,
     dst: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    let _ = (packet, version, dst);
-    unimplemented!("codec: encode_packet")
+    let (first, body_len) = packet.first_byte_and_body_len(version)?;
+    dst.reserve(1 + varint_len(body_len) + body_len as usize);
+    dst.put_u8(first);
+    write_varint(dst, body_len);
+    let start = dst.len();
+    match packet {
+        Packet::Connect(p) => p.encode(dst),
+        Packet::ConnAck(p) => p.encode(version, dst),
+        Packet::Publish(p) => p.encode(version, dst),
+        Packet::PubAck(p) => p.encode(PacketType::PubAck, version, dst),
+        Packet::PubRec(p) => p.encode(PacketType::PubRec, version, dst),
+        Packet::PubRel(p) => p.encode(PacketType::PubRel, version, dst),
+        Packet::PubComp(p) => p.encode(PacketType::PubComp, version, dst),
+        Packet::Subscribe(p) => p.encode(version, dst),
+        Packet::SubAck(p) => p.encode(version, dst),
+        Packet::Unsubscribe(p) => p.encode(version, dst),
+        Packet::UnsubAck(p) => p.encode(version, dst),
+        Packet::PingReq | Packet::PingResp => {}
+        Packet::Disconnect(p) => p.encode(version, dst),
+        Packet::Auth(p) => p.encode(dst),
+    }
+    debug_assert_eq!(dst.len() - start, body_len as usize, "length pass drifted");
+    Ok(())
 }
 
 impl Packet {
@@ -159,9 +291,65 @@ impl Packet {
     pub fn encode(&self, version: ProtocolVersion, dst: &mut BytesMut) -> Result<(), EncodeError> {
         encode_packet(self, version, dst)
     }
+
+    /// The size of this packet on the wire for `version`, fixed header included; the same
+    /// checks as [`encode_packet`]. Use it to honour a peer's Maximum Packet Size.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
+        let (_, body) = self.first_byte_and_body_len(version)?;
+        Ok(1 + varint_len(body) + body as usize)
+    }
+
+    /// The first byte and the remaining length, after every check encoding needs.
+    fn first_byte_and_body_len(&self, version: ProtocolVersion) -> Result<(u8, u32), EncodeError> {
+        let (flags, body) = match self {
+            Packet::Connect(p) => (0, p.body_len()?),
+            Packet::ConnAck(p) => (0, p.body_len(version)?),
+            Packet::Publish(p) => (p.flags(), p.body_len(version)?),
+            Packet::PubAck(p) => (0, p.body_len(PacketType::PubAck, version)?),
+            Packet::PubRec(p) => (0, p.body_len(PacketType::PubRec, version)?),
+            Packet::PubRel(p) => (0b0010, p.body_len(PacketType::PubRel, version)?),
+            Packet::PubComp(p) => (0, p.body_len(PacketType::PubComp, version)?),
+            Packet::Subscribe(p) => (0b0010, p.body_len(version)?),
+            Packet::SubAck(p) => (0, p.body_len(version)?),
+            Packet::Unsubscribe(p) => (0b0010, p.body_len(version)?),
+            Packet::UnsubAck(p) => (0, p.body_len(version)?),
+            Packet::PingReq | Packet::PingResp => (0, 0),
+            Packet::Disconnect(p) => (0, p.body_len(version)?),
+            Packet::Auth(_) if !version.is_v5() => return Err(EncodeError::NotInVersion("AUTH")),
+            Packet::Auth(p) => (0, p.body_len()?),
+        };
+        let body = u32::try_from(body)
+            .ok()
+            .filter(|&b| b <= MAX_VARINT)
+            .ok_or(EncodeError::PacketTooLarge)?;
+        Ok(((self.packet_type() as u8) << 4 | flags, body))
+    }
 }
 
 impl PacketType {
+    /// The packet type for the high nibble of a first byte; `None` for 0 (reserved) and
+    /// above 15.
+    pub fn from_u8(v: u8) -> Option<PacketType> {
+        Some(match v {
+            1 => PacketType::Connect,
+            2 => PacketType::ConnAck,
+            3 => PacketType::Publish,
+            4 => PacketType::PubAck,
+            5 => PacketType::PubRec,
+            6 => PacketType::PubRel,
+            7 => PacketType::PubComp,
+            8 => PacketType::Subscribe,
+            9 => PacketType::SubAck,
+            10 => PacketType::Unsubscribe,
+            11 => PacketType::UnsubAck,
+            12 => PacketType::PingReq,
+            13 => PacketType::PingResp,
+            14 => PacketType::Disconnect,
+            15 => PacketType::Auth,
+            _ => return None,
+        })
+    }
+
     /// The packet's name as the specification writes it (`"PUBLISH"`).
     pub fn name(self) -> &'static str {
         match self {

@@ -132,7 +132,69 @@ impl ReasonCode {
     pub fn is_success(self) -> bool {
         self.0 < 0x80
     }
+
+    /// The MQTT 3.1 / 3.1.1 CONNACK return code (0 to 5) for this code, as documented on
+    /// [`ReasonCode`]. Codes 1 to 5 given as-is are kept (they are not MQTT 5 CONNACK codes);
+    /// other failures without a 3.1.1 counterpart become 3 (Server unavailable), or 5 (Not
+    /// authorized) for Banned, or 4 for Bad authentication method.
+    pub fn to_v3_connack(self) -> u8 {
+        match self {
+            ReasonCode::SUCCESS => 0,
+            ReasonCode(c @ 1..=5) => c,
+            ReasonCode::UNSUPPORTED_PROTOCOL_VERSION => 1,
+            ReasonCode::CLIENT_IDENTIFIER_NOT_VALID => 2,
+            ReasonCode::BAD_USER_NAME_OR_PASSWORD | ReasonCode::BAD_AUTHENTICATION_METHOD => 4,
+            ReasonCode::NOT_AUTHORIZED | ReasonCode::BANNED => 5,
+            _ => 3,
+        }
+    }
+
+    /// The reason code for an MQTT 3.1 / 3.1.1 CONNACK return code; `None` above 5.
+    pub fn from_v3_connack(code: u8) -> Option<ReasonCode> {
+        Some(match code {
+            0 => ReasonCode::SUCCESS,
+            1 => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+            2 => ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+            3 => ReasonCode::SERVER_UNAVAILABLE,
+            4 => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+            5 => ReasonCode::NOT_AUTHORIZED,
+            _ => return None,
+        })
+    }
+
+    /// True if `code` is in the packet type's table.
+    pub(crate) fn valid_in(code: u8, table: &[u8]) -> bool {
+        table.contains(&code)
+    }
 }
+
+// The reason codes each MQTT 5 packet type may carry ("The Client or Server sending the
+// ... packet MUST use one of the ... Reason Codes"): tables of section 3.x.2.1.
+
+/// CONNACK (3.2.2.2).
+pub(crate) const CONNACK: &[u8] = &[
+    0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97,
+    0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
+];
+/// PUBACK (3.4.2.1) and PUBREC (3.5.2.1) [MQTT-3.4.2-1] [MQTT-3.5.2-1].
+pub(crate) const PUBACK: &[u8] = &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99];
+/// PUBREL (3.6.2.1) and PUBCOMP (3.7.2.1) [MQTT-3.6.2-1] [MQTT-3.7.2-1].
+pub(crate) const PUBREL: &[u8] = &[0x00, 0x92];
+/// SUBACK (3.9.3) [MQTT-3.9.3-2].
+pub(crate) const SUBACK: &[u8] = &[
+    0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2,
+];
+/// SUBACK return codes before MQTT 5 (3.1.1 section 3.9.3).
+pub(crate) const SUBACK_V3: &[u8] = &[0x00, 0x01, 0x02, 0x80];
+/// UNSUBACK (3.11.3) [MQTT-3.11.3-2].
+pub(crate) const UNSUBACK: &[u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
+/// DISCONNECT (3.14.2.1) [MQTT-3.14.2-1].
+pub(crate) const DISCONNECT: &[u8] = &[
+    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95,
+    0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
+];
+/// AUTH (3.15.2.1) [MQTT-3.15.2-1].
+pub(crate) const AUTH: &[u8] = &[0x00, 0x18, 0x19];
 
 impl fmt::Debug for ReasonCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,6 +1,12 @@
 //! SUBSCRIBE: topic filters with their options.
 
-use crate::{ByteStr, Properties, QoS};
+use bytes::{BufMut, Bytes};
+
+use crate::primitives::{
+    check_packet_id, read_packet_id, read_string, read_u8, string_len, write_string,
+};
+use crate::properties::Allowed;
+use crate::{ByteStr, DecodeError, EncodeError, Properties, ProtocolVersion, QoS};
 
 /// A SUBSCRIBE packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,4 +42,108 @@ pub struct SubscriptionOptions {
     pub retain_as_published: bool,
     /// Retain Handling.
     pub retain_handling: RetainHandling,
+}
+
+impl SubscriptionOptions {
+    /// Options with maximum QoS `qos` and every MQTT 5 option at its default.
+    pub fn new(qos: QoS) -> SubscriptionOptions {
+        SubscriptionOptions {
+            qos,
+            ..SubscriptionOptions::default()
+        }
+    }
+
+    /// Parses the options byte. Reserved bits set is malformed [MQTT-3.8.3-5] (3.1.1:
+    /// [MQTT-3-8.3-4], where everything above the QoS is reserved); Maximum QoS 3 and
+    /// Retain Handling 3 are Protocol Errors (section 3.8.3.1).
+    pub(crate) fn from_byte(b: u8, version: ProtocolVersion) -> Result<Self, DecodeError> {
+        let reserved = if version.is_v5() { 0xC0 } else { 0xFC };
+        let bad = Err(DecodeError::InvalidSubscriptionOptions(b));
+        if b & reserved != 0 {
+            return bad;
+        }
+        let Some(qos) = QoS::from_u8(b & 0x03) else {
+            return bad;
+        };
+        let retain_handling = match (b >> 4) & 0x03 {
+            0 => RetainHandling::SendAtSubscribe,
+            1 => RetainHandling::SendIfNew,
+            2 => RetainHandling::DoNotSend,
+            _ => return bad,
+        };
+        Ok(SubscriptionOptions {
+            qos,
+            no_local: b & 0x04 != 0,
+            retain_as_published: b & 0x08 != 0,
+            retain_handling,
+        })
+    }
+
+    /// The options byte; before MQTT 5 only the QoS.
+    pub(crate) fn to_byte(self, version: ProtocolVersion) -> u8 {
+        if !version.is_v5() {
+            return self.qos.as_u8();
+        }
+        let rh = match self.retain_handling {
+            RetainHandling::SendAtSubscribe => 0,
+            RetainHandling::SendIfNew => 1,
+            RetainHandling::DoNotSend => 2,
+        };
+        self.qos.as_u8()
+            | (u8::from(self.no_local) << 2)
+            | (u8::from(self.retain_as_published) << 3)
+            | (rh << 4)
+    }
+}
+
+impl Subscribe {
+    pub(crate) fn decode(mut b: Bytes, version: ProtocolVersion) -> Result<Subscribe, DecodeError> {
+        let b = &mut b;
+        let packet_id = read_packet_id(b)?;
+        let properties = if version.is_v5() {
+            Properties::decode(b, Allowed::SUBSCRIBE)?
+        } else {
+            Properties::default()
+        };
+        let mut filters = Vec::new();
+        while !b.is_empty() {
+            // Only the string is checked here: the broker judges the filter's syntax, so it
+            // can answer 0x8F Topic Filter invalid in MQTT 5.
+            let filter = read_string(b)?;
+            let options = SubscriptionOptions::from_byte(read_u8(b)?, version)?;
+            filters.push((filter, options));
+        }
+        // At least one filter [MQTT-3.8.3-3].
+        if filters.is_empty() {
+            return Err(DecodeError::NoTopicFilters);
+        }
+        Ok(Subscribe {
+            packet_id,
+            properties,
+            filters,
+        })
+    }
+
+    pub(crate) fn body_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
+        check_packet_id(self.packet_id)?;
+        let mut n = 2;
+        if version.is_v5() {
+            n += self.properties.encoded_len(Allowed::SUBSCRIBE)?;
+        }
+        for (f, _) in &self.filters {
+            n += string_len(f) + 1;
+        }
+        Ok(n)
+    }
+
+    pub(crate) fn encode(&self, version: ProtocolVersion, dst: &mut impl BufMut) {
+        dst.put_u16(self.packet_id);
+        if version.is_v5() {
+            self.properties.encode(Allowed::SUBSCRIBE, dst);
+        }
+        for (f, o) in &self.filters {
+            write_string(dst, f);
+            dst.put_u8(o.to_byte(version));
+        }
+    }
 }

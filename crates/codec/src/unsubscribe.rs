@@ -1,6 +1,10 @@
 //! UNSUBSCRIBE.
 
-use crate::{ByteStr, Properties};
+use bytes::{BufMut, Bytes};
+
+use crate::primitives::{check_packet_id, read_packet_id, read_string, string_len, write_string};
+use crate::properties::Allowed;
+use crate::{ByteStr, DecodeError, EncodeError, Properties, ProtocolVersion};
 
 /// An UNSUBSCRIBE packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,4 +15,52 @@ pub struct Unsubscribe {
     pub properties: Properties,
     /// Topic filters; at least one.
     pub filters: Vec<ByteStr>,
+}
+
+impl Unsubscribe {
+    pub(crate) fn decode(
+        mut b: Bytes,
+        version: ProtocolVersion,
+    ) -> Result<Unsubscribe, DecodeError> {
+        let b = &mut b;
+        let packet_id = read_packet_id(b)?;
+        let properties = if version.is_v5() {
+            Properties::decode(b, Allowed::UNSUBSCRIBE)?
+        } else {
+            Properties::default()
+        };
+        let mut filters = Vec::new();
+        while !b.is_empty() {
+            // Strings only; the broker judges filter syntax.
+            filters.push(read_string(b)?);
+        }
+        // At least one filter [MQTT-3.10.3-2].
+        if filters.is_empty() {
+            return Err(DecodeError::NoTopicFilters);
+        }
+        Ok(Unsubscribe {
+            packet_id,
+            properties,
+            filters,
+        })
+    }
+
+    pub(crate) fn body_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
+        check_packet_id(self.packet_id)?;
+        let mut n = 2;
+        if version.is_v5() {
+            n += self.properties.encoded_len(Allowed::UNSUBSCRIBE)?;
+        }
+        Ok(n + self.filters.iter().map(string_len).sum::<usize>())
+    }
+
+    pub(crate) fn encode(&self, version: ProtocolVersion, dst: &mut impl BufMut) {
+        dst.put_u16(self.packet_id);
+        if version.is_v5() {
+            self.properties.encode(Allowed::UNSUBSCRIBE, dst);
+        }
+        for f in &self.filters {
+            write_string(dst, f);
+        }
+    }
 }
