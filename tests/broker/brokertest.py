@@ -164,7 +164,10 @@ class Peer:
         if isinstance(topic, list):
             rc, mid = self.c.subscribe(topic, properties=properties)
         else:
-            rc, mid = self.c.subscribe(topic, options if options is not None else qos, properties=properties)
+            if options is not None:
+                rc, mid = self.c.subscribe(topic, options=options, properties=properties)
+            else:
+                rc, mid = self.c.subscribe(topic, qos, properties=properties)
         assert rc == mqtt.MQTT_ERR_SUCCESS, f"subscribe failed locally: {rc}"
         try:
             rcs = self._slot(self.subacks, mid).get(timeout=timeout)
