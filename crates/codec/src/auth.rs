@@ -55,3 +55,69 @@ impl Auth {
         self.properties.encode(Allowed::AUTH, dst);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{decode, encode, reject, round_trip};
+    use crate::{ByteStr, EncodeError, Packet, ProtocolVersion::*};
+
+    #[test]
+    fn golden() {
+        let ok = Packet::Auth(Auth::default());
+        assert_eq!(encode(&ok, V5), [0xF0, 0]);
+        round_trip(&ok, V5);
+        let mut a = Auth {
+            reason: ReasonCode::CONTINUE_AUTHENTICATION,
+            properties: Properties::default(),
+        };
+        a.properties.authentication_method = Some(ByteStr::from_static("M"));
+        a.properties.authentication_data = Some(Bytes::from_static(b"\x01"));
+        let p = Packet::Auth(a);
+        assert_eq!(
+            encode(&p, V5),
+            [0xF0, 10, 0x18, 8, 0x15, 0, 1, b'M', 0x16, 0, 1, 1]
+        );
+        round_trip(&p, V5);
+        assert_eq!(
+            decode(&[0xF0, 1, 0x19], V5).unwrap(),
+            Packet::Auth(Auth {
+                reason: ReasonCode::RE_AUTHENTICATE,
+                properties: Properties::default(),
+            })
+        );
+    }
+
+    #[test]
+    fn only_in_v5() {
+        let mal = ReasonCode::MALFORMED_PACKET;
+        reject(&[0xF0, 0], V311, DecodeError::InvalidPacketType(15), mal);
+        reject(&[0xF0, 0], V31, DecodeError::InvalidPacketType(15), mal);
+        let mut buf = bytes::BytesMut::new();
+        assert_eq!(
+            crate::encode_packet(&Packet::Auth(Auth::default()), V311, &mut buf),
+            Err(EncodeError::NotInVersion("AUTH"))
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn malformed() {
+        let mal = ReasonCode::MALFORMED_PACKET;
+        reject(
+            &[0xF0, 1, 0x80],
+            V5,
+            DecodeError::InvalidReasonCode(0x80),
+            mal,
+        );
+        reject(
+            &[0xF0, 4, 0x18, 2, 0x11, 0],
+            V5,
+            DecodeError::PropertyNotAllowed {
+                property: 0x11,
+                packet: "AUTH",
+            },
+            mal,
+        );
+    }
+}

@@ -93,3 +93,151 @@ impl ConnAck {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{decode, encode, reject, round_trip};
+    use crate::{Packet, ProtocolVersion::*};
+
+    #[test]
+    fn golden() {
+        let ok = Packet::ConnAck(ConnAck::new(true, ReasonCode::SUCCESS));
+        assert_eq!(encode(&ok, V311), [0x20, 2, 1, 0]);
+        // 3.1 has no Session Present.
+        assert_eq!(encode(&ok, V31), [0x20, 2, 0, 0]);
+        // MQTT 5: property length 0.
+        assert_eq!(encode(&ok, V5), [0x20, 3, 1, 0, 0]);
+        round_trip(&ok, V311);
+        round_trip(&ok, V5);
+        // 3.1.1 return code 5 is Not authorized.
+        let p = decode(&[0x20, 2, 0, 5], V311).unwrap();
+        assert_eq!(
+            p,
+            Packet::ConnAck(ConnAck::new(false, ReasonCode::NOT_AUTHORIZED))
+        );
+        assert_eq!(encode(&p, V311), [0x20, 2, 0, 5]);
+        assert_eq!(encode(&p, V5), [0x20, 3, 0, 0x87, 0]);
+    }
+
+    #[test]
+    fn v3_return_codes_map_both_ways() {
+        for code in 0..=5u8 {
+            let r = ReasonCode::from_v3_connack(code).unwrap();
+            assert_eq!(r.to_v3_connack(), code);
+            let p = Packet::ConnAck(ConnAck::new(false, r));
+            assert_eq!(encode(&p, V311), [0x20, 2, 0, code]);
+            round_trip(&p, V311);
+            round_trip(&p, V31);
+        }
+        assert_eq!(ReasonCode::BANNED.to_v3_connack(), 5);
+        assert_eq!(ReasonCode::SERVER_BUSY.to_v3_connack(), 3);
+        assert_eq!(ReasonCode::from_v3_connack(6), None);
+    }
+
+    #[test]
+    fn all_properties_round_trip() {
+        let mut c = ConnAck::new(false, ReasonCode::SUCCESS);
+        let p = &mut c.properties;
+        p.session_expiry_interval = Some(1);
+        p.assigned_client_identifier = Some(crate::ByteStr::from_static("auto-1"));
+        p.server_keep_alive = Some(30);
+        p.authentication_method = Some(crate::ByteStr::from_static("m"));
+        p.authentication_data = Some(Bytes::from_static(b"d"));
+        p.response_information = Some(crate::ByteStr::from_static("ri"));
+        p.server_reference = Some(crate::ByteStr::from_static("other"));
+        p.reason_string = Some(crate::ByteStr::from_static("why"));
+        p.receive_maximum = Some(65_535);
+        p.topic_alias_maximum = Some(0);
+        p.maximum_qos = Some(1);
+        p.retain_available = Some(0);
+        p.user_properties.push((
+            crate::ByteStr::from_static("k"),
+            crate::ByteStr::from_static("v"),
+        ));
+        p.maximum_packet_size = Some(u32::MAX);
+        p.wildcard_subscription_available = Some(1);
+        p.subscription_identifier_available = Some(0);
+        p.shared_subscription_available = Some(1);
+        round_trip(&Packet::ConnAck(c), V5);
+    }
+
+    #[test]
+    fn malformed() {
+        let mal = ReasonCode::MALFORMED_PACKET;
+        // Reserved acknowledge flag bits [MQTT-3.2.2-1].
+        reject(
+            &[0x20, 2, 2, 0],
+            V311,
+            DecodeError::InvalidConnAckFlags(2),
+            mal,
+        );
+        // Session Present with a refusal [MQTT-3.2.2-4].
+        reject(
+            &[0x20, 2, 1, 5],
+            V311,
+            DecodeError::InvalidConnAckFlags(1),
+            mal,
+        );
+        reject(
+            &[0x20, 3, 1, 0x87, 0],
+            V5,
+            DecodeError::InvalidConnAckFlags(1),
+            mal,
+        );
+        // Unknown return code.
+        reject(
+            &[0x20, 2, 0, 6],
+            V311,
+            DecodeError::InvalidReasonCode(6),
+            mal,
+        );
+        // A reason code CONNACK does not use.
+        reject(
+            &[0x20, 3, 0, 0x8B, 0],
+            V5,
+            DecodeError::InvalidReasonCode(0x8B),
+            mal,
+        );
+        // Truncated, trailing.
+        reject(&[0x20, 1, 0], V311, DecodeError::UnexpectedEof, mal);
+        reject(
+            &[0x20, 3, 0, 0, 0],
+            V311,
+            DecodeError::TrailingBytes(1),
+            mal,
+        );
+        // MQTT 5 needs the property length.
+        reject(&[0x20, 2, 0, 0], V5, DecodeError::UnexpectedEof, mal);
+        // Properties that may appear once, flags that must be 0 or 1.
+        let proto = ReasonCode::PROTOCOL_ERROR;
+        reject(
+            &[0x20, 5, 0, 0, 2, 0x24, 2],
+            V5,
+            DecodeError::InvalidPropertyValue(0x24),
+            proto,
+        );
+        reject(
+            &[0x20, 5, 0, 0, 2, 0x25, 2],
+            V5,
+            DecodeError::InvalidPropertyValue(0x25),
+            proto,
+        );
+        reject(
+            &[0x20, 7, 0, 0, 4, 0x28, 1, 0x28, 1],
+            V5,
+            DecodeError::DuplicateProperty(0x28),
+            proto,
+        );
+        // Session expiry is allowed, will delay is not.
+        reject(
+            &[0x20, 8, 0, 0, 5, 0x18, 0, 0, 0, 1],
+            V5,
+            DecodeError::PropertyNotAllowed {
+                property: 0x18,
+                packet: "CONNACK",
+            },
+            mal,
+        );
+    }
+}

@@ -201,3 +201,254 @@ impl Connect {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{decode, encode, reject, round_trip};
+    use crate::{Packet, ReasonCode};
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn basic(protocol: ProtocolVersion) -> Connect {
+        Connect {
+            protocol,
+            clean_start: true,
+            keep_alive: 60,
+            properties: Properties::default(),
+            client_id: ByteStr::from_static("tinsel"),
+            will: None,
+            username: None,
+            password: None,
+        }
+    }
+
+    /// The bytes `mosquitto_pub -V mqttv311 -i tinsel -k 60` sends.
+    const MOSQUITTO_V311: &str = "101200044d5154540402003c000674696e73656c";
+    /// The same with `-V mqttv31`.
+    const MOSQUITTO_V31: &str = "101400064d51497364700302003c000674696e73656c";
+    /// `-V mqttv5 -D connect session-expiry-interval 10 -u user -P pass --will-topic w
+    /// --will-payload bye --will-qos 1` (mosquitto_pub adds Receive Maximum 20).
+    const MOSQUITTO_V5: &str = "103000044d51545405ce003c08110000000a210014000674696e73656c000001770003627965000475736572000470617373";
+
+    #[test]
+    fn golden_v311_and_v31() {
+        for (golden, v) in [
+            (MOSQUITTO_V311, ProtocolVersion::V311),
+            (MOSQUITTO_V31, ProtocolVersion::V31),
+        ] {
+            let bytes = hex(golden);
+            // The connection's version does not matter for CONNECT.
+            let p = decode(&bytes, ProtocolVersion::V5).unwrap();
+            assert_eq!(p, Packet::Connect(Box::new(basic(v))));
+            assert_eq!(encode(&p, ProtocolVersion::V311), bytes);
+            round_trip(&p, v);
+        }
+    }
+
+    #[test]
+    fn golden_v5_with_will_and_properties() {
+        let bytes = hex(MOSQUITTO_V5);
+        let mut want = basic(ProtocolVersion::V5);
+        want.properties.session_expiry_interval = Some(10);
+        want.properties.receive_maximum = Some(20);
+        want.will = Some(Will {
+            topic: ByteStr::from_static("w"),
+            payload: Bytes::from_static(b"bye"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Properties::default(),
+        });
+        want.username = Some(ByteStr::from_static("user"));
+        want.password = Some(Bytes::from_static(b"pass"));
+        let p = decode(&bytes, ProtocolVersion::V311).unwrap();
+        assert_eq!(p, Packet::Connect(Box::new(want)));
+        assert_eq!(encode(&p, ProtocolVersion::V5), bytes);
+    }
+
+    #[test]
+    fn will_properties_round_trip() {
+        let mut c = basic(ProtocolVersion::V5);
+        let mut wp = Properties {
+            will_delay_interval: Some(5),
+            message_expiry_interval: Some(100),
+            payload_format_indicator: Some(1),
+            content_type: Some(ByteStr::from_static("text/plain")),
+            response_topic: Some(ByteStr::from_static("r/t")),
+            correlation_data: Some(Bytes::from_static(b"\x00\x01")),
+            ..Properties::default()
+        };
+        wp.user_properties
+            .push((ByteStr::from_static("a"), ByteStr::from_static("b")));
+        c.will = Some(Will {
+            topic: ByteStr::from_static("will/topic"),
+            payload: Bytes::new(),
+            qos: QoS::ExactlyOnce,
+            retain: true,
+            properties: wp,
+        });
+        c.properties.authentication_method = Some(ByteStr::from_static("SCRAM"));
+        c.properties.authentication_data = Some(Bytes::from_static(b"abc"));
+        c.properties.request_problem_information = Some(0);
+        c.properties.request_response_information = Some(1);
+        c.properties.topic_alias_maximum = Some(10);
+        c.properties.maximum_packet_size = Some(1024);
+        c.password = Some(Bytes::from_static(b"no user: allowed in 5.0"));
+        round_trip(&Packet::from(c), ProtocolVersion::V5);
+    }
+
+    /// A 3.1.1 CONNECT with `flags` and then `rest` after the keep alive.
+    fn with_flags(flags: u8, rest: &[u8]) -> Vec<u8> {
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, flags, 0, 60];
+        body.extend_from_slice(rest);
+        let mut v = vec![0x10, body.len() as u8];
+        v.extend(body);
+        v
+    }
+
+    #[test]
+    fn malformed() {
+        use DecodeError as E;
+        use ProtocolVersion::V311;
+        let mal = ReasonCode::MALFORMED_PACKET;
+        let id = [0, 1, b'c'];
+        // Reserved flag bit [MQTT-3.1.2-3].
+        reject(
+            &with_flags(0x03, &id),
+            V311,
+            E::InvalidConnectFlags(0x03),
+            mal,
+        );
+        // Will QoS or Will Retain without a will [MQTT-3.1.2-11] [MQTT-3.1.2-13].
+        reject(
+            &with_flags(0x08, &id),
+            V311,
+            E::InvalidConnectFlags(0x08),
+            mal,
+        );
+        reject(
+            &with_flags(0x20, &id),
+            V311,
+            E::InvalidConnectFlags(0x20),
+            mal,
+        );
+        // Will QoS 3 [MQTT-3.1.2-12].
+        let will = [0, 1, b'c', 0, 1, b'w', 0, 0];
+        reject(&with_flags(0x1C, &will), V311, E::InvalidQoS, mal);
+        // Password without user name in 3.1.1 [MQTT-3.1.2-22].
+        reject(
+            &with_flags(0x40, &[0, 1, b'c', 0, 0]),
+            V311,
+            E::InvalidConnectFlags(0x40),
+            mal,
+        );
+        // A will topic with a wildcard.
+        let will = [0, 1, b'c', 0, 1, b'#', 0, 0];
+        reject(
+            &with_flags(0x04, &will),
+            V311,
+            E::InvalidTopicName,
+            ReasonCode::TOPIC_NAME_INVALID,
+        );
+        // Truncated: the will flag promises a will that is not there.
+        reject(&with_flags(0x04, &id), V311, E::UnexpectedEof, mal);
+        // Trailing bytes after the last field.
+        reject(
+            &with_flags(0x02, &[0, 1, b'c', 9]),
+            V311,
+            E::TrailingBytes(1),
+            mal,
+        );
+        // Invalid UTF-8 client identifier.
+        reject(
+            &with_flags(0x02, &[0, 1, 0xC0]),
+            V311,
+            E::InvalidString,
+            mal,
+        );
+        // Protocol name and level [MQTT-3.1.2-1] [MQTT-3.1.2-2].
+        let unsupported = ReasonCode::UNSUPPORTED_PROTOCOL_VERSION;
+        let mut b = with_flags(0x02, &id);
+        b[8] = 3; // "MQTT" with level 3
+        reject(&b, V311, E::UnsupportedProtocolLevel(3), unsupported);
+        b[8] = 6;
+        reject(&b, V311, E::UnsupportedProtocolLevel(6), unsupported);
+        let mut b = with_flags(0x02, &id);
+        b[7] = b'X'; // "MQTX"
+        reject(&b, V311, E::InvalidProtocolName, unsupported);
+        let mut b = hex(MOSQUITTO_V31);
+        b[10] = 4; // "MQIsdp" with level 4
+        reject(&b, V311, E::UnsupportedProtocolLevel(4), unsupported);
+        // Reserved header flags [MQTT-2.2.2-1].
+        let mut b = with_flags(0x02, &id);
+        b[0] = 0x11;
+        reject(
+            &b,
+            V311,
+            E::InvalidHeaderFlags {
+                packet: "CONNECT",
+                flags: 1,
+            },
+            mal,
+        );
+    }
+
+    #[test]
+    fn malformed_v5_properties() {
+        use DecodeError as E;
+        use ProtocolVersion::V5;
+        let proto = ReasonCode::PROTOCOL_ERROR;
+        let v5 = |props: &[u8]| {
+            let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60];
+            body.push(props.len() as u8);
+            body.extend_from_slice(props);
+            body.extend_from_slice(&[0, 1, b'c']);
+            let mut v = vec![0x10, body.len() as u8];
+            v.extend(body);
+            v
+        };
+        assert!(decode(&v5(&[]), V5).is_ok());
+        reject(&v5(&[0x21, 0, 0]), V5, E::InvalidPropertyValue(0x21), proto);
+        reject(
+            &v5(&[0x27, 0, 0, 0, 0]),
+            V5,
+            E::InvalidPropertyValue(0x27),
+            proto,
+        );
+        reject(&v5(&[0x17, 2]), V5, E::InvalidPropertyValue(0x17), proto);
+        reject(&v5(&[0x19, 7]), V5, E::InvalidPropertyValue(0x19), proto);
+        reject(
+            &v5(&[0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 2]),
+            V5,
+            E::DuplicateProperty(0x11),
+            proto,
+        );
+        reject(
+            &v5(&[0x01, 1]),
+            V5,
+            E::PropertyNotAllowed {
+                property: 0x01,
+                packet: "CONNECT",
+            },
+            ReasonCode::MALFORMED_PACKET,
+        );
+        reject(
+            &v5(&[0x05, 1]),
+            V5,
+            E::UnknownProperty(0x05),
+            ReasonCode::MALFORMED_PACKET,
+        );
+        // A value running past the property length.
+        reject(
+            &v5(&[0x21, 0]),
+            V5,
+            E::UnexpectedEof,
+            ReasonCode::MALFORMED_PACKET,
+        );
+    }
+}

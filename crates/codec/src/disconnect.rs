@@ -77,3 +77,60 @@ impl Disconnect {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{decode, encode, reject, round_trip};
+    use crate::{ByteStr, Packet, ProtocolVersion::*};
+
+    #[test]
+    fn golden_short_forms() {
+        let normal = Packet::Disconnect(Disconnect::default());
+        for v in [V31, V311, V5] {
+            assert_eq!(encode(&normal, v), [0xE0, 0]);
+            round_trip(&normal, v);
+        }
+        let will = Packet::Disconnect(Disconnect::new(ReasonCode::DISCONNECT_WITH_WILL));
+        assert_eq!(encode(&will, V5), [0xE0, 1, 4]);
+        assert_eq!(encode(&will, V311), [0xE0, 0]);
+        round_trip(&will, V5);
+        assert_eq!(decode(&[0xE0, 2, 0, 0], V5).unwrap(), normal);
+        let mut d = Disconnect::new(ReasonCode::SERVER_MOVED);
+        d.properties.server_reference = Some(ByteStr::from_static("elsewhere"));
+        d.properties.session_expiry_interval = Some(0);
+        round_trip(&Packet::Disconnect(d), V5);
+    }
+
+    #[test]
+    fn malformed() {
+        let mal = ReasonCode::MALFORMED_PACKET;
+        // No body before MQTT 5.
+        reject(&[0xE0, 1, 0], V311, DecodeError::TrailingBytes(1), mal);
+        reject(&[0xE0, 1, 0x01], V5, DecodeError::InvalidReasonCode(1), mal);
+        reject(
+            &[0xE1, 0],
+            V5,
+            DecodeError::InvalidHeaderFlags {
+                packet: "DISCONNECT",
+                flags: 1,
+            },
+            mal,
+        );
+        reject(
+            &[0xE0, 4, 0x80, 2, 0x1F, 0],
+            V5,
+            DecodeError::UnexpectedEof,
+            mal,
+        );
+        reject(
+            &[0xE0, 5, 0x80, 3, 0x21, 0, 1],
+            V5,
+            DecodeError::PropertyNotAllowed {
+                property: 0x21,
+                packet: "DISCONNECT",
+            },
+            mal,
+        );
+    }
+}

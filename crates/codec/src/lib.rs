@@ -27,6 +27,8 @@ mod error;
 mod packet;
 mod primitives;
 mod properties;
+#[cfg(test)]
+mod proptests;
 mod publish;
 mod pubresp;
 mod reason;

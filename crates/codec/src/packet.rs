@@ -398,3 +398,232 @@ from_body!(
     Disconnect(Disconnect),
     Auth(Auth)
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{decode, reject, round_trip};
+    use crate::{ByteStr, ProtocolVersion::*, QoS, ReasonCode};
+
+    #[test]
+    fn ping() {
+        for (p, b) in [(Packet::PingReq, [0xC0, 0]), (Packet::PingResp, [0xD0, 0])] {
+            for v in [V31, V311, V5] {
+                assert_eq!(&round_trip(&p, v)[..], b);
+            }
+        }
+        let mal = ReasonCode::MALFORMED_PACKET;
+        reject(&[0xC0, 1, 0], V311, DecodeError::TrailingBytes(1), mal);
+        reject(
+            &[0xC1, 0],
+            V311,
+            DecodeError::InvalidHeaderFlags {
+                packet: "PINGREQ",
+                flags: 1,
+            },
+            mal,
+        );
+    }
+
+    #[test]
+    fn reserved_packet_type() {
+        reject(
+            &[0x00, 0],
+            V5,
+            DecodeError::InvalidPacketType(0),
+            ReasonCode::MALFORMED_PACKET,
+        );
+    }
+
+    #[test]
+    fn check_frame_needs_the_whole_packet() {
+        assert_eq!(check_frame(&[], 100), Ok(None));
+        assert_eq!(check_frame(&[0x30], 100), Ok(None));
+        assert_eq!(check_frame(&[0x30, 0x80], 1000), Ok(None));
+        assert_eq!(check_frame(&[0x30, 3, 0, 1], 100), Ok(None));
+        let h = check_frame(&[0x30, 3, 0, 1, b'a', 0xC0], 100)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            h,
+            FixedHeader {
+                packet_type: PacketType::Publish,
+                flags: 0,
+                remaining_length: 3,
+                header_len: 2
+            }
+        );
+        assert_eq!(h.frame_len(), 5);
+    }
+
+    #[test]
+    fn remaining_length_of_five_bytes() {
+        // [MQTT-1.5.5-1]: at most four bytes.
+        let e = check_frame(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], u32::MAX).unwrap_err();
+        assert_eq!(e, DecodeError::MalformedRemainingLength);
+        assert_eq!(e.reason_code(), ReasonCode::MALFORMED_PACKET);
+        // Even before the fifth byte arrives.
+        assert_eq!(
+            check_frame(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF], u32::MAX),
+            Err(DecodeError::MalformedRemainingLength)
+        );
+    }
+
+    #[test]
+    fn too_large_before_the_body_is_buffered() {
+        // Fixed header only: 2 + 200 bytes announced, limit 100.
+        let mut buf = BytesMut::from(&[0x30, 0xC8, 0x01][..]);
+        let e = decode_packet(&mut buf, V311, 100).unwrap_err();
+        assert_eq!(
+            e,
+            DecodeError::PacketTooLarge {
+                size: 203,
+                max: 100
+            }
+        );
+        assert_eq!(e.reason_code(), ReasonCode::PACKET_TOO_LARGE);
+        // The limit counts the whole packet, fixed header included.
+        assert!(check_frame(&[0x30, 3, 0, 1, b'a'], 5).unwrap().is_some());
+        assert!(check_frame(&[0x30, 3, 0, 1, b'a'], 4).is_err());
+    }
+
+    #[test]
+    fn body_must_match_the_remaining_length() {
+        let h = check_frame(&[0xC0, 0], 10).unwrap().unwrap();
+        assert_eq!(
+            decode_body(h, Bytes::from_static(b"x"), V5),
+            Err(DecodeError::UnexpectedEof)
+        );
+        assert_eq!(decode_body(h, Bytes::new(), V5), Ok(Packet::PingReq));
+    }
+
+    fn stream() -> (Vec<Packet>, BytesMut) {
+        let mut publish = crate::Publish::new(ByteStr::from_static("t/1"), &b"0123456789"[..]);
+        publish.qos = QoS::AtLeastOnce;
+        publish.packet_id = 300;
+        publish.properties.message_expiry_interval = Some(9);
+        let packets = vec![
+            Packet::Publish(publish),
+            Packet::PingReq,
+            Packet::PubAck(crate::PubResp::new(300)),
+            Packet::Publish(crate::Publish::new(
+                ByteStr::from_static("big"),
+                vec![7u8; 300],
+            )),
+            Packet::Disconnect(crate::Disconnect::new(ReasonCode::DISCONNECT_WITH_WILL)),
+        ];
+        let mut buf = BytesMut::new();
+        for p in &packets {
+            encode_packet(p, V5, &mut buf).unwrap();
+        }
+        (packets, buf)
+    }
+
+    #[test]
+    fn several_packets_in_one_buffer() {
+        let (packets, mut buf) = stream();
+        let mut got = Vec::new();
+        while let Some(p) = decode_packet(&mut buf, V5, 1024).unwrap() {
+            got.push(p);
+        }
+        assert_eq!(got, packets);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn split_at_every_byte_boundary() {
+        let (packets, all) = stream();
+        for cut in 0..=all.len() {
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            for chunk in [&all[..cut], &all[cut..]] {
+                // Feed one byte at a time: `None` until a packet is complete, and nothing
+                // consumed meanwhile.
+                for &b in chunk {
+                    buf.extend_from_slice(&[b]);
+                    let before = buf.len();
+                    match decode_packet(&mut buf, V5, 1024).unwrap() {
+                        Some(p) => got.push(p),
+                        None => assert_eq!(buf.len(), before),
+                    }
+                }
+            }
+            assert_eq!(got, packets, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn decode_v5_publish_with_every_property() {
+        let mut p = crate::Publish::new(ByteStr::from_static("x"), &b""[..]);
+        p.qos = QoS::ExactlyOnce;
+        p.packet_id = 1;
+        p.dup = true;
+        let pr = &mut p.properties;
+        pr.payload_format_indicator = Some(0);
+        pr.message_expiry_interval = Some(u32::MAX);
+        pr.content_type = Some(ByteStr::from_static("c"));
+        pr.response_topic = Some(ByteStr::from_static("r"));
+        pr.correlation_data = Some(Bytes::from_static(b"id"));
+        pr.subscription_identifiers = vec![1, 128, 16_384];
+        pr.topic_alias = Some(65_535);
+        pr.user_properties = vec![
+            (ByteStr::from_static("a"), ByteStr::from_static("1")),
+            (ByteStr::from_static("a"), ByteStr::from_static("2")),
+        ];
+        let packet = Packet::Publish(p);
+        round_trip(&packet, V5);
+        // Before MQTT 5 the properties are neither written nor read.
+        let bytes = round_trip_lossy(&packet, V311);
+        assert_eq!(&bytes[..], &[0x3C, 5, 0, 1, b'x', 0, 1]);
+    }
+
+    fn round_trip_lossy(p: &Packet, v: ProtocolVersion) -> BytesMut {
+        let mut buf = BytesMut::new();
+        encode_packet(p, v, &mut buf).unwrap();
+        let out = buf.clone();
+        decode(&buf, v).unwrap();
+        out
+    }
+
+    #[test]
+    fn encode_errors_leave_dst_untouched() {
+        let mut buf = BytesMut::from(&b"keep"[..]);
+        let mut p = crate::Publish::new(ByteStr::from_static("t"), &b""[..]);
+        p.qos = QoS::AtLeastOnce;
+        assert_eq!(
+            encode_packet(&Packet::Publish(p), V311, &mut buf),
+            Err(EncodeError::ZeroPacketId)
+        );
+        let mut c = crate::Publish::new(ByteStr::from_static("t"), &b""[..]);
+        c.properties.correlation_data = Some(Bytes::from(vec![0u8; 70_000]));
+        assert_eq!(
+            encode_packet(&Packet::Publish(c), V5, &mut buf),
+            Err(EncodeError::InvalidString)
+        );
+        assert_eq!(&buf[..], b"keep");
+        let huge = crate::Publish::new(
+            ByteStr::from_static("t"),
+            Bytes::from(vec![0u8; 268_435_455]),
+        );
+        assert_eq!(
+            Packet::Publish(huge).encoded_len(V311),
+            Err(EncodeError::PacketTooLarge)
+        );
+    }
+
+    #[test]
+    fn properties_a_packet_type_lacks_are_not_written() {
+        // A will's properties reused for the PUBLISH that delivers it: the Will Delay
+        // Interval is dropped, the rest kept.
+        let mut p = crate::Publish::new(ByteStr::from_static("t"), &b""[..]);
+        p.properties.will_delay_interval = Some(5);
+        p.properties.content_type = Some(ByteStr::from_static("c"));
+        let mut buf = BytesMut::new();
+        encode_packet(&Packet::Publish(p), V5, &mut buf).unwrap();
+        let Packet::Publish(back) = decode(&buf, V5).unwrap() else {
+            panic!()
+        };
+        assert_eq!(back.properties.will_delay_interval, None);
+        assert_eq!(back.properties.content_type.as_deref(), Some("c"));
+    }
+}

@@ -552,6 +552,97 @@ impl Properties {
     }
 }
 
+#[cfg(test)]
+impl Properties {
+    /// These properties without those `allowed` does not permit: what a decoder of an
+    /// encoding of them returns.
+    pub(crate) fn only(mut self, allowed: Allowed) -> Properties {
+        fn keep<T>(slot: &mut Option<T>, allowed: Allowed, id: u8) {
+            if !allowed.allows(id) {
+                *slot = None;
+            }
+        }
+        keep(
+            &mut self.payload_format_indicator,
+            allowed,
+            PAYLOAD_FORMAT_INDICATOR,
+        );
+        keep(
+            &mut self.message_expiry_interval,
+            allowed,
+            MESSAGE_EXPIRY_INTERVAL,
+        );
+        keep(&mut self.content_type, allowed, CONTENT_TYPE);
+        keep(&mut self.response_topic, allowed, RESPONSE_TOPIC);
+        keep(&mut self.correlation_data, allowed, CORRELATION_DATA);
+        if !allowed.allows(SUBSCRIPTION_IDENTIFIER) {
+            self.subscription_identifiers.clear();
+        } else if !allowed.many_subscription_ids {
+            self.subscription_identifiers.truncate(1);
+        }
+        keep(
+            &mut self.session_expiry_interval,
+            allowed,
+            SESSION_EXPIRY_INTERVAL,
+        );
+        keep(
+            &mut self.assigned_client_identifier,
+            allowed,
+            ASSIGNED_CLIENT_IDENTIFIER,
+        );
+        keep(&mut self.server_keep_alive, allowed, SERVER_KEEP_ALIVE);
+        keep(
+            &mut self.authentication_method,
+            allowed,
+            AUTHENTICATION_METHOD,
+        );
+        keep(&mut self.authentication_data, allowed, AUTHENTICATION_DATA);
+        keep(
+            &mut self.request_problem_information,
+            allowed,
+            REQUEST_PROBLEM_INFORMATION,
+        );
+        keep(&mut self.will_delay_interval, allowed, WILL_DELAY_INTERVAL);
+        keep(
+            &mut self.request_response_information,
+            allowed,
+            REQUEST_RESPONSE_INFORMATION,
+        );
+        keep(
+            &mut self.response_information,
+            allowed,
+            RESPONSE_INFORMATION,
+        );
+        keep(&mut self.server_reference, allowed, SERVER_REFERENCE);
+        keep(&mut self.reason_string, allowed, REASON_STRING);
+        keep(&mut self.receive_maximum, allowed, RECEIVE_MAXIMUM);
+        keep(&mut self.topic_alias_maximum, allowed, TOPIC_ALIAS_MAXIMUM);
+        keep(&mut self.topic_alias, allowed, TOPIC_ALIAS);
+        keep(&mut self.maximum_qos, allowed, MAXIMUM_QOS);
+        keep(&mut self.retain_available, allowed, RETAIN_AVAILABLE);
+        if !allowed.allows(USER_PROPERTY) {
+            self.user_properties.clear();
+        }
+        keep(&mut self.maximum_packet_size, allowed, MAXIMUM_PACKET_SIZE);
+        keep(
+            &mut self.wildcard_subscription_available,
+            allowed,
+            WILDCARD_SUBSCRIPTION_AVAILABLE,
+        );
+        keep(
+            &mut self.subscription_identifier_available,
+            allowed,
+            SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+        );
+        keep(
+            &mut self.shared_subscription_available,
+            allowed,
+            SHARED_SUBSCRIPTION_AVAILABLE,
+        );
+        self
+    }
+}
+
 /// True for the identifiers MQTT 5 defines.
 fn known(id: u8) -> bool {
     matches!(

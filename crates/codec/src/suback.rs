@@ -70,3 +70,73 @@ impl SubAck {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{encode, reject, round_trip};
+    use crate::{ByteStr, Packet, ProtocolVersion::*};
+
+    fn suback(reasons: &[u8]) -> Packet {
+        Packet::SubAck(SubAck {
+            packet_id: 10,
+            properties: Properties::default(),
+            reasons: reasons.iter().map(|&c| ReasonCode(c)).collect(),
+        })
+    }
+
+    #[test]
+    fn golden() {
+        let p = suback(&[0, 1, 2, 0x80]);
+        assert_eq!(encode(&p, V311), [0x90, 6, 0, 10, 0, 1, 2, 0x80]);
+        assert_eq!(encode(&p, V5), [0x90, 7, 0, 10, 0, 0, 1, 2, 0x80]);
+        round_trip(&p, V311);
+        round_trip(&p, V5);
+        let p = suback(&[0x8F, 0x9E, 0xA1, 0xA2, 0x97]);
+        round_trip(&p, V5);
+        // Before MQTT 5 every failure is 0x80.
+        assert_eq!(
+            encode(&p, V311),
+            [0x90, 7, 0, 10, 0x80, 0x80, 0x80, 0x80, 0x80]
+        );
+        let Packet::SubAck(mut s) = p else {
+            unreachable!()
+        };
+        s.properties.reason_string = Some(ByteStr::from_static("no"));
+        round_trip(&Packet::SubAck(s), V5);
+    }
+
+    #[test]
+    fn malformed() {
+        let mal = ReasonCode::MALFORMED_PACKET;
+        reject(
+            &[0x90, 3, 0, 1, 3],
+            V311,
+            DecodeError::InvalidReasonCode(3),
+            mal,
+        );
+        // MQTT 5 codes do not exist in 3.1.1.
+        reject(
+            &[0x90, 3, 0, 1, 0x8F],
+            V311,
+            DecodeError::InvalidReasonCode(0x8F),
+            mal,
+        );
+        reject(
+            &[0x90, 4, 0, 1, 0, 0x11],
+            V5,
+            DecodeError::InvalidReasonCode(0x11),
+            mal,
+        );
+        reject(&[0x90, 3, 0, 0, 0], V311, DecodeError::ZeroPacketId, mal);
+        reject(
+            &[0x91, 3, 0, 1, 0],
+            V311,
+            DecodeError::InvalidHeaderFlags {
+                packet: "SUBACK",
+                flags: 1,
+            },
+            mal,
+        );
+    }
+}

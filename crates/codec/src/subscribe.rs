@@ -147,3 +147,135 @@ impl Subscribe {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{decode, encode, reject, round_trip};
+    use crate::{Packet, ProtocolVersion::*, ReasonCode};
+
+    #[test]
+    fn golden_v311() {
+        // The 3.1.1 spec's example layout: id 10, "a/b" QoS 1, "c/d" QoS 2.
+        let bytes = [
+            0x82, 14, 0, 10, 0, 3, b'a', b'/', b'b', 1, 0, 3, b'c', b'/', b'd', 2,
+        ];
+        let p = Subscribe {
+            packet_id: 10,
+            properties: Properties::default(),
+            filters: vec![
+                (
+                    ByteStr::from_static("a/b"),
+                    SubscriptionOptions::new(QoS::AtLeastOnce),
+                ),
+                (
+                    ByteStr::from_static("c/d"),
+                    SubscriptionOptions::new(QoS::ExactlyOnce),
+                ),
+            ],
+        };
+        assert_eq!(decode(&bytes, V311).unwrap(), Packet::Subscribe(p.clone()));
+        assert_eq!(encode(&Packet::Subscribe(p), V311), bytes);
+    }
+
+    #[test]
+    fn v5_options_and_identifier() {
+        let opts = SubscriptionOptions {
+            qos: QoS::AtLeastOnce,
+            no_local: true,
+            retain_as_published: true,
+            retain_handling: RetainHandling::DoNotSend,
+        };
+        assert_eq!(opts.to_byte(V5), 0x2D);
+        assert_eq!(opts.to_byte(V311), 0x01);
+        let mut p = Subscribe {
+            packet_id: 1,
+            properties: Properties::default(),
+            filters: vec![(ByteStr::from_static("$share/g/x/#"), opts)],
+        };
+        p.properties.subscription_identifiers.push(268_435_455);
+        let p = Packet::Subscribe(p);
+        let bytes = encode(&p, V5);
+        // property length 5: 0x0B and a four-byte varint.
+        assert_eq!(&bytes[4..10], &[5, 0x0B, 0xFF, 0xFF, 0xFF, 0x7F]);
+        round_trip(&p, V5);
+    }
+
+    #[test]
+    fn filters_are_only_checked_as_strings() {
+        // "a/#/b" is not a valid filter, but that is the broker's call (SUBACK 0x8F).
+        let bytes = [0x82, 10, 0, 1, 0, 5, b'a', b'/', b'#', b'/', b'b', 0];
+        assert!(decode(&bytes, V311).is_ok());
+    }
+
+    #[test]
+    fn malformed() {
+        use DecodeError as E;
+        let mal = ReasonCode::MALFORMED_PACKET;
+        let proto = ReasonCode::PROTOCOL_ERROR;
+        // Flags must be 0010 [MQTT-3.8.1-1].
+        reject(
+            &[0x80, 6, 0, 1, 0, 1, b'a', 0],
+            V311,
+            E::InvalidHeaderFlags {
+                packet: "SUBSCRIBE",
+                flags: 0,
+            },
+            mal,
+        );
+        // No filters [MQTT-3.8.3-3].
+        reject(&[0x82, 2, 0, 1], V311, E::NoTopicFilters, mal);
+        reject(&[0x82, 3, 0, 1, 0], V5, E::NoTopicFilters, mal);
+        // Packet identifier 0.
+        reject(&[0x82, 6, 0, 0, 0, 1, b'a', 0], V311, E::ZeroPacketId, mal);
+        // Options byte missing.
+        reject(&[0x82, 5, 0, 1, 0, 1, b'a'], V311, E::UnexpectedEof, mal);
+        // QoS 3, and reserved bits: everything above QoS in 3.1.1 [MQTT-3-8.3-4].
+        reject(
+            &[0x82, 6, 0, 1, 0, 1, b'a', 3],
+            V311,
+            E::InvalidSubscriptionOptions(3),
+            proto,
+        );
+        reject(
+            &[0x82, 6, 0, 1, 0, 1, b'a', 4],
+            V311,
+            E::InvalidSubscriptionOptions(4),
+            proto,
+        );
+        // MQTT 5: bits 6 and 7 reserved [MQTT-3.8.3-5]; Retain Handling 3 a Protocol Error.
+        reject(
+            &[0x82, 7, 0, 1, 0, 0, 1, b'a', 0x40],
+            V5,
+            E::InvalidSubscriptionOptions(0x40),
+            mal,
+        );
+        reject(
+            &[0x82, 7, 0, 1, 0, 0, 1, b'a', 0x30],
+            V5,
+            E::InvalidSubscriptionOptions(0x30),
+            proto,
+        );
+        reject(
+            &[0x82, 7, 0, 1, 0, 0, 1, b'a', 0x03],
+            V5,
+            E::InvalidSubscriptionOptions(0x03),
+            proto,
+        );
+        // Invalid UTF-8 filter.
+        reject(&[0x82, 6, 0, 1, 0, 1, 0xFE, 0], V311, E::InvalidString, mal);
+        // Subscription identifier 0, or twice.
+        reject(
+            &[0x82, 9, 0, 1, 2, 0x0B, 0, 0, 1, b'a', 0],
+            V5,
+            E::InvalidPropertyValue(0x0B),
+            proto,
+        );
+        reject(
+            &[0x82, 11, 0, 1, 4, 0x0B, 1, 0x0B, 2, 0, 1, b'a', 0],
+            V5,
+            E::DuplicateProperty(0x0B),
+            proto,
+        );
+    }
+}

@@ -69,3 +69,48 @@ impl UnsubAck {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{encode, reject, round_trip};
+    use crate::{Packet, ProtocolVersion::*};
+
+    #[test]
+    fn golden() {
+        let p = Packet::UnsubAck(UnsubAck {
+            packet_id: 2,
+            properties: Properties::default(),
+            reasons: vec![ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED],
+        });
+        // 3.1.1: no reason codes.
+        assert_eq!(encode(&p, V311), [0xB0, 2, 0, 2]);
+        assert_eq!(encode(&p, V5), [0xB0, 5, 0, 2, 0, 0, 0x11]);
+        round_trip(&p, V5);
+        let v3 = Packet::UnsubAck(UnsubAck {
+            packet_id: 2,
+            properties: Properties::default(),
+            reasons: Vec::new(),
+        });
+        round_trip(&v3, V311);
+        round_trip(&v3, V31);
+    }
+
+    #[test]
+    fn malformed() {
+        let mal = ReasonCode::MALFORMED_PACKET;
+        reject(
+            &[0xB0, 3, 0, 2, 0],
+            V311,
+            DecodeError::TrailingBytes(1),
+            mal,
+        );
+        reject(
+            &[0xB0, 4, 0, 2, 0, 0x01],
+            V5,
+            DecodeError::InvalidReasonCode(1),
+            mal,
+        );
+        reject(&[0xB0, 2, 0, 2], V5, DecodeError::UnexpectedEof, mal);
+    }
+}

@@ -64,3 +64,58 @@ impl Unsubscribe {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{encode, reject, round_trip};
+    use crate::{Packet, ProtocolVersion::*, ReasonCode};
+
+    #[test]
+    fn golden() {
+        let mut u = Unsubscribe {
+            packet_id: 2,
+            properties: Properties::default(),
+            filters: vec![ByteStr::from_static("a/b"), ByteStr::from_static("#")],
+        };
+        let p = Packet::Unsubscribe(u.clone());
+        let want = [0xA2, 10, 0, 2, 0, 3, b'a', b'/', b'b', 0, 1, b'#'];
+        assert_eq!(encode(&p, V311), want);
+        round_trip(&p, V311);
+        round_trip(&p, V5);
+        u.properties
+            .user_properties
+            .push((ByteStr::from_static("k"), ByteStr::new()));
+        round_trip(&Packet::Unsubscribe(u), V5);
+    }
+
+    #[test]
+    fn malformed() {
+        use DecodeError as E;
+        let mal = ReasonCode::MALFORMED_PACKET;
+        // No filters [MQTT-3.10.3-2].
+        reject(&[0xA2, 2, 0, 1], V311, E::NoTopicFilters, mal);
+        // Flags 0010 [MQTT-3.10.1-1].
+        reject(
+            &[0xA0, 5, 0, 1, 0, 1, b'a'],
+            V311,
+            E::InvalidHeaderFlags {
+                packet: "UNSUBSCRIBE",
+                flags: 0,
+            },
+            mal,
+        );
+        reject(&[0xA2, 5, 0, 0, 0, 1, b'a'], V311, E::ZeroPacketId, mal);
+        reject(&[0xA2, 5, 0, 1, 0, 2, b'a'], V311, E::UnexpectedEof, mal);
+        // Only user properties.
+        reject(
+            &[0xA2, 9, 0, 1, 3, 0x1F, 0, 0, 0, 1, b'a'],
+            V5,
+            E::PropertyNotAllowed {
+                property: 0x1F,
+                packet: "UNSUBSCRIBE",
+            },
+            mal,
+        );
+    }
+}
