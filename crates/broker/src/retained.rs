@@ -12,7 +12,7 @@
 //!
 //! Like the topic tree, nothing here recurses, so a topic with very many levels cannot
 //! overflow the stack, and matching allocates nothing unless a walk has more than
-//! [`INLINE_FRAMES`] pending branches.
+//! 32 pending branches.
 
 use std::collections::HashMap;
 use std::collections::hash_map;

@@ -19,8 +19,7 @@
 //!
 //! Nothing here recurses: a peer may send a filter or topic with tens of thousands of
 //! levels, and walking, removing and dropping such a branch must not overflow the stack.
-//! Matching allocates nothing unless more than [`INLINE_FRAMES`] branches are pending at
-//! once.
+//! Matching allocates nothing unless more than 32 branches are pending at once.
 
 use std::collections::HashMap;
 use std::hash::Hash;
