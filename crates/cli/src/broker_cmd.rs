@@ -1,13 +1,105 @@
-//! Placeholder: this subcommand is being written.
+//! `tinsel broker`: run the MQTT broker.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Arguments.
-#[derive(Debug, clap::Args)]
-pub(crate) struct Args {}
+use tinsel_broker::{Broker, Config, ListenerConfig};
 
-/// Runs the subcommand.
-pub(crate) fn run(_args: Args) -> ExitCode {
-    eprintln!("tinsel: this subcommand is not built yet");
-    ExitCode::FAILURE
+/// Run the MQTT broker. With no arguments it listens on 127.0.0.1:1883, like Mosquitto 2.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Listen on this port (on 127.0.0.1), replacing the configured listeners.
+    #[arg(short = 'p', long)]
+    port: Option<u16>,
+    /// Read the configuration from this TOML file.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log every packet in and out.
+    #[arg(short = 'v', long)]
+    verbose: bool,
+    /// Record every packet in and out to this pcapng file.
+    #[arg(long, value_name = "FILE")]
+    capture: Option<PathBuf>,
+}
+
+/// Runs the broker until Ctrl-C (or SIGTERM).
+pub(crate) fn run(args: Args) -> ExitCode {
+    let mut config = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("tinsel broker: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Config::default(),
+    };
+    if let Some(port) = args.port {
+        config.listeners = vec![ListenerConfig {
+            port,
+            ..ListenerConfig::default()
+        }];
+    }
+    if args.capture.is_some() {
+        config.capture = args.capture.clone();
+    }
+    let verbose = args.verbose || config.logging.verbose;
+    let filter = if verbose {
+        "debug".to_owned()
+    } else {
+        std::env::var("RUST_LOG").unwrap_or_else(|_| config.logging.level.clone())
+    };
+    let filter = match tracing_subscriber::EnvFilter::try_new(&filter) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("tinsel broker: invalid log level {filter:?}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tinsel broker: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let broker = Broker::bind(config).await?;
+        broker.run(shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tinsel broker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -1,0 +1,229 @@
+//! One task per connection: read, decode, hand packets to the router, write its output.
+//!
+//! An idle connection owns no read or write buffer: it waits for readability, borrows a
+//! buffer while bytes are in flight, and lets it go once every whole packet is decoded.
+//! All packets the router has for the connection are encoded into one buffer and written
+//! with one call.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tinsel_codec::{Packet, ProtocolVersion, decode_packet};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, OwnedSemaphorePermit, broadcast, mpsc};
+use tracing::{debug, warn};
+
+use crate::capture::ConnCapture;
+use crate::router::{ConnId, Output};
+use crate::server::Shared;
+
+/// Read buffer size for a fresh read.
+const READ_CHUNK: usize = 4096;
+
+/// Everything a connection task needs.
+pub(crate) struct ConnParams {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: SocketAddr,
+    pub(crate) capture: Option<ConnCapture>,
+    pub(crate) stop: broadcast::Receiver<()>,
+    /// Released when the task ends: frees a slot under the connection cap.
+    pub(crate) permit: OwnedSemaphorePermit,
+    /// Dropped when the task ends: lets shutdown know.
+    pub(crate) done: mpsc::Sender<()>,
+}
+
+enum Event {
+    Readable(std::io::Result<()>),
+    Wake,
+    Stop,
+}
+
+/// Serves one connection until it closes.
+pub(crate) async fn serve(params: ConnParams) {
+    let ConnParams {
+        shared,
+        mut stream,
+        peer,
+        mut capture,
+        mut stop,
+        permit,
+        done,
+    } = params;
+    let notify = Arc::new(Notify::new());
+    let id = {
+        let mut state = shared.lock();
+        let id = state.router.accept(Instant::now(), peer.to_string());
+        state.register(id, notify.clone());
+        id
+    };
+    debug!(%peer, "accepted connection {id}");
+    let mut conn = Conn {
+        id,
+        peer,
+        shared: shared.clone(),
+        rbuf: BytesMut::new(),
+        version: ProtocolVersion::V311,
+        seen_connect: false,
+    };
+    let why = loop {
+        let event = tokio::select! {
+            r = stream.readable() => Event::Readable(r),
+            _ = notify.notified() => Event::Wake,
+            _ = stop.recv() => Event::Stop,
+        };
+        let out = match event {
+            Event::Readable(Err(e)) => break format!("read error: {e}"),
+            Event::Readable(Ok(())) => {
+                match conn.read(&mut stream, capture.as_mut()) {
+                    ReadResult::Packets(out) => out,
+                    ReadResult::WouldBlock => continue,
+                    ReadResult::Closed(why) => break why,
+                }
+            }
+            Event::Wake => shared.lock().router.take_output(id),
+            Event::Stop => {
+                let out = {
+                    let mut state = shared.lock();
+                    state.router.shutdown_conn(Instant::now(), id);
+                    state.router.take_output(id)
+                };
+                let _ = conn.write(&mut stream, capture.as_mut(), out).await;
+                break "broker shutting down".to_owned();
+            }
+        };
+        match conn.write(&mut stream, capture.as_mut(), out).await {
+            Ok(false) => {}
+            Ok(true) => {
+                let _ = stream.shutdown().await;
+                break "closed by the broker".to_owned();
+            }
+            Err(e) => break format!("write error: {e}"),
+        }
+    };
+    debug!(%peer, "connection {id} ended: {why}");
+    {
+        let mut state = shared.lock();
+        state.router.connection_lost(Instant::now(), id, &why);
+        state.unregister(id);
+        state.wake(None);
+    }
+    drop(permit);
+    drop(done);
+}
+
+enum ReadResult {
+    Packets(Output),
+    WouldBlock,
+    Closed(String),
+}
+
+struct Conn {
+    id: ConnId,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    rbuf: BytesMut,
+    version: ProtocolVersion,
+    seen_connect: bool,
+}
+
+impl Conn {
+    /// Reads what is buffered in the socket, decodes every whole packet and hands them to
+    /// the router under one lock. Returns the connection's output.
+    fn read(&mut self, stream: &mut TcpStream, capture: Option<&mut ConnCapture>) -> ReadResult {
+        // A partial packet grows the buffer geometrically; otherwise borrow a small one.
+        let want = if self.rbuf.is_empty() {
+            READ_CHUNK
+        } else {
+            (self.rbuf.len() * 2).max(READ_CHUNK * 4)
+        };
+        self.rbuf.reserve(want);
+        let before = self.rbuf.len();
+        match stream.try_read_buf(&mut self.rbuf) {
+            Ok(0) => return ReadResult::Closed("connection closed by the client".to_owned()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if self.rbuf.is_empty() {
+                    self.rbuf = BytesMut::new();
+                }
+                return ReadResult::WouldBlock;
+            }
+            Err(e) => return ReadResult::Closed(format!("read error: {e}")),
+        }
+        let n = self.rbuf.len() - before;
+        self.shared.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(c) = capture {
+            c.inbound(&self.rbuf[before..]);
+        }
+        let mut packets = Vec::new();
+        let mut error = None;
+        loop {
+            match decode_packet(&mut self.rbuf, self.version, self.shared.max_packet_size) {
+                Ok(Some(packet)) => {
+                    if let Packet::Connect(c) = &packet
+                        && !self.seen_connect
+                    {
+                        self.seen_connect = true;
+                        self.version = c.protocol;
+                    }
+                    debug!(peer = %self.peer, "<- {packet:?}");
+                    packets.push(packet);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    debug!(peer = %self.peer, "<- malformed: {e}");
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        if self.rbuf.is_empty() {
+            // Idle connections hold no buffer.
+            self.rbuf = BytesMut::new();
+        }
+        let mut state = self.shared.lock();
+        let now = Instant::now();
+        for p in packets {
+            state.router.handle(now, self.id, p);
+        }
+        if let Some(e) = &error {
+            state.router.decode_error(now, self.id, e);
+        }
+        let out = state.router.take_output(self.id);
+        state.wake(Some(self.id));
+        ReadResult::Packets(out)
+    }
+
+    /// Encodes every packet of `out` into one buffer and writes it with one call.
+    /// Returns whether the connection should close now.
+    async fn write(
+        &mut self,
+        stream: &mut TcpStream,
+        capture: Option<&mut ConnCapture>,
+        out: Output,
+    ) -> std::io::Result<bool> {
+        if out.packets.is_empty() {
+            return Ok(out.close);
+        }
+        let version = out.version.unwrap_or(self.version);
+        let mut wbuf = BytesMut::new();
+        for p in &out.packets {
+            debug!(peer = %self.peer, "-> {p:?}");
+            if let Err(e) = p.encode(version, &mut wbuf) {
+                warn!(peer = %self.peer, "cannot encode {}: {e}", p.packet_type().name());
+            }
+        }
+        stream.write_all(&wbuf).await?;
+        self.shared
+            .bytes_out
+            .fetch_add(wbuf.len() as u64, Ordering::Relaxed);
+        if let Some(c) = capture {
+            c.outbound(&wbuf);
+        }
+        Ok(out.close)
+    }
+}

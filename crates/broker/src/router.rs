@@ -1,0 +1,1306 @@
+//! The sans-IO broker core: connections' protocol state, sessions, subscriptions, retained
+//! messages and wills. It does no I/O and reads no clock.
+//!
+//! # Call order
+//!
+//! The network layer drives one [`Router`] for the whole broker:
+//!
+//! 1. [`Router::accept`] when a TCP connection arrives: returns its [`ConnId`].
+//! 2. [`Router::handle`] for every decoded packet, [`Router::decode_error`] when the bytes
+//!    are malformed, with the current time.
+//! 3. [`Router::take_woken`] lists the connections that have new output;
+//!    [`Router::take_output`] hands a connection its packets to encode and write, and says
+//!    whether to close it after writing them.
+//! 4. [`Router::tick`] a few times a second: keep alive, CONNECT timeout, will delay,
+//!    session expiry, retained message expiry, `$SYS`.
+//! 5. [`Router::connection_lost`] when the socket is gone (or was closed as asked).
+//!
+//! Time only enters through the `now` arguments, so tests drive keep alive, will delay and
+//! session expiry with simulated time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tinsel_codec::topic::parse_shared;
+use tinsel_codec::{
+    ByteStr, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion,
+    PubResp, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
+    UnsubAck, Unsubscribe, Will,
+};
+use tracing::{debug, info};
+
+use crate::config::Limits;
+use crate::hooks::{AuthHook, ConnectInfo, SessionStore};
+use crate::retained::RetainedStore;
+use crate::session::{Inflight, NEVER_EXPIRES, Queued, Session, SubEntry};
+use crate::sys::{self, Stats, SysSnapshot};
+use crate::topic_tree::TopicTree;
+
+/// Identifies one network connection for its whole life; never reused.
+pub(crate) type ConnId = u64;
+
+/// The key of a subscription in the topic tree.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum SubKey {
+    /// An ordinary subscription of this client.
+    Client(Arc<str>),
+    /// A member of shared subscription `$share/{group}/{filter}`.
+    Shared {
+        /// The share name.
+        group: Arc<str>,
+        /// The filter after the group.
+        filter: Arc<str>,
+        /// The member.
+        client: Arc<str>,
+    },
+}
+
+/// Settings the core needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// Limits from the configuration.
+    pub(crate) limits: Limits,
+    /// Time between `$SYS` updates; None turns them off.
+    pub(crate) sys_interval: Option<Duration>,
+}
+
+/// What a connection should write next.
+#[derive(Debug, Default)]
+pub(crate) struct Output {
+    /// Packets to encode and write, in order.
+    pub(crate) packets: Vec<Packet>,
+    /// The version to encode them with.
+    pub(crate) version: Option<ProtocolVersion>,
+    /// Close the connection after writing them.
+    pub(crate) close: bool,
+}
+
+#[derive(Debug)]
+enum ConnState {
+    AwaitingConnect,
+    Connected(Arc<str>),
+}
+
+/// One network connection's protocol state.
+#[derive(Debug)]
+struct Conn {
+    state: ConnState,
+    peer: String,
+    version: ProtocolVersion,
+    accepted: Instant,
+    last_rx: Instant,
+    /// Effective keep alive in seconds (0: off).
+    keep_alive: u16,
+    /// Packets waiting for the network layer. QoS 0 PUBLISHes in it are bounded by
+    /// `max_queued_messages` (further ones are dropped); everything else is bounded by
+    /// Receive Maximum or by the client's own requests (the network layer stops reading
+    /// while it writes).
+    out: Vec<Packet>,
+    out_qos0: usize,
+    closing: bool,
+    will: Option<Will>,
+    username: Option<ByteStr>,
+    /// The client's Receive Maximum: QoS 1/2 PUBLISHes the broker may have unacknowledged.
+    receive_max: u16,
+    /// The client's Maximum Packet Size.
+    max_packet: u32,
+    /// The client's Topic Alias Maximum (aliases the broker may use towards it).
+    alias_max: u16,
+    /// Topic aliases the broker assigned on this connection. Bounded by `alias_max`.
+    aliases_out: HashMap<ByteStr, u16>,
+    /// Topic aliases the client set. Bounded by the broker's `topic_alias_maximum`.
+    aliases_in: HashMap<u16, ByteStr>,
+}
+
+/// A retained message.
+#[derive(Debug, Clone)]
+pub(crate) struct Retained {
+    publish: Publish,
+    received: Instant,
+}
+
+/// A will waiting for its delay to pass.
+#[derive(Debug)]
+struct PendingWill {
+    due: Instant,
+    will: Will,
+}
+
+/// The broker core. See the module docs for the call order.
+pub(crate) struct Router {
+    settings: Settings,
+    hooks: Arc<dyn AuthHook>,
+    store: Arc<dyn SessionStore>,
+    conns: HashMap<ConnId, Conn>,
+    next_conn: ConnId,
+    sessions: HashMap<Arc<str>, Session>,
+    subs: TopicTree<SubKey, SubEntry>,
+    retained: RetainedStore<Retained>,
+    /// Round-robin position per shared subscription (group, filter).
+    shared_next: HashMap<(Arc<str>, Arc<str>), usize>,
+    wills: HashMap<Arc<str>, PendingWill>,
+    /// Connections with new output since the last [`Router::take_woken`].
+    woken: Vec<ConnId>,
+    stats: Stats,
+    started: Instant,
+    next_sys: Option<Instant>,
+    next_retained_sweep: Instant,
+    assigned_ids: u64,
+}
+
+impl Router {
+    /// A router with no connections.
+    pub(crate) fn new(
+        settings: Settings,
+        hooks: Arc<dyn AuthHook>,
+        store: Arc<dyn SessionStore>,
+        now: Instant,
+    ) -> Router {
+        let next_sys = settings.sys_interval.map(|_| now);
+        Router {
+            settings,
+            hooks,
+            store,
+            conns: HashMap::new(),
+            next_conn: 1,
+            sessions: HashMap::new(),
+            subs: TopicTree::new(),
+            retained: RetainedStore::new(),
+            shared_next: HashMap::new(),
+            wills: HashMap::new(),
+            woken: Vec::new(),
+            stats: Stats::default(),
+            started: now,
+            next_sys,
+            next_retained_sweep: now,
+            assigned_ids: 0,
+        }
+    }
+
+    /// Registers a new network connection from `peer` (for logs).
+    pub(crate) fn accept(&mut self, now: Instant, peer: String) -> ConnId {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(
+            id,
+            Conn {
+                state: ConnState::AwaitingConnect,
+                peer,
+                version: ProtocolVersion::V311,
+                accepted: now,
+                last_rx: now,
+                keep_alive: 0,
+                out: Vec::new(),
+                out_qos0: 0,
+                closing: false,
+                will: None,
+                username: None,
+                receive_max: u16::MAX,
+                max_packet: u32::MAX,
+                alias_max: 0,
+                aliases_out: HashMap::new(),
+                aliases_in: HashMap::new(),
+            },
+        );
+        id
+    }
+
+    /// Connections with new output since the last call.
+    pub(crate) fn take_woken(&mut self) -> Vec<ConnId> {
+        std::mem::take(&mut self.woken)
+    }
+
+    /// Takes what `conn` should write now.
+    pub(crate) fn take_output(&mut self, conn: ConnId) -> Output {
+        match self.conns.get_mut(&conn) {
+            Some(c) => {
+                c.out_qos0 = 0;
+                Output {
+                    packets: std::mem::take(&mut c.out),
+                    version: Some(c.version),
+                    close: c.closing,
+                }
+            }
+            None => Output {
+                close: true,
+                ..Output::default()
+            },
+        }
+    }
+
+    /// The socket of `conn` is gone: publishes the will if the client did not disconnect
+    /// normally and forgets the connection.
+    pub(crate) fn connection_lost(&mut self, now: Instant, conn: ConnId, why: &str) {
+        if self.conns.get(&conn).is_some_and(|c| !c.closing) {
+            self.close(now, conn, None, true, why);
+        }
+        self.conns.remove(&conn);
+    }
+
+    /// The broker is shutting down: tells `conn` (MQTT 5: DISCONNECT 0x8B) and closes it.
+    pub(crate) fn shutdown_conn(&mut self, now: Instant, conn: ConnId) {
+        self.close(
+            now,
+            conn,
+            Some(ReasonCode::SERVER_SHUTTING_DOWN),
+            false,
+            "broker shutting down",
+        );
+    }
+
+    /// The bytes from `conn` are malformed: closes only that connection (MQTT 5: DISCONNECT
+    /// with the error's reason code first).
+    pub(crate) fn decode_error(&mut self, now: Instant, conn: ConnId, err: &DecodeError) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        if matches!(c.state, ConnState::AwaitingConnect)
+            && matches!(
+                err,
+                DecodeError::UnsupportedProtocolLevel(_) | DecodeError::InvalidProtocolName
+            )
+        {
+            // [MQTT-3.1.2-2] CONNACK 0x01 (3.1.1 form) then close.
+            push(
+                c,
+                conn,
+                Packet::ConnAck(ConnAck {
+                    session_present: false,
+                    reason: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                    properties: Properties::default(),
+                }),
+                &mut self.woken,
+            );
+        }
+        let why = format!("bad packet: {err}");
+        self.close(now, conn, Some(err.reason_code()), true, &why);
+    }
+
+    /// Handles one packet from `conn`.
+    pub(crate) fn handle(&mut self, now: Instant, conn: ConnId, packet: Packet) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        c.last_rx = now;
+        let client = match &c.state {
+            ConnState::AwaitingConnect => {
+                if let Packet::Connect(connect) = packet {
+                    self.on_connect(now, conn, *connect);
+                } else {
+                    let why = format!("{} before CONNECT", packet.packet_type().name());
+                    self.close(now, conn, None, false, &why);
+                }
+                return;
+            }
+            ConnState::Connected(client) => client.clone(),
+        };
+        match packet {
+            Packet::Publish(p) => self.on_publish(now, conn, &client, p),
+            Packet::PubAck(r) => self.on_puback(now, conn, &client, r),
+            Packet::PubRec(r) => self.on_pubrec(now, conn, &client, r),
+            Packet::PubRel(r) => self.on_pubrel(conn, &client, r),
+            Packet::PubComp(r) => self.on_pubcomp(now, conn, &client, r),
+            Packet::Subscribe(s) => self.on_subscribe(now, conn, &client, s),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(conn, &client, u),
+            Packet::PingReq => push(c_mut(&mut self.conns, conn), conn, Packet::PingResp, &mut self.woken),
+            Packet::Disconnect(d) => self.on_disconnect(now, conn, &client, d),
+            Packet::Connect(_) => {
+                self.protocol_error(now, conn, "second CONNECT");
+            }
+            Packet::Auth(_) => {
+                self.protocol_error(now, conn, "AUTH without an authentication method");
+            }
+            other @ (Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp) => {
+                let why = format!("client sent {}", other.packet_type().name());
+                self.protocol_error(now, conn, &why);
+            }
+        }
+    }
+
+    fn protocol_error(&mut self, now: Instant, conn: ConnId, why: &str) {
+        let why = format!("protocol error: {why}");
+        self.close(now, conn, Some(ReasonCode::PROTOCOL_ERROR), true, &why);
+    }
+
+    /// Closes `conn`: sends DISCONNECT `reason` first (MQTT 5, after CONNECT), detaches its
+    /// session, publishes or schedules the will if `will`, and ends a session that expires
+    /// with its connection.
+    fn close(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        reason: Option<ReasonCode>,
+        will: bool,
+        why: &str,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        c.closing = true;
+        self.woken.push(conn);
+        let client = match &c.state {
+            ConnState::Connected(client) => client.clone(),
+            ConnState::AwaitingConnect => {
+                debug!(peer = %c.peer, "connection closed before CONNECT: {why}");
+                return;
+            }
+        };
+        if let Some(reason) = reason
+            && c.version.is_v5()
+        {
+            let mut properties = Properties::default();
+            if let Ok(s) = ByteStr::try_from(why) {
+                properties.reason_string = Some(s);
+            }
+            c.out.push(Packet::Disconnect(Disconnect { reason, properties }));
+        }
+        let will_msg = c.will.take();
+        info!(client = %client, peer = %c.peer, "disconnected: {why}");
+        let Some(session) = self.sessions.get_mut(&client) else {
+            return;
+        };
+        if session.conn != Some(conn) {
+            return;
+        }
+        session.conn = None;
+        session.disconnected_at = Some(now);
+        let expiry = session.expiry;
+        if will && let Some(w) = will_msg {
+            let delay = w.properties.will_delay_interval.unwrap_or(0).min(expiry);
+            if delay == 0 {
+                self.publish_will(now, w);
+            } else {
+                let due = now + Duration::from_secs(u64::from(delay));
+                self.wills.insert(client.clone(), PendingWill { due, will: w });
+            }
+        }
+        if expiry == 0 {
+            self.end_session(now, &client);
+        }
+    }
+
+    /// Removes a session and its subscriptions; publishes its pending will.
+    fn end_session(&mut self, now: Instant, client: &Arc<str>) {
+        if let Some(session) = self.sessions.remove(client) {
+            for filter in session.subscriptions.keys() {
+                let (tree_filter, key) = sub_key(filter, client);
+                self.subs.remove(tree_filter, &key);
+            }
+            self.store.session_ended(client);
+            debug!(client = %client, "session ended");
+        }
+        if let Some(p) = self.wills.remove(client) {
+            self.publish_will(now, p.will);
+        }
+    }
+
+    fn publish_will(&mut self, now: Instant, will: Will) {
+        let mut properties = will.properties;
+        properties.will_delay_interval = None;
+        let p = Publish {
+            dup: false,
+            qos: will.qos,
+            retain: will.retain,
+            topic: will.topic,
+            packet_id: 0,
+            properties,
+            payload: will.payload,
+        };
+        debug!(topic = %p.topic, "publishing will");
+        if p.retain {
+            self.store_retained(now, &p);
+        }
+        self.route(now, None, &p);
+    }
+
+    fn refuse(&mut self, now: Instant, conn: ConnId, reason: ReasonCode, why: &str) {
+        let c = c_mut(&mut self.conns, conn);
+        push(
+            c,
+            conn,
+            Packet::ConnAck(ConnAck {
+                session_present: false,
+                reason,
+                properties: Properties::default(),
+            }),
+            &mut self.woken,
+        );
+        info!(peer = %c.peer, "CONNECT refused ({reason}): {why}");
+        self.close(now, conn, None, false, why);
+    }
+
+    fn on_connect(&mut self, now: Instant, conn: ConnId, connect: Connect) {
+        let limits = self.settings.limits.clone();
+        let v5 = connect.protocol.is_v5();
+        c_mut(&mut self.conns, conn).version = connect.protocol;
+
+        if v5
+            && let Some(method) = &connect.properties.authentication_method
+            && !self.hooks.supports_auth_method(method)
+        {
+            let why = format!("unsupported authentication method {method:?}");
+            return self.refuse(now, conn, ReasonCode::BAD_AUTHENTICATION_METHOD, &why);
+        }
+
+        let mut assigned = None;
+        let client: Arc<str> = if connect.client_id.is_empty() {
+            // [MQTT-3.1.3-8] 3.1.1 allows an empty id only with clean session; 3.1 never.
+            let allowed = v5 || (connect.protocol == ProtocolVersion::V311 && connect.clean_start);
+            if !allowed {
+                return self.refuse(
+                    now,
+                    conn,
+                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                    "empty client id without clean session",
+                );
+            }
+            self.assigned_ids += 1;
+            let id = format!("auto-{:016x}-{}", rand::random::<u64>(), self.assigned_ids);
+            assigned = Some(id.clone());
+            Arc::from(id)
+        } else {
+            Arc::from(connect.client_id.as_str())
+        };
+
+        let info = ConnectInfo {
+            client_id: &client,
+            username: connect.username.as_ref(),
+            password: connect.password.as_ref(),
+        };
+        if let Err(reason) = self.hooks.authenticate(&info) {
+            return self.refuse(now, conn, reason, "refused by the authentication hook");
+        }
+
+        let mut keep_alive = connect.keep_alive;
+        let mut server_keep_alive = None;
+        if v5 && limits.max_keep_alive > 0 && keep_alive > limits.max_keep_alive {
+            keep_alive = limits.max_keep_alive;
+            server_keep_alive = Some(keep_alive);
+        }
+
+        let expiry = if v5 {
+            connect.properties.session_expiry_interval.unwrap_or(0)
+        } else if connect.clean_start {
+            0
+        } else {
+            NEVER_EXPIRES
+        };
+
+        // Session takeover [MQTT-3.1.4-3].
+        if let Some(old) = self.sessions.get(&client).and_then(|s| s.conn) {
+            self.close(
+                now,
+                old,
+                Some(ReasonCode::SESSION_TAKEN_OVER),
+                true,
+                "session taken over by a new connection",
+            );
+        }
+        // A will waiting for its delay: the session continues (drop it) or ends (publish it).
+        if let Some(pending) = self.wills.remove(&client)
+            && connect.clean_start
+        {
+            self.publish_will(now, pending.will);
+        }
+        if connect.clean_start && self.sessions.contains_key(&client) {
+            self.end_session(now, &client);
+        }
+        let session_present = self.sessions.contains_key(&client);
+        let session = self
+            .sessions
+            .entry(client.clone())
+            .or_insert_with(|| Session::new(expiry));
+        session.conn = Some(conn);
+        session.expiry = expiry;
+        session.disconnected_at = None;
+        self.store.session_opened(&client, expiry);
+
+        let c = c_mut(&mut self.conns, conn);
+        c.state = ConnState::Connected(client.clone());
+        c.keep_alive = keep_alive;
+        c.will = connect.will;
+        c.username = connect.username;
+        if v5 {
+            let p = &connect.properties;
+            c.receive_max = p.receive_maximum.unwrap_or(u16::MAX).max(1);
+            c.max_packet = p.maximum_packet_size.unwrap_or(u32::MAX).max(1);
+            c.alias_max = p.topic_alias_maximum.unwrap_or(0);
+        }
+        let mut properties = Properties::default();
+        if v5 {
+            properties.receive_maximum = Some(limits.max_inflight);
+            properties.maximum_packet_size = Some(limits.max_packet_size);
+            if limits.topic_alias_maximum > 0 {
+                properties.topic_alias_maximum = Some(limits.topic_alias_maximum);
+            }
+            properties.server_keep_alive = server_keep_alive;
+            properties.assigned_client_identifier =
+                assigned.and_then(|a| ByteStr::try_from(a).ok());
+        }
+        info!(
+            client = %client,
+            peer = %c.peer,
+            version = %connect.protocol,
+            clean_start = connect.clean_start,
+            keep_alive,
+            session_present,
+            "connected"
+        );
+        push(
+            c,
+            conn,
+            Packet::ConnAck(ConnAck {
+                session_present,
+                reason: ReasonCode::SUCCESS,
+                properties,
+            }),
+            &mut self.woken,
+        );
+        if session_present {
+            self.resume(now, conn, &client);
+        }
+    }
+
+    /// Resends unacknowledged PUBLISHes with DUP and PUBRELs, then sends queued messages
+    /// [MQTT-4.4.0-1].
+    fn resume(&mut self, now: Instant, conn: ConnId, client: &Arc<str>) {
+        let Some(session) = self.sessions.get_mut(client) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let mut expired = Vec::new();
+        for (&pid, inflight) in &session.inflight {
+            match inflight {
+                Inflight::Publish { publish, received } => {
+                    let mut p = publish.clone();
+                    p.dup = true;
+                    match prepare(c, p, now, *received) {
+                        Some(p) => emit(c, conn, p, &mut self.stats, &mut self.woken),
+                        None => expired.push(pid),
+                    }
+                }
+                Inflight::Release => {
+                    push(c, conn, Packet::PubRel(PubResp::new(pid)), &mut self.woken);
+                }
+            }
+        }
+        for pid in expired {
+            session.inflight.remove(&pid);
+            self.stats.messages_dropped += 1;
+        }
+        drain(session, c, conn, now, &mut self.stats, &mut self.woken);
+    }
+
+    fn on_publish(&mut self, now: Instant, conn: ConnId, client: &Arc<str>, mut p: Publish) {
+        let limits = &self.settings.limits;
+        let c = c_mut(&mut self.conns, conn);
+        let v5 = c.version.is_v5();
+        // Topic alias from the client [MQTT-3.3.2-7] .. [MQTT-3.3.2-12].
+        if let Some(alias) = p.properties.topic_alias.take() {
+            if alias == 0 || alias > limits.topic_alias_maximum {
+                let why = format!("topic alias {alias} out of range");
+                return self.close(now, conn, Some(ReasonCode::TOPIC_ALIAS_INVALID), true, &why);
+            }
+            if p.topic.is_empty() {
+                match c.aliases_in.get(&alias) {
+                    Some(t) => p.topic = t.clone(),
+                    None => {
+                        let why = format!("unknown topic alias {alias}");
+                        return self.protocol_error(now, conn, &why);
+                    }
+                }
+            } else {
+                // Copied so the alias table does not pin a whole read buffer.
+                let topic = ByteStr::from_utf8(Bytes::copy_from_slice(p.topic.as_bytes()))
+                    .unwrap_or_default();
+                c.aliases_in.insert(alias, topic);
+            }
+        } else if p.topic.is_empty() {
+            return self.protocol_error(now, conn, "empty topic name without topic alias");
+        }
+        p.properties.subscription_identifiers.clear();
+        p.dup = false;
+        let username = c.username.clone();
+        let qos = p.qos;
+        let pid = p.packet_id;
+        self.stats.messages_received += 1;
+
+        if qos == QoS::ExactlyOnce {
+            let Some(session) = self.sessions.get_mut(client) else {
+                return;
+            };
+            if session.incoming_qos2.contains(&pid) {
+                // A resend before PUBREL: acknowledge again, do not forward again.
+                let c = c_mut(&mut self.conns, conn);
+                return push(c, conn, Packet::PubRec(PubResp::new(pid)), &mut self.woken);
+            }
+            if session.incoming_qos2.len() >= usize::from(limits.max_inflight) {
+                return self.close(
+                    now,
+                    conn,
+                    Some(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED),
+                    true,
+                    "receive maximum exceeded",
+                );
+            }
+        }
+
+        let allowed = !p.topic.starts_with("$SYS")
+            && self
+                .hooks
+                .authorize_publish(client, username.as_deref(), &p.topic);
+        let mut matched = false;
+        if allowed {
+            if p.retain {
+                self.store_retained(now, &p);
+            }
+            matched = self.route(now, Some(client), &p);
+        }
+        let reason = if !v5 {
+            ReasonCode::SUCCESS
+        } else if !allowed {
+            ReasonCode::NOT_AUTHORIZED
+        } else if !matched {
+            ReasonCode::NO_MATCHING_SUBSCRIBERS
+        } else {
+            ReasonCode::SUCCESS
+        };
+        let ack = PubResp {
+            packet_id: pid,
+            reason,
+            properties: Properties::default(),
+        };
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                let c = c_mut(&mut self.conns, conn);
+                push(c, conn, Packet::PubAck(ack), &mut self.woken);
+            }
+            QoS::ExactlyOnce => {
+                if reason.is_success()
+                    && let Some(session) = self.sessions.get_mut(client)
+                {
+                    session.incoming_qos2.insert(pid);
+                }
+                let c = c_mut(&mut self.conns, conn);
+                push(c, conn, Packet::PubRec(ack), &mut self.woken);
+            }
+        }
+    }
+
+    /// Stores, replaces or (empty payload) deletes the retained message of `p.topic`.
+    fn store_retained(&mut self, now: Instant, p: &Publish) {
+        if p.payload.is_empty() {
+            self.retained.remove(&p.topic);
+            return;
+        }
+        // Copied: a retained message may live for days and must not pin a read buffer.
+        let topic = ByteStr::from_utf8(Bytes::copy_from_slice(p.topic.as_bytes()))
+            .unwrap_or_default();
+        let mut properties = p.properties.clone();
+        properties.topic_alias = None;
+        properties.subscription_identifiers.clear();
+        let publish = Publish {
+            dup: false,
+            qos: p.qos,
+            retain: true,
+            topic,
+            packet_id: 0,
+            properties,
+            payload: Bytes::copy_from_slice(&p.payload),
+        };
+        self.retained.insert(
+            &p.topic,
+            Retained {
+                publish,
+                received: now,
+            },
+        );
+    }
+
+    /// Forwards `msg` to every matching subscription. True if anybody subscribes.
+    fn route(&mut self, now: Instant, publisher: Option<&Arc<str>>, msg: &Publish) -> bool {
+        // Overlapping subscriptions of one client are merged into one delivery at the
+        // highest QoS carrying every subscription identifier.
+        struct Target {
+            client: Arc<str>,
+            qos: QoS,
+            retain_as_published: bool,
+            ids: Vec<u32>,
+        }
+        let mut targets: Vec<Target> = Vec::new();
+        let mut index: HashMap<Arc<str>, usize> = HashMap::new();
+        let mut groups: HashMap<(Arc<str>, Arc<str>), Vec<(Arc<str>, SubEntry)>> = HashMap::new();
+        self.subs.for_each_match(&msg.topic, |key, entry| match key {
+            SubKey::Client(client) => {
+                if entry.options.no_local && publisher == Some(client) {
+                    return;
+                }
+                let i = *index.entry(client.clone()).or_insert_with(|| {
+                    targets.push(Target {
+                        client: client.clone(),
+                        qos: QoS::AtMostOnce,
+                        retain_as_published: false,
+                        ids: Vec::new(),
+                    });
+                    targets.len() - 1
+                });
+                let t = &mut targets[i];
+                t.qos = t.qos.max(entry.options.qos);
+                t.retain_as_published |= entry.options.retain_as_published;
+                t.ids.extend(entry.id);
+            }
+            SubKey::Shared {
+                group,
+                filter,
+                client,
+            } => groups
+                .entry((group.clone(), filter.clone()))
+                .or_default()
+                .push((client.clone(), *entry)),
+        });
+        let matched = !targets.is_empty() || !groups.is_empty();
+        for t in targets {
+            let p = for_subscriber(msg, t.qos, t.retain_as_published, t.ids);
+            self.deliver(now, &t.client, p, now);
+        }
+        for (group, mut members) in groups {
+            // Round robin over the members, in a stable order, preferring connected ones.
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+            let n = members.len();
+            let start = *self.shared_next.get(&group).unwrap_or(&0) % n;
+            let online = (0..n)
+                .map(|k| (start + k) % n)
+                .find(|&i| self.sessions.get(&members[i].0).is_some_and(|s| s.conn.is_some()));
+            let chosen = online.unwrap_or(start);
+            self.shared_next.insert(group, chosen + 1);
+            let (client, entry) = &members[chosen];
+            let p = for_subscriber(
+                msg,
+                entry.options.qos,
+                entry.options.retain_as_published,
+                entry.id.into_iter().collect(),
+            );
+            self.deliver(now, client, p, now);
+        }
+        matched
+    }
+
+    /// Sends `p` (QoS already downgraded) to `client` now, or queues it.
+    fn deliver(&mut self, now: Instant, client: &Arc<str>, p: Publish, received: Instant) {
+        let limits = &self.settings.limits;
+        let Some(session) = self.sessions.get_mut(client) else {
+            return;
+        };
+        let conn = session
+            .conn
+            .and_then(|id| self.conns.get_mut(&id).map(|c| (id, c)));
+        match conn {
+            Some((id, c)) if p.qos == QoS::AtMostOnce => {
+                if c.out_qos0 >= limits.max_queued_messages {
+                    // The connection is not keeping up: QoS 0 is dropped.
+                    self.stats.messages_dropped += 1;
+                    return;
+                }
+                match prepare(c, p, now, received) {
+                    Some(p) => emit(c, id, p, &mut self.stats, &mut self.woken),
+                    None => self.stats.messages_dropped += 1,
+                }
+            }
+            Some((id, c))
+                if session.queue.is_empty()
+                    && session.inflight.len() < usize::from(c.receive_max) =>
+            {
+                send_inflight(session, c, id, p, now, received, &mut self.stats, &mut self.woken);
+            }
+            None if p.qos == QoS::AtMostOnce => {
+                // QoS 0 is not queued for offline clients (as in Mosquitto by default).
+            }
+            _ => {
+                let queued = Queued {
+                    publish: p,
+                    received,
+                };
+                if !session.enqueue(queued, limits.max_queued_messages, limits.max_queued_bytes) {
+                    // Queue full: the newest message is dropped.
+                    self.stats.messages_dropped += 1;
+                }
+            }
+        }
+    }
+
+    fn on_puback(&mut self, now: Instant, conn: ConnId, client: &Arc<str>, r: PubResp) {
+        let Some(session) = self.sessions.get_mut(client) else {
+            return;
+        };
+        if let Some(Inflight::Publish { publish, .. }) = session.inflight.get(&r.packet_id)
+            && publish.qos == QoS::AtLeastOnce
+        {
+            session.inflight.remove(&r.packet_id);
+            let c = c_mut(&mut self.conns, conn);
+            drain(session, c, conn, now, &mut self.stats, &mut self.woken);
+        }
+    }
+
+    fn on_pubrec(&mut self, now: Instant, conn: ConnId, client: &Arc<str>, r: PubResp) {
+        let Some(session) = self.sessions.get_mut(client) else {
+            return;
+        };
+        let c = c_mut(&mut self.conns, conn);
+        match session.inflight.get(&r.packet_id) {
+            Some(Inflight::Publish { publish, .. }) if publish.qos == QoS::ExactlyOnce => {
+                if r.reason.is_success() {
+                    session.inflight.insert(r.packet_id, Inflight::Release);
+                    push(c, conn, Packet::PubRel(PubResp::new(r.packet_id)), &mut self.woken);
+                } else {
+                    // The client refused it: the flow ends here.
+                    session.inflight.remove(&r.packet_id);
+                    drain(session, c, conn, now, &mut self.stats, &mut self.woken);
+                }
+            }
+            Some(Inflight::Release) => {
+                push(c, conn, Packet::PubRel(PubResp::new(r.packet_id)), &mut self.woken);
+            }
+            _ => {
+                let mut rel = PubResp::new(r.packet_id);
+                rel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                push(c, conn, Packet::PubRel(rel), &mut self.woken);
+            }
+        }
+    }
+
+    fn on_pubcomp(&mut self, now: Instant, conn: ConnId, client: &Arc<str>, r: PubResp) {
+        let Some(session) = self.sessions.get_mut(client) else {
+            return;
+        };
+        if let Some(Inflight::Release) = session.inflight.get(&r.packet_id) {
+            session.inflight.remove(&r.packet_id);
+            let c = c_mut(&mut self.conns, conn);
+            drain(session, c, conn, now, &mut self.stats, &mut self.woken);
+        }
+    }
+
+    fn on_pubrel(&mut self, conn: ConnId, client: &Arc<str>, r: PubResp) {
+        let Some(session) = self.sessions.get_mut(client) else {
+            return;
+        };
+        let mut comp = PubResp::new(r.packet_id);
+        if !session.incoming_qos2.remove(&r.packet_id) {
+            comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+        }
+        let c = c_mut(&mut self.conns, conn);
+        push(c, conn, Packet::PubComp(comp), &mut self.woken);
+    }
+
+    fn on_subscribe(&mut self, now: Instant, conn: ConnId, client: &Arc<str>, s: Subscribe) {
+        let c = c_mut(&mut self.conns, conn);
+        let v5 = c.version.is_v5();
+        let username = c.username.clone();
+        let sub_id = if v5 {
+            s.properties.subscription_identifiers.first().copied()
+        } else {
+            None
+        };
+        let mut reasons = Vec::with_capacity(s.filters.len());
+        let mut to_send: Vec<Retained> = Vec::new();
+        for (filter, opts) in &s.filters {
+            let shared = parse_shared(filter).is_some();
+            if v5 && shared && opts.no_local {
+                // [MQTT-3.8.3-4]
+                return self.protocol_error(now, conn, "No Local on a shared subscription");
+            }
+            if !self
+                .hooks
+                .authorize_subscribe(client, username.as_deref(), filter)
+            {
+                reasons.push(if v5 {
+                    ReasonCode::NOT_AUTHORIZED
+                } else {
+                    ReasonCode::UNSPECIFIED_ERROR
+                });
+                continue;
+            }
+            let options = if v5 {
+                *opts
+            } else {
+                SubscriptionOptions {
+                    qos: opts.qos,
+                    ..SubscriptionOptions::default()
+                }
+            };
+            let entry = SubEntry {
+                options,
+                id: sub_id,
+            };
+            let (tree_filter, key) = sub_key(filter, client);
+            let existed = self.subs.insert(tree_filter, key, entry).is_some();
+            if let Some(session) = self.sessions.get_mut(client) {
+                session.subscriptions.insert(Arc::from(filter.as_str()), entry);
+            }
+            reasons.push(ReasonCode(options.qos.as_u8()));
+            let send_retained = !shared
+                && match options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+            if send_retained {
+                self.retained.for_each_match(filter, |_, m| {
+                    let mut m = m.clone();
+                    m.publish.qos = m.publish.qos.min(options.qos);
+                    m.publish.properties.subscription_identifiers = sub_id.into_iter().collect();
+                    to_send.push(m);
+                });
+            }
+        }
+        let c = c_mut(&mut self.conns, conn);
+        push(
+            c,
+            conn,
+            Packet::SubAck(SubAck {
+                packet_id: s.packet_id,
+                properties: Properties::default(),
+                reasons,
+            }),
+            &mut self.woken,
+        );
+        // Retained messages follow the SUBACK, with the retain flag set.
+        for m in to_send {
+            self.deliver(now, client, m.publish, m.received);
+        }
+    }
+
+    fn on_unsubscribe(&mut self, conn: ConnId, client: &Arc<str>, u: Unsubscribe) {
+        let mut reasons = Vec::with_capacity(u.filters.len());
+        for filter in &u.filters {
+            let (tree_filter, key) = sub_key(filter, client);
+            let existed = self.subs.remove(tree_filter, &key).is_some();
+            if let Some(session) = self.sessions.get_mut(client) {
+                session.subscriptions.remove(filter.as_str());
+            }
+            reasons.push(if existed {
+                ReasonCode::SUCCESS
+            } else {
+                ReasonCode::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        let c = c_mut(&mut self.conns, conn);
+        push(
+            c,
+            conn,
+            Packet::UnsubAck(UnsubAck {
+                packet_id: u.packet_id,
+                properties: Properties::default(),
+                reasons,
+            }),
+            &mut self.woken,
+        );
+    }
+
+    fn on_disconnect(&mut self, now: Instant, conn: ConnId, client: &Arc<str>, d: Disconnect) {
+        let v5 = c_mut(&mut self.conns, conn).version.is_v5();
+        if v5 && let Some(expiry) = d.properties.session_expiry_interval {
+            if let Some(session) = self.sessions.get_mut(client) {
+                if session.expiry == 0 && expiry != 0 {
+                    // [MQTT-3.14.2-2]
+                    return self.protocol_error(now, conn, "session expiry set at DISCONNECT after 0 at CONNECT");
+                }
+                session.expiry = expiry;
+            }
+        }
+        let with_will = v5 && d.reason == ReasonCode::DISCONNECT_WITH_WILL;
+        let why = if with_will {
+            "client sent DISCONNECT with will"
+        } else {
+            "client sent DISCONNECT"
+        };
+        self.close(now, conn, None, with_will, why);
+    }
+
+    /// Timers: CONNECT timeout, keep alive (1.5 times the interval), will delay, session
+    /// expiry, retained message expiry, `$SYS`. `bytes_received` and `bytes_sent` are the
+    /// network layer's totals, for `$SYS`.
+    pub(crate) fn tick(&mut self, now: Instant, bytes_received: u64, bytes_sent: u64) {
+        self.stats.bytes_received = bytes_received;
+        self.stats.bytes_sent = bytes_sent;
+        let connect_timeout = Duration::from_secs(self.settings.limits.connect_timeout);
+        let mut to_close = Vec::new();
+        for (&id, c) in &self.conns {
+            if c.closing {
+                continue;
+            }
+            match c.state {
+                ConnState::AwaitingConnect => {
+                    if now.saturating_duration_since(c.accepted) >= connect_timeout {
+                        to_close.push((id, None, "no CONNECT in time"));
+                    }
+                }
+                ConnState::Connected(_) => {
+                    let limit = Duration::from_millis(u64::from(c.keep_alive) * 1500);
+                    if c.keep_alive > 0 && now.saturating_duration_since(c.last_rx) > limit {
+                        to_close.push((id, Some(ReasonCode::KEEP_ALIVE_TIMEOUT), "keep alive timeout"));
+                    }
+                }
+            }
+        }
+        for (id, reason, why) in to_close {
+            self.close(now, id, reason, true, why);
+        }
+
+        let due: Vec<Arc<str>> = self
+            .wills
+            .iter()
+            .filter(|(_, w)| w.due <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for client in due {
+            if let Some(w) = self.wills.remove(&client) {
+                self.publish_will(now, w.will);
+            }
+        }
+
+        let ended: Vec<Arc<str>> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.conn.is_none()
+                    && s.expiry != NEVER_EXPIRES
+                    && s.disconnected_at.is_some_and(|at| {
+                        now.saturating_duration_since(at) >= Duration::from_secs(u64::from(s.expiry))
+                    })
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for client in ended {
+            self.end_session(now, &client);
+        }
+
+        if now >= self.next_retained_sweep {
+            self.next_retained_sweep = now + Duration::from_secs(5);
+            self.retained.retain(|_, m| !expired(&m.publish, m.received, now));
+        }
+
+        if let (Some(interval), Some(next)) = (self.settings.sys_interval, self.next_sys)
+            && now >= next
+        {
+            self.next_sys = Some(now + interval);
+            self.publish_sys(now);
+        }
+    }
+
+    fn publish_sys(&mut self, now: Instant) {
+        let snapshot = SysSnapshot {
+            uptime: now.saturating_duration_since(self.started),
+            clients_connected: self.sessions.values().filter(|s| s.conn.is_some()).count(),
+            clients_total: self.sessions.len(),
+            subscriptions: self.subs.len(),
+            retained: self.retained.len(),
+            stats: self.stats,
+        };
+        for (topic, value) in sys::topics(&snapshot) {
+            let p = Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: true,
+                topic: ByteStr::from_static(topic),
+                packet_id: 0,
+                properties: Properties::default(),
+                payload: Bytes::from(value),
+            };
+            self.store_retained(now, &p);
+            self.route(now, None, &p);
+        }
+    }
+}
+
+fn c_mut(conns: &mut HashMap<ConnId, Conn>, id: ConnId) -> &mut Conn {
+    // Callers only pass the id of the connection whose packet is being handled, which
+    // exists until `connection_lost`.
+    conns.get_mut(&id).expect("connection being handled exists")
+}
+
+fn push(c: &mut Conn, id: ConnId, packet: Packet, woken: &mut Vec<ConnId>) {
+    if c.out.is_empty() {
+        woken.push(id);
+    }
+    c.out.push(packet);
+}
+
+/// The tree filter and key of a subscription filter as the client wrote it.
+fn sub_key<'a>(filter: &'a str, client: &Arc<str>) -> (&'a str, SubKey) {
+    match parse_shared(filter) {
+        Some((group, inner)) => (
+            inner,
+            SubKey::Shared {
+                group: Arc::from(group),
+                filter: Arc::from(inner),
+                client: client.clone(),
+            },
+        ),
+        None => (filter, SubKey::Client(client.clone())),
+    }
+}
+
+/// The copy of `msg` one subscriber gets: shares topic and payload bytes.
+fn for_subscriber(msg: &Publish, sub_qos: QoS, retain_as_published: bool, ids: Vec<u32>) -> Publish {
+    let mut properties = msg.properties.clone();
+    properties.topic_alias = None;
+    properties.subscription_identifiers = ids;
+    Publish {
+        dup: false,
+        qos: msg.qos.min(sub_qos),
+        retain: retain_as_published && msg.retain,
+        topic: msg.topic.clone(),
+        packet_id: 0,
+        properties,
+        payload: msg.payload.clone(),
+    }
+}
+
+fn expired(p: &Publish, received: Instant, now: Instant) -> bool {
+    p.properties
+        .message_expiry_interval
+        .is_some_and(|e| now.saturating_duration_since(received).as_secs() >= u64::from(e))
+}
+
+/// Readies `p` for `c`: counts message expiry down to what is left [MQTT-3.3.2-6] and
+/// applies the client's Maximum Packet Size [MQTT-3.1.2-25]. None: do not send it.
+fn prepare(c: &Conn, mut p: Publish, now: Instant, received: Instant) -> Option<Publish> {
+    if let Some(e) = p.properties.message_expiry_interval {
+        let elapsed = now.saturating_duration_since(received).as_secs();
+        if elapsed >= u64::from(e) {
+            return None;
+        }
+        p.properties.message_expiry_interval = Some(e - elapsed as u32);
+    }
+    if publish_size(&p, c.version) > c.max_packet as usize {
+        return None;
+    }
+    Some(p)
+}
+
+/// Assigns a packet identifier, remembers the message as in flight and sends it.
+#[allow(clippy::too_many_arguments)]
+fn send_inflight(
+    session: &mut Session,
+    c: &mut Conn,
+    id: ConnId,
+    p: Publish,
+    now: Instant,
+    received: Instant,
+    stats: &mut Stats,
+    woken: &mut Vec<ConnId>,
+) {
+    let Some(mut p) = prepare(c, p, now, received) else {
+        stats.messages_dropped += 1;
+        return;
+    };
+    let Some(pid) = session.alloc_pid() else {
+        stats.messages_dropped += 1;
+        return;
+    };
+    p.packet_id = pid;
+    session.inflight.insert(
+        pid,
+        Inflight::Publish {
+            publish: p.clone(),
+            received: now,
+        },
+    );
+    emit(c, id, p, stats, woken);
+}
+
+/// Sends queued messages while the client's Receive Maximum allows.
+fn drain(
+    session: &mut Session,
+    c: &mut Conn,
+    id: ConnId,
+    now: Instant,
+    stats: &mut Stats,
+    woken: &mut Vec<ConnId>,
+) {
+    if c.closing {
+        return;
+    }
+    while session.inflight.len() < usize::from(c.receive_max) {
+        let Some(q) = session.dequeue() else {
+            break;
+        };
+        send_inflight(session, c, id, q.publish, now, q.received, stats, woken);
+    }
+}
+
+/// Queues a PUBLISH on `c`, replacing its topic by an alias when the client allows
+/// aliases (the first use of a topic sends both and sets the alias).
+fn emit(c: &mut Conn, id: ConnId, mut p: Publish, stats: &mut Stats, woken: &mut Vec<ConnId>) {
+    if c.version.is_v5() && c.alias_max > 0 {
+        if let Some(&alias) = c.aliases_out.get(&p.topic) {
+            p.properties.topic_alias = Some(alias);
+            p.topic = ByteStr::new();
+        } else if c.aliases_out.len() < usize::from(c.alias_max) {
+            let alias = c.aliases_out.len() as u16 + 1;
+            c.aliases_out.insert(p.topic.clone(), alias);
+            p.properties.topic_alias = Some(alias);
+        }
+    }
+    if p.qos == QoS::AtMostOnce {
+        c.out_qos0 += 1;
+    }
+    stats.messages_sent += 1;
+    push(c, id, Packet::Publish(p), woken);
+}
+
+fn varint_len(n: usize) -> usize {
+    match n {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+/// The encoded size of `p` (an upper bound when a topic alias will replace the topic).
+pub(crate) fn publish_size(p: &Publish, version: ProtocolVersion) -> usize {
+    let mut body = 2 + p.topic.len() + p.payload.len();
+    if p.qos != QoS::AtMostOnce {
+        body += 2;
+    }
+    if version.is_v5() {
+        let pr = &p.properties;
+        let mut props = 0;
+        props += pr.payload_format_indicator.map_or(0, |_| 2);
+        props += pr.message_expiry_interval.map_or(0, |_| 5);
+        props += pr.content_type.as_ref().map_or(0, |s| 3 + s.len());
+        props += pr.response_topic.as_ref().map_or(0, |s| 3 + s.len());
+        props += pr.correlation_data.as_ref().map_or(0, |s| 3 + s.len());
+        props += pr
+            .subscription_identifiers
+            .iter()
+            .map(|&i| 1 + varint_len(i as usize))
+            .sum::<usize>();
+        props += pr.topic_alias.map_or(0, |_| 3);
+        props += pr
+            .user_properties
+            .iter()
+            .map(|(k, v)| 5 + k.len() + v.len())
+            .sum::<usize>();
+        body += varint_len(props) + props;
+    }
+    1 + varint_len(body) + body
+}

@@ -1,0 +1,258 @@
+//! The tokio layer: listeners, the shared router, timers and shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore, broadcast, mpsc};
+use tracing::{info, warn};
+
+use crate::capture::Capture;
+use crate::config::{Config, Transport};
+use crate::hooks::{AllowAll, AuthHook, MemoryStore, SessionStore};
+use crate::router::{ConnId, Router, Settings};
+use crate::{Error, connection};
+
+/// How often the router's timers run (keep alive, will delay, session expiry, `$SYS`).
+const TICK: Duration = Duration::from_millis(250);
+
+/// How long [`Broker::run`] waits for connections to close after shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// State shared by every connection task.
+///
+/// The router is one state machine behind one mutex. A connection locks it once per read
+/// (for every packet decoded from that read), not per message, and never across I/O:
+/// decoding, encoding and socket writes run outside it, on every core.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    /// Largest packet accepted.
+    pub(crate) max_packet_size: u32,
+    /// Bytes read from all sockets, for `$SYS`.
+    pub(crate) bytes_in: AtomicU64,
+    /// Bytes written to all sockets, for `$SYS`.
+    pub(crate) bytes_out: AtomicU64,
+}
+
+/// What the mutex protects.
+pub(crate) struct State {
+    /// The core.
+    pub(crate) router: Router,
+    /// Wakes a connection task when the router has output for it.
+    wakers: HashMap<ConnId, Arc<Notify>>,
+}
+
+impl State {
+    /// Registers a connection.
+    pub(crate) fn register(&mut self, id: ConnId, notify: Arc<Notify>) {
+        self.wakers.insert(id, notify);
+    }
+
+    /// Forgets a connection.
+    pub(crate) fn unregister(&mut self, id: ConnId) {
+        self.wakers.remove(&id);
+    }
+
+    /// Wakes every connection with new output, except `me` (which is writing anyway).
+    pub(crate) fn wake(&mut self, me: Option<ConnId>) {
+        for id in self.router.take_woken() {
+            if Some(id) != me
+                && let Some(n) = self.wakers.get(&id)
+            {
+                n.notify_one();
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Locks the router. A panic elsewhere cannot poison the broker for good: the state is
+    /// taken as it is.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A bound broker, ready to [`run`](Broker::run).
+pub struct Broker {
+    listeners: Vec<(TcpListener, SocketAddr)>,
+    config: Config,
+    hooks: Arc<dyn AuthHook>,
+    store: Arc<dyn SessionStore>,
+    capture: Option<Capture>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("local_addrs", &self.local_addrs())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Binds every listener (port 0 picks a free port). Errors if an address cannot be
+    /// bound, or the capture file cannot be created.
+    pub async fn bind(config: Config) -> Result<Broker, Error> {
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            match l.transport {
+                Transport::Tcp => {}
+            }
+            let addr = format!("{}:{}", l.address, l.port);
+            let listener = TcpListener::bind((l.address.as_str(), l.port))
+                .await
+                .map_err(|source| Error::Bind {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| Error::Bind { addr, source })?;
+            listeners.push((listener, local));
+        }
+        let capture = match &config.capture {
+            Some(path) => Some(Capture::create(path).map_err(|source| Error::Capture {
+                path: path.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        Ok(Broker {
+            listeners,
+            config,
+            hooks: Arc::new(AllowAll),
+            store: Arc::new(MemoryStore),
+            capture,
+        })
+    }
+
+    /// Replaces the authentication / authorisation hook (default: [`AllowAll`]).
+    pub fn with_auth_hook(mut self, hook: impl AuthHook) -> Broker {
+        self.hooks = Arc::new(hook);
+        self
+    }
+
+    /// Replaces the session store (default: [`MemoryStore`]).
+    pub fn with_session_store(mut self, store: impl SessionStore) -> Broker {
+        self.store = Arc::new(store);
+        self
+    }
+
+    /// The bound addresses, in listener order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|(_, a)| *a).collect()
+    }
+
+    /// Serves until `shutdown` resolves, then closes every connection (MQTT 5 clients get
+    /// DISCONNECT 0x8B) and returns.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let settings = Settings {
+            limits: self.config.limits.clone(),
+            sys_interval: (self.config.sys_interval > 0)
+                .then(|| Duration::from_secs(self.config.sys_interval)),
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                router: Router::new(settings, self.hooks, self.store, Instant::now()),
+                wakers: HashMap::new(),
+            }),
+            max_packet_size: self.config.limits.max_packet_size,
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        });
+        let (stop_tx, _) = broadcast::channel::<()>(1);
+        // Every task holds a clone of `done_tx`; `done_rx` ends when all of them are gone.
+        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+        let permits = Arc::new(Semaphore::new(self.config.limits.max_connections));
+
+        for (listener, local) in self.listeners {
+            info!("listening on {local}");
+            tokio::spawn(accept_loop(
+                listener,
+                local,
+                shared.clone(),
+                permits.clone(),
+                stop_tx.clone(),
+                done_tx.clone(),
+                self.capture.clone(),
+            ));
+        }
+        tokio::spawn(ticker(shared.clone(), stop_tx.subscribe(), done_tx.clone()));
+
+        shutdown.await;
+        info!("shutting down");
+        let _ = stop_tx.send(());
+        drop(done_tx);
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, done_rx.recv()).await;
+        if let Some(c) = &self.capture {
+            let _ = c.flush();
+        }
+        Ok(())
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    local: SocketAddr,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+    stop: broadcast::Sender<()>,
+    done: mpsc::Sender<()>,
+    capture: Option<Capture>,
+) {
+    let mut stop_rx = stop.subscribe();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop_rx.recv() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                warn!("accept on {local} failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            warn!("connection limit reached, closing connection from {peer}");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let cap = capture.as_ref().map(|c| c.connection(peer, local));
+        tokio::spawn(connection::serve(connection::ConnParams {
+            shared: shared.clone(),
+            stream,
+            peer,
+            capture: cap,
+            stop: stop.subscribe(),
+            permit,
+            done: done.clone(),
+        }));
+    }
+}
+
+async fn ticker(shared: Arc<Shared>, mut stop: broadcast::Receiver<()>, _done: mpsc::Sender<()>) {
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.recv() => break,
+        }
+        let bytes_in = shared.bytes_in.load(Ordering::Relaxed);
+        let bytes_out = shared.bytes_out.load(Ordering::Relaxed);
+        let mut state = shared.lock();
+        state.router.tick(Instant::now(), bytes_in, bytes_out);
+        state.wake(None);
+    }
+}

@@ -1,0 +1,152 @@
+//! A client's session: what survives a disconnect when the session has not expired.
+//!
+//! Outgoing QoS flows, one entry per packet identifier in [`Session::inflight`]:
+//!
+//! ```text
+//! QoS 1: PUBLISH ->            <- PUBACK                 (entry removed)
+//! QoS 2: PUBLISH -> (Publish)  <- PUBREC  PUBREL -> (Release)  <- PUBCOMP (entry removed)
+//! ```
+//!
+//! Incoming QoS 2 (method A: forward on PUBLISH, remember the packet identifier until
+//! PUBREL so that a repeated PUBLISH is not forwarded again):
+//!
+//! ```text
+//! PUBLISH -> forward, PUBREC     PUBLISH(dup) -> PUBREC only     PUBREL -> PUBCOMP (id forgotten)
+//! ```
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tinsel_codec::{Publish, SubscriptionOptions};
+
+use crate::router::ConnId;
+
+/// Session expiry that never ends (MQTT 3 persistent sessions, MQTT 5 0xFFFFFFFF).
+pub(crate) const NEVER_EXPIRES: u32 = u32::MAX;
+
+/// One subscription as the session remembers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SubEntry {
+    /// The options granted (QoS already capped).
+    pub(crate) options: SubscriptionOptions,
+    /// MQTT 5 subscription identifier.
+    pub(crate) id: Option<u32>,
+}
+
+/// An outgoing QoS 1/2 message the client has not finished acknowledging.
+#[derive(Debug, Clone)]
+pub(crate) enum Inflight {
+    /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2). Kept with its full topic
+    /// and the time it was received, for a resend with DUP.
+    Publish {
+        /// The message as first sent (without topic alias).
+        publish: Publish,
+        /// When the broker received it (for the message expiry countdown).
+        received: Instant,
+    },
+    /// PUBREL sent, waiting for PUBCOMP.
+    Release,
+}
+
+/// A message waiting for the client (offline, or its Receive Maximum is used up).
+#[derive(Debug, Clone)]
+pub(crate) struct Queued {
+    /// The message, QoS already downgraded for this subscriber.
+    pub(crate) publish: Publish,
+    /// When the broker received it.
+    pub(crate) received: Instant,
+}
+
+/// A session.
+#[derive(Debug)]
+pub(crate) struct Session {
+    /// The connection currently attached, if any.
+    pub(crate) conn: Option<ConnId>,
+    /// Session Expiry Interval in seconds (0: ends with the connection).
+    pub(crate) expiry: u32,
+    /// When the connection went away (None while connected).
+    pub(crate) disconnected_at: Option<Instant>,
+    /// Subscriptions by the filter as the client wrote it (`$share/...` included).
+    pub(crate) subscriptions: HashMap<Arc<str>, SubEntry>,
+    /// Outgoing QoS 1/2 messages not yet completely acknowledged, by packet identifier.
+    pub(crate) inflight: BTreeMap<u16, Inflight>,
+    /// Messages waiting to be sent. Bounded by the message and byte limits; when full, the
+    /// newest message (the one being added) is dropped.
+    pub(crate) queue: VecDeque<Queued>,
+    /// Payload bytes in `queue`.
+    pub(crate) queued_bytes: usize,
+    /// Incoming QoS 2 packet identifiers between PUBLISH and PUBREL. Bounded: a client that
+    /// opens more than the broker's Receive Maximum is disconnected (0x93).
+    pub(crate) incoming_qos2: HashSet<u16>,
+    next_pid: u16,
+}
+
+impl Session {
+    pub(crate) fn new(expiry: u32) -> Session {
+        Session {
+            conn: None,
+            expiry,
+            disconnected_at: None,
+            subscriptions: HashMap::new(),
+            inflight: BTreeMap::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            incoming_qos2: HashSet::new(),
+            next_pid: 1,
+        }
+    }
+
+    /// The next free packet identifier, or None if all 65,535 are in flight.
+    pub(crate) fn alloc_pid(&mut self) -> Option<u16> {
+        for _ in 0..u16::MAX {
+            let pid = self.next_pid;
+            self.next_pid = if pid == u16::MAX { 1 } else { pid + 1 };
+            if !self.inflight.contains_key(&pid) {
+                return Some(pid);
+            }
+        }
+        None
+    }
+
+    /// Queues a message; false (and the message dropped) when the queue is full.
+    pub(crate) fn enqueue(
+        &mut self,
+        q: Queued,
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> bool {
+        let len = q.publish.payload.len();
+        if self.queue.len() >= max_messages
+            || (max_bytes > 0 && self.queued_bytes + len > max_bytes)
+        {
+            return false;
+        }
+        self.queued_bytes += len;
+        self.queue.push_back(q);
+        true
+    }
+
+    /// Takes the oldest queued message.
+    pub(crate) fn dequeue(&mut self) -> Option<Queued> {
+        let q = self.queue.pop_front()?;
+        self.queued_bytes -= q.publish.payload.len();
+        Some(q)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pids_wrap_and_skip_inflight() {
+        let mut s = Session::new(0);
+        assert_eq!(s.alloc_pid(), Some(1));
+        s.inflight.insert(2, Inflight::Release);
+        assert_eq!(s.alloc_pid(), Some(3));
+        s.next_pid = u16::MAX;
+        assert_eq!(s.alloc_pid(), Some(u16::MAX));
+        assert_eq!(s.alloc_pid(), Some(1));
+    }
+}
