@@ -563,6 +563,20 @@ fn cases(version: Version) -> Vec<Case> {
             tinsel_only: false,
         },
         Case {
+            // UNSUBSCRIBE flags must be 0010 [MQTT-3.10.1-1].
+            name: "UNSUBSCRIBE with reserved flags 0000",
+            bytes: {
+                let mut p = subscribe(version, 7, "a/b");
+                p.pop(); // no options byte in UNSUBSCRIBE
+                p[0] = 0xA0;
+                p[1] -= 1;
+                p
+            },
+            code: MALFORMED,
+            also: &[],
+            tinsel_only: false,
+        },
+        Case {
             // Ill-formed UTF-8 is a Malformed Packet [MQTT-1.5.4-1].
             name: "PUBLISH topic not UTF-8",
             bytes: publish_raw(0x30, b"a/\xFF\xFE", None, no_props(version)),
@@ -659,6 +673,14 @@ fn cases(version: Version) -> Vec<Case> {
             // "A SUBSCRIBE packet with no Payload is a Protocol Error" (section 3.8.3).
             name: "SUBSCRIBE without any filter",
             bytes: packet(0x82, &[0x00, 0x07, 0x00]),
+            code: PROTOCOL_ERROR,
+            also: &[MALFORMED],
+            tinsel_only: false,
+        });
+        cases.push(Case {
+            // "An UNSUBSCRIBE packet with no Payload is a Protocol Error" (section 3.10.3).
+            name: "UNSUBSCRIBE without any filter",
+            bytes: packet(0xA2, &[0x00, 0x07, 0x00]),
             code: PROTOCOL_ERROR,
             also: &[MALFORMED],
             tinsel_only: false,
