@@ -157,11 +157,9 @@ impl Config {
 
     /// Reads and parses a TOML configuration file.
     pub fn load(path: &Path) -> Result<Config, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::Config(format!("cannot read {}: {e}", path.display()))
-        })?;
-        Config::from_toml_str(&text)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        Config::from_toml_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
 
     fn validate(&self) -> Result<(), Error> {
@@ -170,13 +168,19 @@ impl Config {
         }
         let l = &self.limits;
         if l.max_packet_size < 16 {
-            return Err(Error::Config("limits.max_packet_size must be at least 16".into()));
+            return Err(Error::Config(
+                "limits.max_packet_size must be at least 16".into(),
+            ));
         }
         if l.max_inflight == 0 {
-            return Err(Error::Config("limits.max_inflight must be at least 1".into()));
+            return Err(Error::Config(
+                "limits.max_inflight must be at least 1".into(),
+            ));
         }
         if l.max_connections == 0 {
-            return Err(Error::Config("limits.max_connections must be at least 1".into()));
+            return Err(Error::Config(
+                "limits.max_connections must be at least 1".into(),
+            ));
         }
         Ok(())
     }

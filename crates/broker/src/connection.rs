@@ -78,13 +78,11 @@ pub(crate) async fn serve(params: ConnParams) {
         };
         let out = match event {
             Event::Readable(Err(e)) => break format!("read error: {e}"),
-            Event::Readable(Ok(())) => {
-                match conn.read(&mut stream, capture.as_mut()) {
-                    ReadResult::Packets(out) => out,
-                    ReadResult::WouldBlock => continue,
-                    ReadResult::Closed(why) => break why,
-                }
-            }
+            Event::Readable(Ok(())) => match conn.read(&mut stream, capture.as_mut()) {
+                ReadResult::Packets(out) => out,
+                ReadResult::WouldBlock => continue,
+                ReadResult::Closed(why) => break why,
+            },
             Event::Wake => shared.lock().router.take_output(id),
             Event::Stop => {
                 let out = {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tinsel_codec::topic::parse_shared;
+use tinsel_codec::topic::{parse_shared, valid_topic_filter};
 use tinsel_codec::{
     ByteStr, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion,
     PubResp, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
@@ -37,6 +37,9 @@ use crate::retained::RetainedStore;
 use crate::session::{Inflight, NEVER_EXPIRES, Queued, Session, SubEntry};
 use crate::sys::{self, Stats, SysSnapshot};
 use crate::topic_tree::TopicTree;
+
+/// A shared subscription: (group, filter).
+type GroupKey = (Arc<str>, Arc<str>);
 
 /// Identifies one network connection for its whole life; never reused.
 pub(crate) type ConnId = u64;
@@ -139,7 +142,7 @@ pub(crate) struct Router {
     subs: TopicTree<SubKey, SubEntry>,
     retained: RetainedStore<Retained>,
     /// Round-robin position per shared subscription (group, filter).
-    shared_next: HashMap<(Arc<str>, Arc<str>), usize>,
+    shared_next: HashMap<GroupKey, usize>,
     wills: HashMap<Arc<str>, PendingWill>,
     /// Connections with new output since the last [`Router::take_woken`].
     woken: Vec<ConnId>,
@@ -309,8 +312,13 @@ impl Router {
             Packet::PubRel(r) => self.on_pubrel(conn, &client, r),
             Packet::PubComp(r) => self.on_pubcomp(now, conn, &client, r),
             Packet::Subscribe(s) => self.on_subscribe(now, conn, &client, s),
-            Packet::Unsubscribe(u) => self.on_unsubscribe(conn, &client, u),
-            Packet::PingReq => push(c_mut(&mut self.conns, conn), conn, Packet::PingResp, &mut self.woken),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(now, conn, &client, u),
+            Packet::PingReq => push(
+                c_mut(&mut self.conns, conn),
+                conn,
+                Packet::PingResp,
+                &mut self.woken,
+            ),
             Packet::Disconnect(d) => self.on_disconnect(now, conn, &client, d),
             Packet::Connect(_) => {
                 self.protocol_error(now, conn, "second CONNECT");
@@ -366,7 +374,8 @@ impl Router {
             if let Ok(s) = ByteStr::try_from(why) {
                 properties.reason_string = Some(s);
             }
-            c.out.push(Packet::Disconnect(Disconnect { reason, properties }));
+            c.out
+                .push(Packet::Disconnect(Disconnect { reason, properties }));
         }
         let will_msg = c.will.take();
         info!(client = %client, peer = %c.peer, "disconnected: {why}");
@@ -385,7 +394,8 @@ impl Router {
                 self.publish_will(now, w);
             } else {
                 let due = now + Duration::from_secs(u64::from(delay));
-                self.wills.insert(client.clone(), PendingWill { due, will: w });
+                self.wills
+                    .insert(client.clone(), PendingWill { due, will: w });
             }
         }
         if expiry == 0 {
@@ -588,7 +598,7 @@ impl Router {
         for (&pid, inflight) in &session.inflight {
             match inflight {
                 Inflight::Publish { publish, received } => {
-                    let mut p = publish.clone();
+                    let mut p = Publish::clone(publish);
                     p.dup = true;
                     match prepare(c, p, now, *received) {
                         Some(p) => emit(c, conn, p, &mut self.stats, &mut self.woken),
@@ -711,8 +721,8 @@ impl Router {
             return;
         }
         // Copied: a retained message may live for days and must not pin a read buffer.
-        let topic = ByteStr::from_utf8(Bytes::copy_from_slice(p.topic.as_bytes()))
-            .unwrap_or_default();
+        let topic =
+            ByteStr::from_utf8(Bytes::copy_from_slice(p.topic.as_bytes())).unwrap_or_default();
         let mut properties = p.properties.clone();
         properties.topic_alias = None;
         properties.subscription_identifiers.clear();
@@ -746,35 +756,36 @@ impl Router {
         }
         let mut targets: Vec<Target> = Vec::new();
         let mut index: HashMap<Arc<str>, usize> = HashMap::new();
-        let mut groups: HashMap<(Arc<str>, Arc<str>), Vec<(Arc<str>, SubEntry)>> = HashMap::new();
-        self.subs.for_each_match(&msg.topic, |key, entry| match key {
-            SubKey::Client(client) => {
-                if entry.options.no_local && publisher == Some(client) {
-                    return;
-                }
-                let i = *index.entry(client.clone()).or_insert_with(|| {
-                    targets.push(Target {
-                        client: client.clone(),
-                        qos: QoS::AtMostOnce,
-                        retain_as_published: false,
-                        ids: Vec::new(),
+        let mut groups: HashMap<GroupKey, Vec<(Arc<str>, SubEntry)>> = HashMap::new();
+        self.subs
+            .for_each_match(&msg.topic, |key, entry| match key {
+                SubKey::Client(client) => {
+                    if entry.options.no_local && publisher == Some(client) {
+                        return;
+                    }
+                    let i = *index.entry(client.clone()).or_insert_with(|| {
+                        targets.push(Target {
+                            client: client.clone(),
+                            qos: QoS::AtMostOnce,
+                            retain_as_published: false,
+                            ids: Vec::new(),
+                        });
+                        targets.len() - 1
                     });
-                    targets.len() - 1
-                });
-                let t = &mut targets[i];
-                t.qos = t.qos.max(entry.options.qos);
-                t.retain_as_published |= entry.options.retain_as_published;
-                t.ids.extend(entry.id);
-            }
-            SubKey::Shared {
-                group,
-                filter,
-                client,
-            } => groups
-                .entry((group.clone(), filter.clone()))
-                .or_default()
-                .push((client.clone(), *entry)),
-        });
+                    let t = &mut targets[i];
+                    t.qos = t.qos.max(entry.options.qos);
+                    t.retain_as_published |= entry.options.retain_as_published;
+                    t.ids.extend(entry.id);
+                }
+                SubKey::Shared {
+                    group,
+                    filter,
+                    client,
+                } => groups
+                    .entry((group.clone(), filter.clone()))
+                    .or_default()
+                    .push((client.clone(), *entry)),
+            });
         let matched = !targets.is_empty() || !groups.is_empty();
         for t in targets {
             let p = for_subscriber(msg, t.qos, t.retain_as_published, t.ids);
@@ -785,9 +796,11 @@ impl Router {
             members.sort_by(|a, b| a.0.cmp(&b.0));
             let n = members.len();
             let start = *self.shared_next.get(&group).unwrap_or(&0) % n;
-            let online = (0..n)
-                .map(|k| (start + k) % n)
-                .find(|&i| self.sessions.get(&members[i].0).is_some_and(|s| s.conn.is_some()));
+            let online = (0..n).map(|k| (start + k) % n).find(|&i| {
+                self.sessions
+                    .get(&members[i].0)
+                    .is_some_and(|s| s.conn.is_some())
+            });
             let chosen = online.unwrap_or(start);
             self.shared_next.insert(group, chosen + 1);
             let (client, entry) = &members[chosen];
@@ -827,7 +840,16 @@ impl Router {
                 if session.queue.is_empty()
                     && session.inflight.len() < usize::from(c.receive_max) =>
             {
-                send_inflight(session, c, id, p, now, received, &mut self.stats, &mut self.woken);
+                send_inflight(
+                    session,
+                    c,
+                    id,
+                    p,
+                    now,
+                    received,
+                    &mut self.stats,
+                    &mut self.woken,
+                );
             }
             None if p.qos == QoS::AtMostOnce => {
                 // QoS 0 is not queued for offline clients (as in Mosquitto by default).
@@ -867,7 +889,12 @@ impl Router {
             Some(Inflight::Publish { publish, .. }) if publish.qos == QoS::ExactlyOnce => {
                 if r.reason.is_success() {
                     session.inflight.insert(r.packet_id, Inflight::Release);
-                    push(c, conn, Packet::PubRel(PubResp::new(r.packet_id)), &mut self.woken);
+                    push(
+                        c,
+                        conn,
+                        Packet::PubRel(PubResp::new(r.packet_id)),
+                        &mut self.woken,
+                    );
                 } else {
                     // The client refused it: the flow ends here.
                     session.inflight.remove(&r.packet_id);
@@ -875,7 +902,12 @@ impl Router {
                 }
             }
             Some(Inflight::Release) => {
-                push(c, conn, Packet::PubRel(PubResp::new(r.packet_id)), &mut self.woken);
+                push(
+                    c,
+                    conn,
+                    Packet::PubRel(PubResp::new(r.packet_id)),
+                    &mut self.woken,
+                );
             }
             _ => {
                 let mut rel = PubResp::new(r.packet_id);
@@ -920,6 +952,16 @@ impl Router {
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut to_send: Vec<Retained> = Vec::new();
         for (filter, opts) in &s.filters {
+            if !valid_topic_filter(filter) {
+                // [MQTT-4.7.1-1] [MQTT-4.7.1-2]: MQTT 5 refuses just this filter; before
+                // MQTT 5 the packet is malformed and the connection closes.
+                if !v5 {
+                    let why = format!("invalid topic filter {:?}", filter.as_str());
+                    return self.close(now, conn, None, true, &why);
+                }
+                reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
+                continue;
+            }
             let shared = parse_shared(filter).is_some();
             if v5 && shared && opts.no_local {
                 // [MQTT-3.8.3-4]
@@ -951,7 +993,9 @@ impl Router {
             let (tree_filter, key) = sub_key(filter, client);
             let existed = self.subs.insert(tree_filter, key, entry).is_some();
             if let Some(session) = self.sessions.get_mut(client) {
-                session.subscriptions.insert(Arc::from(filter.as_str()), entry);
+                session
+                    .subscriptions
+                    .insert(Arc::from(filter.as_str()), entry);
             }
             reasons.push(ReasonCode(options.qos.as_u8()));
             let send_retained = !shared
@@ -986,9 +1030,18 @@ impl Router {
         }
     }
 
-    fn on_unsubscribe(&mut self, conn: ConnId, client: &Arc<str>, u: Unsubscribe) {
+    fn on_unsubscribe(&mut self, now: Instant, conn: ConnId, client: &Arc<str>, u: Unsubscribe) {
+        let v5 = c_mut(&mut self.conns, conn).version.is_v5();
         let mut reasons = Vec::with_capacity(u.filters.len());
         for filter in &u.filters {
+            if !valid_topic_filter(filter) {
+                if !v5 {
+                    let why = format!("invalid topic filter {:?}", filter.as_str());
+                    return self.close(now, conn, None, true, &why);
+                }
+                reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
+                continue;
+            }
             let (tree_filter, key) = sub_key(filter, client);
             let existed = self.subs.remove(tree_filter, &key).is_some();
             if let Some(session) = self.sessions.get_mut(client) {
@@ -1019,7 +1072,11 @@ impl Router {
             if let Some(session) = self.sessions.get_mut(client) {
                 if session.expiry == 0 && expiry != 0 {
                     // [MQTT-3.14.2-2]
-                    return self.protocol_error(now, conn, "session expiry set at DISCONNECT after 0 at CONNECT");
+                    return self.protocol_error(
+                        now,
+                        conn,
+                        "session expiry set at DISCONNECT after 0 at CONNECT",
+                    );
                 }
                 session.expiry = expiry;
             }
@@ -1054,7 +1111,11 @@ impl Router {
                 ConnState::Connected(_) => {
                     let limit = Duration::from_millis(u64::from(c.keep_alive) * 1500);
                     if c.keep_alive > 0 && now.saturating_duration_since(c.last_rx) > limit {
-                        to_close.push((id, Some(ReasonCode::KEEP_ALIVE_TIMEOUT), "keep alive timeout"));
+                        to_close.push((
+                            id,
+                            Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+                            "keep alive timeout",
+                        ));
                     }
                 }
             }
@@ -1082,7 +1143,8 @@ impl Router {
                 s.conn.is_none()
                     && s.expiry != NEVER_EXPIRES
                     && s.disconnected_at.is_some_and(|at| {
-                        now.saturating_duration_since(at) >= Duration::from_secs(u64::from(s.expiry))
+                        now.saturating_duration_since(at)
+                            >= Duration::from_secs(u64::from(s.expiry))
                     })
             })
             .map(|(k, _)| k.clone())
@@ -1093,7 +1155,8 @@ impl Router {
 
         if now >= self.next_retained_sweep {
             self.next_retained_sweep = now + Duration::from_secs(5);
-            self.retained.retain(|_, m| !expired(&m.publish, m.received, now));
+            self.retained
+                .retain(|_, m| !expired(&m.publish, m.received, now));
         }
 
         if let (Some(interval), Some(next)) = (self.settings.sys_interval, self.next_sys)
@@ -1158,7 +1221,12 @@ fn sub_key<'a>(filter: &'a str, client: &Arc<str>) -> (&'a str, SubKey) {
 }
 
 /// The copy of `msg` one subscriber gets: shares topic and payload bytes.
-fn for_subscriber(msg: &Publish, sub_qos: QoS, retain_as_published: bool, ids: Vec<u32>) -> Publish {
+fn for_subscriber(
+    msg: &Publish,
+    sub_qos: QoS,
+    retain_as_published: bool,
+    ids: Vec<u32>,
+) -> Publish {
     let mut properties = msg.properties.clone();
     properties.topic_alias = None;
     properties.subscription_identifiers = ids;
@@ -1219,7 +1287,7 @@ fn send_inflight(
     session.inflight.insert(
         pid,
         Inflight::Publish {
-            publish: p.clone(),
+            publish: Box::new(p.clone()),
             received: now,
         },
     );

@@ -41,7 +41,7 @@ pub(crate) enum Inflight {
     /// and the time it was received, for a resend with DUP.
     Publish {
         /// The message as first sent (without topic alias).
-        publish: Publish,
+        publish: Box<Publish>,
         /// When the broker received it (for the message expiry countdown).
         received: Instant,
     },
@@ -110,12 +110,7 @@ impl Session {
     }
 
     /// Queues a message; false (and the message dropped) when the queue is full.
-    pub(crate) fn enqueue(
-        &mut self,
-        q: Queued,
-        max_messages: usize,
-        max_bytes: usize,
-    ) -> bool {
+    pub(crate) fn enqueue(&mut self, q: Queued, max_messages: usize, max_bytes: usize) -> bool {
         let len = q.publish.payload.len();
         if self.queue.len() >= max_messages
             || (max_bytes > 0 && self.queued_bytes + len > max_bytes)

@@ -38,20 +38,41 @@ pub(crate) fn topics(s: &SysSnapshot) -> Vec<(&'static str, String)> {
     let st = &s.stats;
     vec![
         ("$SYS/broker/version", version()),
-        ("$SYS/broker/uptime", format!("{} seconds", s.uptime.as_secs())),
-        ("$SYS/broker/clients/connected", s.clients_connected.to_string()),
-        ("$SYS/broker/clients/active", s.clients_connected.to_string()),
+        (
+            "$SYS/broker/uptime",
+            format!("{} seconds", s.uptime.as_secs()),
+        ),
+        (
+            "$SYS/broker/clients/connected",
+            s.clients_connected.to_string(),
+        ),
+        (
+            "$SYS/broker/clients/active",
+            s.clients_connected.to_string(),
+        ),
         (
             "$SYS/broker/clients/disconnected",
             (s.clients_total - s.clients_connected).to_string(),
         ),
         ("$SYS/broker/clients/total", s.clients_total.to_string()),
-        ("$SYS/broker/messages/received", st.messages_received.to_string()),
+        (
+            "$SYS/broker/messages/received",
+            st.messages_received.to_string(),
+        ),
         ("$SYS/broker/messages/sent", st.messages_sent.to_string()),
-        ("$SYS/broker/messages/dropped", st.messages_dropped.to_string()),
+        (
+            "$SYS/broker/messages/dropped",
+            st.messages_dropped.to_string(),
+        ),
         ("$SYS/broker/bytes/received", st.bytes_received.to_string()),
         ("$SYS/broker/bytes/sent", st.bytes_sent.to_string()),
-        ("$SYS/broker/subscriptions/count", s.subscriptions.to_string()),
-        ("$SYS/broker/retained messages/count", s.retained.to_string()),
+        (
+            "$SYS/broker/subscriptions/count",
+            s.subscriptions.to_string(),
+        ),
+        (
+            "$SYS/broker/retained messages/count",
+            s.retained.to_string(),
+        ),
     ]
 }

@@ -1,4 +1,5 @@
 //! Connect, subscribe, publish at every QoS over real TCP.
+#![allow(clippy::field_reassign_with_default)] // packets are built up field by field
 
 mod common;
 
@@ -15,11 +16,16 @@ async fn qos_matrix_both_versions() {
             let ack = sub.subscribe("a/+/c", sub_qos).await;
             assert_eq!(ack.reasons[0].0, sub_qos as u8);
             for pub_qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
-                publ.publish(publish("a/b/c", "hello", pub_qos, false, 7)).await;
+                publ.publish(publish("a/b/c", "hello", pub_qos, false, 7))
+                    .await;
                 let got = sub.recv_publish().await;
                 assert_eq!(got.topic, "a/b/c");
                 assert_eq!(&got.payload[..], b"hello");
-                assert_eq!(got.qos, pub_qos.min(sub_qos), "{version} sub {sub_qos:?} pub {pub_qos:?}");
+                assert_eq!(
+                    got.qos,
+                    pub_qos.min(sub_qos),
+                    "{version} sub {sub_qos:?} pub {pub_qos:?}"
+                );
                 assert!(!got.retain);
                 sub.ack(&got).await;
             }

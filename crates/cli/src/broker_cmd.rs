@@ -61,7 +61,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
         .with_writer(std::io::stderr)
         .try_init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tinsel broker: cannot start the runtime: {e}");

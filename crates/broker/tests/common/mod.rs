@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tinsel_broker::{Broker, Config, ListenerConfig};
 use tinsel_codec::{
-    ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion, PubResp, Publish, QoS,
-    SubAck, Subscribe, SubscriptionOptions, decode_packet,
+    ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion, PubResp, Publish, QoS, SubAck,
+    Subscribe, SubscriptionOptions, decode_packet,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -28,12 +28,14 @@ impl TestBroker {
     }
 
     pub async fn with(f: impl FnOnce(&mut Config)) -> TestBroker {
-        let mut config = Config::default();
-        config.listeners = vec![ListenerConfig {
-            port: 0,
-            ..ListenerConfig::default()
-        }];
-        config.sys_interval = 0;
+        let mut config = Config {
+            listeners: vec![ListenerConfig {
+                port: 0,
+                ..ListenerConfig::default()
+            }],
+            sys_interval: 0,
+            ..Config::default()
+        };
         f(&mut config);
         let broker = Broker::bind(config).await.expect("bind");
         let addr = broker.local_addrs()[0];
@@ -158,7 +160,9 @@ impl Peer {
     }
 
     pub async fn recv(&mut self) -> Packet {
-        self.try_recv(WAIT).await.expect("expected a packet, got EOF or timeout")
+        self.try_recv(WAIT)
+            .await
+            .expect("expected a packet, got EOF or timeout")
     }
 
     pub async fn recv_publish(&mut self) -> Publish {
@@ -192,7 +196,12 @@ impl Peer {
         }
     }
 
-    pub async fn subscribe_opts(&mut self, pid: u16, filter: &str, o: SubscriptionOptions) -> SubAck {
+    pub async fn subscribe_opts(
+        &mut self,
+        pid: u16,
+        filter: &str,
+        o: SubscriptionOptions,
+    ) -> SubAck {
         self.subscribe_with(Subscribe {
             packet_id: pid,
             properties: Properties::default(),
