@@ -1,0 +1,850 @@
+//! The side-by-side comparison: start each broker with equivalent settings on a free
+//! 127.0.0.1 port, run the same suite against it (each case in a fresh broker, the load
+//! generator as a child `tinsel bench` process), pinned and unpinned, and write
+//! `results.md`, `results.json` and one SVG chart per placement.
+//!
+//! Equivalent settings: no persistence, no `$SYS` updates, unlimited (or very large)
+//! queues and in-flight windows, no connection throttling, TCP_NODELAY, quiet logs.
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::BenchError;
+
+mod chart;
+
+/// What to compare and where to write.
+#[derive(Debug, Clone)]
+pub struct CompareConfig {
+    /// Short runs (3 s) and 2,000 idle connections.
+    pub quick: bool,
+    /// Brokers: any of `tinsel`, `mosquitto`, `rumqttd`.
+    pub brokers: Vec<String>,
+    /// Placements: `pinned` (broker on core 0, load on core 1), `unpinned`.
+    pub modes: Vec<String>,
+    /// Case ids to run; empty runs the whole suite.
+    pub cases: Vec<String>,
+    /// The tinsel binary: runs the load generator, and `tinsel broker`.
+    pub tinsel: PathBuf,
+    /// Mosquitto's broker binary.
+    pub mosquitto: PathBuf,
+    /// rumqttd's binary.
+    pub rumqttd: PathBuf,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Print each measurement as it finishes.
+    pub verbose: bool,
+}
+
+/// One case of the suite.
+#[derive(Debug, Clone)]
+struct Case {
+    id: &'static str,
+    title: &'static str,
+    args: Vec<String>,
+}
+
+/// Idle connections for the memory case. The file-descriptor hard limit here is 20,000
+/// per process (broker and load generator alike), so 20,000 exactly cannot be opened.
+const IDLE_CONNS: u32 = 19_900;
+
+fn suite(quick: bool) -> Vec<Case> {
+    let d = if quick { "3" } else { "10" };
+    let idle = if quick { 2_000 } else { IDLE_CONNS };
+    let a = |s: String| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    vec![
+        Case {
+            id: "p2p-q0",
+            title: "p2p QoS 0, 10 pairs",
+            args: a(format!("p2p -n 10 --qos 0 --size 64 --duration {d}")),
+        },
+        Case {
+            id: "p2p-q1",
+            title: "p2p QoS 1, 10 pairs",
+            args: a(format!(
+                "p2p -n 10 --qos 1 --size 64 --window 100 --duration {d}"
+            )),
+        },
+        Case {
+            id: "fanout-q0",
+            title: "fan-out 1→50 QoS 0",
+            args: a(format!("fanout -n 50 --qos 0 --size 64 --duration {d}")),
+        },
+        Case {
+            id: "latency-q1",
+            title: "latency at 10k msg/s QoS 1",
+            args: a(format!(
+                "p2p -n 10 --qos 1 --size 64 --rate 1000 --window 100 --duration {d}"
+            )),
+        },
+        Case {
+            id: "idle-conn",
+            title: "idle connections",
+            args: a(format!(
+                "conn -n {idle} --duration 3 --connect-concurrency 100 --time-limit 120"
+            )),
+        },
+    ]
+}
+
+/// A broker process under test.
+struct Running {
+    child: Child,
+    port: u16,
+    command: String,
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then SIGKILL after two seconds.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16, BenchError> {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Writes `name`'s config for `port` into `dir` and returns its command line.
+fn broker_command(
+    cfg: &CompareConfig,
+    name: &str,
+    port: u16,
+    dir: &Path,
+) -> Result<Vec<String>, BenchError> {
+    let write = |file: &str, text: String| -> Result<String, BenchError> {
+        let p = dir.join(file);
+        std::fs::write(&p, text)?;
+        Ok(p.display().to_string())
+    };
+    Ok(match name {
+        "tinsel" => {
+            let conf = write(
+                "tinsel.toml",
+                format!(
+                    "sys_interval = 0\n\n[[listeners]]\naddress = \"127.0.0.1\"\nport = {port}\n\n\
+                     [limits]\nmax_inflight = 65535\nmax_queued_messages = 1000000\n\
+                     max_queued_bytes = 0\nmax_connections = 100000\n\n[logging]\nlevel = \"warn\"\n"
+                ),
+            )?;
+            vec![
+                cfg.tinsel.display().to_string(),
+                "broker".into(),
+                "-c".into(),
+                conf,
+            ]
+        }
+        "mosquitto" => {
+            let conf = write(
+                "mosquitto.conf",
+                format!(
+                    "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                     sys_interval 0\nmax_inflight_messages 0\nmax_queued_messages 0\n\
+                     max_connections -1\nset_tcp_nodelay true\nlog_dest stderr\n\
+                     log_type error\nconnection_messages false\n"
+                ),
+            )?;
+            vec![cfg.mosquitto.display().to_string(), "-c".into(), conf]
+        }
+        "rumqttd" => {
+            let conf = write(
+                "rumqttd.toml",
+                format!(
+                    "id = 0\n\n[router]\nid = 0\nmax_connections = 100000\n\
+                     max_outgoing_packet_count = 100000\nmax_segment_size = 104857600\n\
+                     max_segment_count = 10\n\n[v4.1]\nname = \"v4-1\"\n\
+                     listen = \"127.0.0.1:{port}\"\nnext_connection_delay_ms = 0\n\
+                     [v4.1.connections]\nconnection_timeout_ms = 60000\n\
+                     max_payload_size = 1048576\nmax_inflight_count = 1000\n\
+                     dynamic_filters = true\n"
+                ),
+            )?;
+            vec![cfg.rumqttd.display().to_string(), "-c".into(), conf]
+        }
+        other => {
+            return Err(BenchError::Config(format!(
+                "unknown broker {other:?}: use tinsel, mosquitto or rumqttd"
+            )));
+        }
+    })
+}
+
+fn start_broker(
+    cfg: &CompareConfig,
+    name: &str,
+    pinned: bool,
+    dir: &Path,
+) -> Result<Running, BenchError> {
+    let port = free_port()?;
+    let mut argv = broker_command(cfg, name, port, dir)?;
+    if pinned {
+        argv.splice(0..0, ["taskset".to_string(), "-c".into(), "0".into()]);
+    }
+    let log = std::fs::File::create(dir.join(format!("{name}-{port}.log")))?;
+    let child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| BenchError::Config(format!("cannot start {}: {e}", argv[0])))?;
+    let mut running = Running {
+        child,
+        port,
+        command: argv.join(" "),
+    };
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = running.child.try_wait() {
+            return Err(BenchError::Config(format!(
+                "{name} exited at start ({status}); log in {}",
+                dir.display()
+            )));
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(running);
+        }
+        if Instant::now() > deadline {
+            running.stop();
+            return Err(BenchError::Config(format!(
+                "{name} is not listening after 10 s"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One measurement's outcome.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Measurement {
+    mode: String,
+    broker: String,
+    case: String,
+    broker_command: String,
+    bench_command: String,
+    report: Option<Value>,
+    error: Option<String>,
+}
+
+fn run_case(cfg: &CompareConfig, broker: &str, mode: &str, case: &Case, dir: &Path) -> Measurement {
+    let pinned = mode == "pinned";
+    let mut m = Measurement {
+        mode: mode.into(),
+        broker: broker.into(),
+        case: case.id.into(),
+        broker_command: String::new(),
+        bench_command: String::new(),
+        report: None,
+        error: None,
+    };
+    let running = match start_broker(cfg, broker, pinned, dir) {
+        Ok(r) => r,
+        Err(e) => {
+            m.error = Some(e.to_string());
+            return m;
+        }
+    };
+    m.broker_command = running.command.clone();
+    let mut argv: Vec<String> = Vec::new();
+    if pinned {
+        argv.extend(["taskset", "-c", "1"].map(String::from));
+    }
+    argv.push(cfg.tinsel.display().to_string());
+    argv.push("bench".into());
+    argv.extend(case.args.iter().cloned());
+    argv.extend([
+        "-p".to_string(),
+        running.port.to_string(),
+        "--broker-pid".into(),
+        running.pid().to_string(),
+        "--json".into(),
+        "--no-progress".into(),
+    ]);
+    if pinned {
+        argv.extend(["--threads", "1"].map(String::from));
+    }
+    m.bench_command = argv.join(" ");
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    running.stop();
+    match out {
+        Ok(o) => match serde_json::from_slice::<Value>(&o.stdout) {
+            Ok(v) => {
+                if v.get("ok") != Some(&Value::Bool(true)) {
+                    m.error = Some(
+                        v.get("errors")
+                            .map(|e| e.to_string())
+                            .unwrap_or_else(|| "run failed".into()),
+                    );
+                }
+                if v.get("scenario").is_some() {
+                    m.report = Some(v);
+                }
+            }
+            Err(_) => {
+                m.error = Some(format!(
+                    "no JSON from the load generator: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ))
+            }
+        },
+        Err(e) => m.error = Some(format!("cannot run {}: {e}", argv[0])),
+    }
+    m
+}
+
+/// Runs the suite and writes the results; returns a short summary.
+pub fn run(cfg: &CompareConfig) -> Result<String, BenchError> {
+    let cases: Vec<Case> = suite(cfg.quick)
+        .into_iter()
+        .filter(|c| cfg.cases.is_empty() || cfg.cases.iter().any(|id| id == c.id))
+        .collect();
+    if cases.is_empty() {
+        return Err(BenchError::Config(
+            "no such case: use p2p-q0, p2p-q1, fanout-q0, latency-q1, idle-conn".into(),
+        ));
+    }
+    for b in &cfg.brokers {
+        let path = match b.as_str() {
+            "tinsel" => &cfg.tinsel,
+            "mosquitto" => &cfg.mosquitto,
+            "rumqttd" => &cfg.rumqttd,
+            other => {
+                return Err(BenchError::Config(format!(
+                    "unknown broker {other:?}: use tinsel, mosquitto or rumqttd"
+                )));
+            }
+        };
+        if !path.exists() {
+            return Err(BenchError::Config(format!(
+                "{b}: {} not found (see bench/compare.sh for how to install it)",
+                path.display()
+            )));
+        }
+    }
+    for m in &cfg.modes {
+        if m != "pinned" && m != "unpinned" {
+            return Err(BenchError::Config(format!(
+                "unknown mode {m:?}: use pinned, unpinned"
+            )));
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("tinsel-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let started = Instant::now();
+    let mut results = Vec::new();
+    for mode in &cfg.modes {
+        for case in &cases {
+            for broker in &cfg.brokers {
+                let m = run_case(cfg, broker, mode, case, &dir);
+                if cfg.verbose {
+                    eprintln!(
+                        "[{:>5.0} s] {mode} {} {broker}: {}",
+                        started.elapsed().as_secs_f64(),
+                        case.id,
+                        summary_line(&m)
+                    );
+                }
+                results.push(m);
+            }
+        }
+    }
+    std::fs::create_dir_all(&cfg.out)?;
+    let md = markdown(cfg, &cases, &results, started.elapsed());
+    std::fs::write(cfg.out.join("results.md"), &md)?;
+    let json = serde_json::to_string_pretty(&results)
+        .map_err(|e| BenchError::Io(std::io::Error::other(e)))?;
+    std::fs::write(cfg.out.join("results.json"), json)?;
+    for mode in &cfg.modes {
+        let rows = chart_rows(cfg, &cases, &results, mode);
+        let path = cfg.out.join(format!("chart-{mode}.svg"));
+        chart::draw(
+            &path,
+            &format!("{mode}: × Mosquitto (higher is better)"),
+            &cfg.brokers,
+            &rows,
+        )
+        .map_err(|e| BenchError::Io(std::io::Error::other(e.to_string())))?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(format!(
+        "wrote {}/results.md, results.json and chart-*.svg in {:.0} s",
+        cfg.out.display(),
+        started.elapsed().as_secs_f64()
+    ))
+}
+
+fn summary_line(m: &Measurement) -> String {
+    let mut s = String::new();
+    if let Some(r) = &m.report {
+        for (label, v) in metrics(r) {
+            let _ = write!(s, "{label} {} ", fmt_num(v));
+        }
+    }
+    if let Some(e) = &m.error {
+        let _ = write!(s, "ERROR {e}");
+    }
+    s
+}
+
+/// The figures a report contributes: (metric, value).
+fn metrics(r: &Value) -> Vec<(&'static str, f64)> {
+    let f = |p: &str| r.pointer(p).and_then(Value::as_f64);
+    let mut v = Vec::new();
+    if r.get("scenario").and_then(Value::as_str) == Some("conn") {
+        if let Some(x) = f("/broker_process/rss_per_conn_kib") {
+            v.push(("KiB/conn", x));
+        }
+        if let Some(x) = f("/connect/rate") {
+            v.push(("conn/s", x));
+        }
+        return v;
+    }
+    if let Some(x) = f("/receive_rate") {
+        v.push(("msg/s", x));
+    }
+    if let Some(x) = f("/broker_process/msgs_per_cpu_s") {
+        v.push(("msg/CPU-s", x));
+    }
+    if let Some(x) = f("/broker_process/cpu_cores") {
+        v.push(("cores", x));
+    }
+    if let Some(x) = f("/latency_us/p99") {
+        v.push(("p99 µs", x));
+    }
+    v
+}
+
+fn fmt_num(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        let s = format!("{v:.0}");
+        // Thousands separators make six-digit rates readable.
+        let (neg, digits) = s
+            .strip_prefix('-')
+            .map_or((false, s.as_str()), |d| (true, d));
+        let mut out = String::new();
+        for (i, ch) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(ch);
+        }
+        if neg { format!("-{out}") } else { out }
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn find<'a>(
+    results: &'a [Measurement],
+    mode: &str,
+    case: &str,
+    broker: &str,
+) -> Option<&'a Measurement> {
+    results
+        .iter()
+        .find(|m| m.mode == mode && m.case == case && m.broker == broker)
+}
+
+fn value(
+    results: &[Measurement],
+    mode: &str,
+    case: &str,
+    broker: &str,
+    metric: &str,
+) -> Option<f64> {
+    let m = find(results, mode, case, broker)?;
+    metrics(m.report.as_ref()?)
+        .into_iter()
+        .find(|(l, _)| *l == metric)
+        .map(|(_, v)| v)
+}
+
+/// Metrics shown per case, and whether higher is better.
+fn case_metrics(case: &str) -> &'static [(&'static str, bool)] {
+    match case {
+        "idle-conn" => &[("KiB/conn", false), ("conn/s", true)],
+        "latency-q1" => &[("p99 µs", false), ("msg/s", true), ("msg/CPU-s", true)],
+        _ => &[
+            ("msg/CPU-s", true),
+            ("msg/s", true),
+            ("cores", false),
+            ("p99 µs", false),
+        ],
+    }
+}
+
+/// `value / mosquitto` (or the inverse when lower is better).
+fn ratio(v: Option<f64>, base: Option<f64>, higher_better: bool) -> Option<f64> {
+    let (v, b) = (v?, base?);
+    if v <= 0.0 || b <= 0.0 {
+        return None;
+    }
+    Some(if higher_better { v / b } else { b / v })
+}
+
+fn chart_rows(
+    cfg: &CompareConfig,
+    cases: &[Case],
+    results: &[Measurement],
+    mode: &str,
+) -> Vec<(String, Vec<Option<f64>>)> {
+    let mut rows = Vec::new();
+    for case in cases {
+        let shown: &[(&str, bool)] = match case.id {
+            "idle-conn" => &[("KiB/conn", false), ("conn/s", true)],
+            "latency-q1" => &[("p99 µs", false)],
+            _ => &[("msg/CPU-s", true), ("msg/s", true)],
+        };
+        for (metric, hb) in shown {
+            let base = value(results, mode, case.id, "mosquitto", metric);
+            let vals = cfg
+                .brokers
+                .iter()
+                .map(|b| ratio(value(results, mode, case.id, b, metric), base, *hb))
+                .collect();
+            rows.push((format!("{} {metric}", case.id), vals));
+        }
+    }
+    rows
+}
+
+fn markdown(
+    cfg: &CompareConfig,
+    cases: &[Case],
+    results: &[Measurement],
+    took: Duration,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Broker comparison\n");
+    let _ = writeln!(
+        s,
+        "Generated by `tinsel bench compare{}` on {} in {:.0} s. {}\n",
+        if cfg.quick { " --quick" } else { "" },
+        machine(),
+        took.as_secs_f64(),
+        versions(cfg)
+    );
+    let _ = writeln!(
+        s,
+        "64-byte payloads, MQTT 3.1.1. Each measurement starts a fresh broker. *pinned*: broker on \
+         core 0 (`taskset -c 0`), load generator on core 1 with one thread; *unpinned*: no \
+         placement, load generator with two threads. msg/CPU-s = deliveries per broker CPU-second \
+         (utime + stime from /proc); cores = broker CPU seconds per wall second; ratios are \
+         against Mosquitto in the same run (for latency and memory: Mosquitto's figure divided \
+         by the broker's, so above 1 is better).\n"
+    );
+    for mode in &cfg.modes {
+        let _ = writeln!(s, "## {mode}\n");
+        let _ = write!(s, "| case | metric |");
+        for b in &cfg.brokers {
+            let _ = write!(s, " {b} |");
+        }
+        for b in cfg.brokers.iter().filter(|b| *b != "mosquitto") {
+            let _ = write!(s, " {b} ÷ mosquitto |");
+        }
+        let _ = writeln!(s);
+        let ncols =
+            2 + cfg.brokers.len() + cfg.brokers.iter().filter(|b| *b != "mosquitto").count();
+        let _ = writeln!(s, "|{}", "---|".repeat(ncols));
+        for case in cases {
+            for (metric, hb) in case_metrics(case.id) {
+                let _ = write!(s, "| {} | {metric} |", case.title);
+                for b in &cfg.brokers {
+                    let cell = match find(results, mode, case.id, b) {
+                        Some(m) if m.report.is_none() => "failed".to_string(),
+                        _ => value(results, mode, case.id, b, metric).map_or("–".into(), fmt_num),
+                    };
+                    let _ = write!(s, " {cell} |");
+                }
+                let base = value(results, mode, case.id, "mosquitto", metric);
+                for b in cfg.brokers.iter().filter(|b| *b != "mosquitto") {
+                    let r = ratio(value(results, mode, case.id, b, metric), base, *hb);
+                    let _ = write!(s, " {} |", r.map_or("–".into(), |r| format!("{r:.2}×")));
+                }
+                let _ = writeln!(s);
+            }
+        }
+        let _ = writeln!(s, "\n![{mode}](chart-{mode}.svg)\n");
+    }
+    let problems: Vec<&Measurement> = results.iter().filter(|m| m.error.is_some()).collect();
+    let _ = writeln!(s, "## Errors and delivery checks\n");
+    if problems.is_empty() {
+        let _ = writeln!(s, "None: no loss at QoS 1, no failed runs.\n");
+    } else {
+        for m in problems {
+            let _ = writeln!(
+                s,
+                "- {} {} {}: {}",
+                m.mode,
+                m.case,
+                m.broker,
+                m.error.as_deref().unwrap_or_default()
+            );
+        }
+        let _ = writeln!(s);
+    }
+    let _ = writeln!(s, "QoS 0 loss (allowed by the protocol), per run:\n");
+    for m in results {
+        if let Some(r) = &m.report {
+            let lost = r.get("lost").and_then(Value::as_u64).unwrap_or(0);
+            let dup = r.get("duplicates").and_then(Value::as_u64).unwrap_or(0);
+            let re = r.get("reordered").and_then(Value::as_u64).unwrap_or(0);
+            if lost + dup + re > 0 {
+                let _ = writeln!(
+                    s,
+                    "- {} {} {}: lost {lost}, duplicates {dup}, reordered {re} of {}",
+                    m.mode,
+                    m.case,
+                    m.broker,
+                    r.get("expected").map(Value::to_string).unwrap_or_default()
+                );
+            }
+        }
+    }
+    let _ = writeln!(s, "\n## Targets (issue 5), tinsel against the same run\n");
+    targets(&mut s, cfg, results);
+    let _ = writeln!(s, "\n## Exact commands\n");
+    let _ = writeln!(
+        s,
+        "Ports and pids differ per run; config files were written to a temporary folder:\n"
+    );
+    let _ = writeln!(s, "```");
+    for m in results {
+        let _ = writeln!(s, "# {} {} {}", m.mode, m.case, m.broker);
+        let _ = writeln!(s, "{}", m.broker_command);
+        let _ = writeln!(s, "{}", m.bench_command);
+    }
+    let _ = writeln!(s, "```\n\nBroker configurations (port substituted):\n");
+    let tmp = std::env::temp_dir().join(format!("tinsel-compare-cfg-{}", std::process::id()));
+    if std::fs::create_dir_all(&tmp).is_ok() {
+        for b in &cfg.brokers {
+            if broker_command(cfg, b, 1883, &tmp).is_ok() {
+                for f in ["tinsel.toml", "mosquitto.conf", "rumqttd.toml"] {
+                    if f.starts_with(b.as_str()) {
+                        if let Ok(t) = std::fs::read_to_string(tmp.join(f)) {
+                            let _ = writeln!(s, "`{f}`:\n\n```\n{t}```\n");
+                        }
+                    }
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    s
+}
+
+fn targets(s: &mut String, cfg: &CompareConfig, results: &[Measurement]) {
+    if !cfg.brokers.iter().any(|b| b == "tinsel") {
+        let _ = writeln!(s, "Tinsel was not part of this run.");
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "| target | tinsel | mosquitto | rumqttd | met? |\n|---|---|---|---|---|"
+    );
+    let v = |mode: &str, case: &str, b: &str, metric: &str| value(results, mode, case, b, metric);
+    let mut row =
+        |name: String, t: Option<f64>, m: Option<f64>, r: Option<f64>, met: Option<bool>| {
+            let c = |x: Option<f64>| x.map_or("–".to_string(), fmt_num);
+            let verdict = match met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "not measured",
+            };
+            let _ = writeln!(s, "| {name} | {} | {} | {} | {verdict} |", c(t), c(m), c(r));
+        };
+    let pinned = if cfg.modes.iter().any(|m| m == "pinned") {
+        "pinned"
+    } else {
+        "unpinned"
+    };
+    for (case, factor) in [("p2p-q0", 4.0), ("p2p-q1", 6.0), ("fanout-q0", 11.0)] {
+        let (t, m, r) = (
+            v(pinned, case, "tinsel", "msg/CPU-s"),
+            v(pinned, case, "mosquitto", "msg/CPU-s"),
+            v(pinned, case, "rumqttd", "msg/CPU-s"),
+        );
+        let met = match (t, m) {
+            (Some(t), Some(m)) => Some(t >= factor * m && r.is_none_or(|r| t > r)),
+            _ => None,
+        };
+        row(
+            format!("{case} msg per broker CPU-s ≥ {factor}× Mosquitto and > rumqttd ({pinned})"),
+            t,
+            m,
+            r,
+            met,
+        );
+    }
+    if cfg.modes.iter().any(|m| m == "unpinned") {
+        for case in ["p2p-q0", "p2p-q1", "fanout-q0"] {
+            let (t, m, r) = (
+                v("unpinned", case, "tinsel", "msg/s"),
+                v("unpinned", case, "mosquitto", "msg/s"),
+                v("unpinned", case, "rumqttd", "msg/s"),
+            );
+            let met = match (t, m) {
+                (Some(t), Some(m)) => Some(t >= 2.0 * m && r.is_none_or(|r| t > r)),
+                _ => None,
+            };
+            row(
+                format!("{case} throughput unpinned ≥ 2× Mosquitto and > rumqttd"),
+                t,
+                m,
+                r,
+                met,
+            );
+        }
+    }
+    let (t, m, r) = (
+        v(pinned, "latency-q1", "tinsel", "p99 µs"),
+        v(pinned, "latency-q1", "mosquitto", "p99 µs"),
+        v(pinned, "latency-q1", "rumqttd", "p99 µs"),
+    );
+    let met = match (t, m) {
+        (Some(t), Some(m)) => Some(t < m && r.is_none_or(|r| t < r)),
+        _ => None,
+    };
+    row(
+        format!("p99 latency µs at 10k msg/s QoS 1 below both ({pinned})"),
+        t,
+        m,
+        r,
+        met,
+    );
+    let (t, m, r) = (
+        v(pinned, "idle-conn", "tinsel", "KiB/conn"),
+        v(pinned, "idle-conn", "mosquitto", "KiB/conn"),
+        v(pinned, "idle-conn", "rumqttd", "KiB/conn"),
+    );
+    let met = match (t, m) {
+        (Some(t), Some(m)) => Some(t <= m),
+        _ => None,
+    };
+    row(
+        format!("RSS KiB per idle connection ≤ Mosquitto ({pinned})"),
+        t,
+        m,
+        r,
+        met,
+    );
+    let (t, m, r) = (
+        v(pinned, "idle-conn", "tinsel", "conn/s"),
+        v(pinned, "idle-conn", "mosquitto", "conn/s"),
+        v(pinned, "idle-conn", "rumqttd", "conn/s"),
+    );
+    let met = match (t, m) {
+        (Some(t), Some(m)) => Some(t >= 2.0 * m),
+        _ => None,
+    };
+    row(
+        format!("connect rate ≥ 2× Mosquitto ({pinned})"),
+        t,
+        m,
+        r,
+        met,
+    );
+    let bad: Vec<String> = results
+        .iter()
+        .filter(|m| m.broker == "tinsel")
+        .filter_map(|m| {
+            let r = m.report.as_ref()?;
+            let qos = r.get("qos").and_then(Value::as_u64)?;
+            let n = ["lost", "duplicates", "reordered"]
+                .iter()
+                .map(|k| r.get(*k).and_then(Value::as_u64).unwrap_or(0))
+                .sum::<u64>();
+            (qos > 0 && n > 0).then(|| format!("{} {}", m.mode, m.case))
+        })
+        .collect();
+    let ran_q1 = results
+        .iter()
+        .any(|m| m.broker == "tinsel" && m.report.is_some() && m.case.contains("q1"));
+    let _ = writeln!(
+        s,
+        "| no loss, duplicates or reordering at QoS 1 | {} | | | {} |",
+        if bad.is_empty() {
+            "none".to_string()
+        } else {
+            bad.join(", ")
+        },
+        if !ran_q1 {
+            "not measured"
+        } else if bad.is_empty() {
+            "yes"
+        } else {
+            "**no**"
+        }
+    );
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|k| k.trim().to_string())
+        .unwrap_or_default();
+    format!("{cpus} CPUs ({model}), Linux {kernel}")
+}
+
+fn versions(cfg: &CompareConfig) -> String {
+    let mut v = Vec::new();
+    for b in &cfg.brokers {
+        let text = match b.as_str() {
+            "mosquitto" => Command::new(&cfg.mosquitto)
+                .arg("-h")
+                .output()
+                .ok()
+                .and_then(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .next()
+                        .map(|l| l.trim().to_string())
+                }),
+            "rumqttd" => Some("rumqttd 0.20.0".to_string()),
+            "tinsel" => Some(format!("tinsel {}", env!("CARGO_PKG_VERSION"))),
+            _ => None,
+        };
+        if let Some(t) = text {
+            v.push(t);
+        }
+    }
+    format!("Brokers: {}.", v.join(", "))
+}

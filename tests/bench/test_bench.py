@@ -1,0 +1,95 @@
+"""Smoke tests for `tinsel bench`: short runs bounded by count against real brokers, checking
+the JSON report (delivery accounting, /proc figures, exit codes)."""
+
+import json
+import subprocess
+import time
+
+import pytest
+
+
+def bench(tinsel_bin, port, *args, timeout=60, check_ok=True):
+    cmd = [str(tinsel_bin), "bench", *args, "-p", str(port), "--json", "--no-progress",
+           "--time-limit", "30"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    report = json.loads(proc.stdout)
+    if check_ok:
+        assert proc.returncode == 0, (proc.stdout, proc.stderr)
+        assert report["ok"] is True, report["errors"]
+    return proc, report
+
+
+def test_p2p_qos1_counts_every_message(tinsel_bin, any_broker):
+    _, r = bench(tinsel_bin, any_broker.port, "p2p", "-n", "3", "--qos", "1", "--count", "300",
+                 "--broker-pid", str(any_broker.proc.pid))
+    assert r["scenario"] == "p2p"
+    assert (r["publishers"], r["subscribers"]) == (3, 3)
+    assert r["sent"] == 900 and r["acked"] == 900
+    assert r["expected"] == 900 and r["received"] == 900
+    assert (r["lost"], r["duplicates"], r["reordered"]) == (0, 0, 0)
+    lat = r["latency_us"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p99"] <= lat["max"]
+    b = r["broker_process"]
+    assert b["pid"] == any_broker.proc.pid
+    assert b["cpu_s"] >= 0 and b["rss_kib_loaded"] > 0
+
+
+def test_fanout_qos0_delivers_to_every_subscriber(tinsel_bin, mosquitto_broker):
+    _, r = bench(tinsel_bin, mosquitto_broker.port, "fanout", "-n", "4", "--count", "250",
+                 "--rate", "5000")
+    assert r["sent"] == 250
+    assert r["expected"] == 1000 and r["received"] == 1000 and r["lost"] == 0
+
+
+def test_qos2_mqtt5_fanin(tinsel_bin, mosquitto_broker):
+    _, r = bench(tinsel_bin, mosquitto_broker.port, "fanin", "-n", "3", "--qos", "2",
+                 "--mqtt", "5", "--count", "100", "--window", "10")
+    assert r["mqtt"] == "5.0" and r["qos"] == 2
+    assert r["received"] == 300 and r["duplicates"] == 0 and r["lost"] == 0
+
+
+def test_shared_group_gets_each_message_once(tinsel_bin, mosquitto_broker):
+    _, r = bench(tinsel_bin, mosquitto_broker.port, "shared", "-n", "2", "--subscribers", "3",
+                 "--qos", "1", "--count", "200")
+    assert r["subscribers"] == 3
+    assert r["received"] == 400 and r["lost"] == 0 and r["duplicates"] == 0
+
+
+def test_conn_reports_rate_and_memory(tinsel_bin, mosquitto_broker):
+    _, r = bench(tinsel_bin, mosquitto_broker.port, "conn", "-n", "200", "--source-addrs", "2",
+                 "--broker-pid", str(mosquitto_broker.proc.pid))
+    c = r["connect"]
+    assert (c["attempted"], c["connected"], c["failed"]) == (200, 200, 0)
+    assert c["rate"] > 0 and c["source_addrs"] == 2
+    assert r["broker_process"]["rss_per_conn_kib"] is not None
+
+
+def test_pub_and_sub_in_two_processes(tinsel_bin, mosquitto_broker):
+    prefix = f"tb-smoke-{time.monotonic_ns()}"
+    sub = subprocess.Popen(
+        [str(tinsel_bin), "bench", "sub", "-p", str(mosquitto_broker.port), "-n", "2",
+         "--duration", "4", "--topic-prefix", prefix, "--json", "--no-progress"],
+        stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # let the subscribers subscribe
+    _, p = bench(tinsel_bin, mosquitto_broker.port, "pub", "-n", "2", "--qos", "1",
+                 "--count", "150", "--topic-prefix", prefix)
+    assert p["sent"] == 300 and p["acked"] == 300
+    out, _ = sub.communicate(timeout=30)
+    s = json.loads(out)
+    assert s["ok"] is True, s["errors"]
+    assert s["received"] == 600  # two subscribers, each gets all 300
+    assert s["lost"] == 0 and s["latency_us"] is not None
+
+
+def test_bad_settings_fail_with_one_line(tinsel_bin, mosquitto_broker):
+    proc = subprocess.run(
+        [str(tinsel_bin), "bench", "p2p", "-p", str(mosquitto_broker.port), "--size", "8",
+         "--count", "1"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().count("\n") == 0 and "--size" in proc.stderr
+
+
+def test_unreachable_broker_is_an_error(tinsel_bin, free_port):
+    proc, r = bench(tinsel_bin, free_port, "p2p", "-n", "1", "--count", "1", check_ok=False)
+    assert proc.returncode != 0 and r["ok"] is False
+    assert "cannot connect" in r["errors"][0]
