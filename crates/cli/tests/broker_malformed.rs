@@ -918,6 +918,172 @@ fn packet_over_the_maximum_size_gets_packet_too_large() {
     }
 }
 
+/// A CONNECT from its parts: protocol name, level, flags, properties (MQTT 5: written when
+/// `Some`) and the payload after the properties (client id, will, credentials).
+fn connect_raw(name: &[u8], level: u8, flags: u8, props: Option<&[u8]>, payload: &[u8]) -> Vec<u8> {
+    let mut body = field(name);
+    body.push(level);
+    body.push(flags);
+    body.extend_from_slice(&[0, 0]);
+    if let Some(props) = props {
+        body.push(props.len() as u8);
+        body.extend_from_slice(props);
+    }
+    body.extend_from_slice(payload);
+    packet(0x10, &body)
+}
+
+/// A bad CONNECT: the server may answer with a CONNACK carrying a failure reason code
+/// (one of `codes`; 3.1.1-style return codes count for 3.1.1) or just close, and must then
+/// close; it must never accept the connection [MQTT-3.1.4-1] [MQTT-3.1.4-2].
+#[test]
+fn malformed_connect_is_refused_and_closed() {
+    let mut broker = Broker::start("connect");
+    let mut observer = Observer::start(&broker);
+    let id = field(b"bad-connect");
+    let with_will = |topic: &[u8], v5: bool| {
+        let mut p = id.clone();
+        if v5 {
+            p.push(0); // will properties
+        }
+        p.extend(field(topic));
+        p.extend(field(b"bye"));
+        p
+    };
+    let cases: Vec<(&str, Vec<u8>, &[u8])> = vec![
+        (
+            // "If the Protocol Version is not 5 and the Server does not want to accept the
+            // CONNECT packet, the Server MAY send a CONNACK packet with Reason Code 0x84"
+            // [MQTT-3.1.2-2]; a 3.1.1-style CONNACK 0x01 is what older clients understand.
+            "protocol level 6",
+            connect_raw(b"MQTT", 6, 0x02, None, &id),
+            &[0x84, 0x01],
+        ),
+        (
+            "protocol level 0",
+            connect_raw(b"MQTT", 0, 0x02, None, &id),
+            &[0x84, 0x01],
+        ),
+        (
+            // The reserved flag must be 0 [MQTT-3.1.2-3].
+            "v5 reserved CONNECT flag",
+            connect_raw(b"MQTT", 5, 0x03, Some(&[]), &id),
+            &[MALFORMED],
+        ),
+        (
+            "v3.1.1 reserved CONNECT flag",
+            connect_raw(b"MQTT", 4, 0x03, None, &id),
+            &[],
+        ),
+        (
+            // Will QoS 3 [MQTT-3.1.2-12].
+            "v5 will QoS 3",
+            connect_raw(
+                b"MQTT",
+                5,
+                0x02 | 0x04 | 0x18,
+                Some(&[]),
+                &with_will(b"w", true),
+            ),
+            &[MALFORMED, 0x9B],
+        ),
+        (
+            // Will Retain without a will [MQTT-3.1.2-13].
+            "v5 will retain without a will",
+            connect_raw(b"MQTT", 5, 0x22, Some(&[]), &id),
+            &[MALFORMED],
+        ),
+        (
+            // A will topic is a topic name: no wildcards [MQTT-3.1.3-11].
+            "v5 will topic with a wildcard",
+            connect_raw(b"MQTT", 5, 0x06, Some(&[]), &with_will(b"a/#", true)),
+            &[TOPIC_NAME_INVALID, MALFORMED, PROTOCOL_ERROR],
+        ),
+        (
+            // Ill-formed UTF-8 [MQTT-1.5.4-1].
+            "v5 client id not UTF-8",
+            connect_raw(b"MQTT", 5, 0x02, Some(&[]), &field(b"\xC3\x28")),
+            &[MALFORMED, 0x85],
+        ),
+        (
+            // "It is a Protocol Error to include the Session Expiry Interval more than once"
+            // (section 3.1.2.11.2).
+            "v5 duplicate Session Expiry Interval",
+            connect_raw(
+                b"MQTT",
+                5,
+                0x02,
+                Some(&[0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 2]),
+                &id,
+            ),
+            &[PROTOCOL_ERROR],
+        ),
+        (
+            // "It is a Protocol Error to include the Receive Maximum value more than once or
+            // for it to have the value 0" (section 3.1.2.11.3).
+            "v5 Receive Maximum 0",
+            connect_raw(b"MQTT", 5, 0x02, Some(&[0x21, 0, 0]), &id),
+            &[PROTOCOL_ERROR],
+        ),
+        (
+            // "It is a Protocol Error to include the Maximum Packet Size more than once, or
+            // for the value to be set to zero" (section 3.1.2.11.4).
+            "v5 Maximum Packet Size 0",
+            connect_raw(b"MQTT", 5, 0x02, Some(&[0x27, 0, 0, 0, 0]), &id),
+            &[PROTOCOL_ERROR],
+        ),
+        (
+            // An authentication method the server does not support: CONNACK 0x8C or 0x87,
+            // then close [MQTT-4.12.0-1].
+            "v5 unknown authentication method",
+            connect_raw(
+                b"MQTT",
+                5,
+                0x02,
+                Some(&[0x15, 0x00, 0x05, b'N', b'O', b'P', b'E', b'!']),
+                &id,
+            ),
+            &[0x8C, 0x87],
+        ),
+        (
+            // 3.1.1: no password without a user name [MQTT-3.1.2-22].
+            "v3.1.1 password without user name",
+            connect_raw(b"MQTT", 4, 0x42, None, &[id.clone(), field(b"pw")].concat()),
+            &[],
+        ),
+        (
+            // The CONNECT ends before its client id.
+            "v5 CONNECT cut short",
+            connect_raw(b"MQTT", 5, 0x02, Some(&[]), &[0x00]),
+            &[MALFORMED],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, bytes, codes) in cases {
+        let mut client = Raw::open(broker.port);
+        client.send(&bytes);
+        let result = match client.read() {
+            Incoming::Closed => Ok(()),
+            Incoming::Packet(0x20, body) => match body.get(1).copied() {
+                Some(code) if code != 0 && (codes.is_empty() || codes.contains(&code)) => {
+                    client.expect_closed()
+                }
+                Some(0) => Err("the connection was accepted".to_string()),
+                other => Err(format!(
+                    "CONNACK {body:02X?} (reason {other:02X?}), expected {} or a plain close",
+                    hex_list(codes)
+                )),
+            },
+            other => Err(format!("expected CONNACK or close, got {other:?}")),
+        };
+        if let Err(e) = result {
+            failures.push(format!("{name}: sent {bytes:02X?}: {e}"));
+        }
+        observer.check(&mut broker);
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
 #[test]
 fn first_packet_must_be_connect() {
     let mut broker = Broker::start("first");
