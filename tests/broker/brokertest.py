@@ -28,6 +28,12 @@ def is_mosquitto(server) -> bool:
     return "mosquitto" in str(server.args[0])
 
 
+def free_port_number() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def uid(prefix="t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

@@ -1,0 +1,252 @@
+"""Tinsel-only behaviour: the `-c` TOML config (listeners, limits, sys_interval), `-v` packet logs,
+the keep-alive cap (MQTT 5 Server Keep Alive), the CONNECT timeout, bounded offline queues."""
+
+import re
+import subprocess
+import time
+
+import pytest
+
+import rawmqtt as raw
+from brokertest import V5, V311, Peer, free_port_number, prop, props, topic_base, uid
+from paho.mqtt.packettypes import PacketTypes
+
+
+def _config(port, body=""):
+    return f"{body}\n[[listeners]]\naddress = \"127.0.0.1\"\nport = {port}\n"
+
+
+def test_config_two_listeners(start_tinsel, connected):
+    second = free_port_number()
+    srv = start_tinsel(config=_config("{port}") + f'\n[[listeners]]\naddress = "127.0.0.1"\nport = {second}\n')
+    t = topic_base() + "/two"
+
+    class Second:
+        port = second
+
+    sub = connected(Second, protocol=V311)
+    sub.subscribe(t, qos=1)
+    pub = connected(srv, protocol=V5)
+    pub.publish(t, b"across-listeners", qos=1)
+    assert sub.expect().payload == b"across-listeners"
+
+
+def test_config_limits_announced_in_connack(start_tinsel):
+    srv = start_tinsel(
+        config=_config(
+            "{port}",
+            "[limits]\nmax_inflight = 7\ntopic_alias_maximum = 3\nmax_packet_size = 4096\n",
+        )
+    )
+    c = raw.RawClient(srv.port, version=5)
+    c.send(raw.connect(uid("lim"), version=5))
+    ack = c.expect(raw.CONNACK)
+    assert ack.return_code == 0
+    fields = _connack_props(ack)
+    assert fields.get(0x21) == 7, fields  # Receive Maximum
+    assert fields.get(0x22) == 3, fields  # Topic Alias Maximum
+    assert fields.get(0x27) == 4096, fields  # Maximum Packet Size
+    c.close()
+
+
+def _connack_props(ack):
+    body = ack.body
+    plen, n = raw.read_varint(body, 2)
+    pos, end = 2 + n, 2 + n + plen
+    out = {}
+    while pos < end:
+        ident = body[pos]
+        pos += 1
+        if ident in (0x21, 0x22, 0x13):
+            out[ident] = int.from_bytes(body[pos : pos + 2], "big")
+            pos += 2
+        elif ident in (0x11, 0x27):
+            out[ident] = int.from_bytes(body[pos : pos + 4], "big")
+            pos += 4
+        elif ident in (0x24, 0x25, 0x28, 0x29, 0x2A):
+            out[ident] = body[pos]
+            pos += 1
+        elif ident == 0x26:
+            k = int.from_bytes(body[pos : pos + 2], "big")
+            v = int.from_bytes(body[pos + 2 + k : pos + 4 + k], "big")
+            pos += 4 + k + v
+        else:  # strings and binary data
+            ln = int.from_bytes(body[pos : pos + 2], "big")
+            out[ident] = body[pos + 2 : pos + 2 + ln]
+            pos += 2 + ln
+    return out
+
+
+def test_receive_maximum_from_config_enforced(start_tinsel):
+    srv = start_tinsel(config=_config("{port}", "[limits]\nmax_inflight = 3\n"))
+    c = raw.RawClient(srv.port, version=5)
+    assert c.connect(uid("rm")).return_code == 0
+    for pid in range(1, 5):
+        c.send(raw.publish("rm/x", b"p", qos=2, pid=pid, version=5))
+    seen = c.wait_closed()
+    assert [p.type for p in seen] == [raw.PUBREC] * 3 + [raw.DISCONNECT]
+    assert seen[-1].reason == 0x93
+    c.close()
+
+
+def test_packet_too_large_for_broker(start_tinsel, connected):
+    srv = start_tinsel(config=_config("{port}", "[limits]\nmax_packet_size = 1024\n"))
+    watcher = connected(srv)
+    watcher.subscribe("big/#", qos=0)
+    c = raw.RawClient(srv.port, version=5)
+    assert c.connect(uid("big")).return_code == 0
+    c.send(raw.publish("big/x", b"x" * 2000, version=5))
+    seen = c.wait_closed()
+    assert [(p.type, p.reason) for p in seen] == [(raw.DISCONNECT, 0x95)]
+    c.close()
+    watcher.expect_none()
+    # Other clients are not disturbed.
+    small = connected(srv)
+    small.publish("big/ok", b"fine", qos=1)
+    assert watcher.expect().payload == b"fine"
+
+
+def test_keep_alive_capped_with_server_keep_alive(start_tinsel, peers, connected):
+    srv = start_tinsel(config=_config("{port}", "[limits]\nmax_keep_alive = 2\n"))
+    t = topic_base() + "/cap"
+    watcher = connected(srv)
+    watcher.subscribe(t, qos=1)
+    p = peers(srv, protocol=V5, keepalive=60, will=(t, b"capped-out", 1, False))
+    _, rc, cprops = p.connect()
+    assert prop(cprops, "ServerKeepAlive") == 2
+    # paho adopts the server's keep alive and pings every 2s: still connected after 4s.
+    watcher.expect_none(4.0)
+    assert p.connected
+    p.pause()
+    m = watcher.expect(timeout=6)
+    assert m.payload == b"capped-out"
+
+
+def test_keep_alive_within_cap_not_announced(start_tinsel, peers):
+    srv = start_tinsel(config=_config("{port}", "[limits]\nmax_keep_alive = 100\n"))
+    p = peers(srv, protocol=V5, keepalive=30)
+    _, _, cprops = p.connect()
+    assert prop(cprops, "ServerKeepAlive") in (None, 30)
+
+
+def test_connect_timeout(start_tinsel, connected):
+    srv = start_tinsel(config=_config("{port}", "[limits]\nconnect_timeout = 1\n"))
+    c = raw.RawClient(srv.port, version=4)
+    start = time.monotonic()
+    assert c.wait_closed(timeout=5) == []
+    took = time.monotonic() - start
+    assert 0.5 <= took <= 3.5, f"closed after {took:.2f}s"
+    c.close()
+    # A client that does send CONNECT in time is fine.
+    ok = connected(srv)
+    time.sleep(1.5)
+    assert ok.connected
+
+
+def test_offline_queue_bounded(start_tinsel, peers, connected):
+    srv = start_tinsel(config=_config("{port}", "[limits]\nmax_queued_messages = 5\n"))
+    t = topic_base() + "/q"
+    cid = uid("bounded")
+    sub = peers(srv, client_id=cid, protocol=V311, clean=False)
+    sub.connect()
+    sub.subscribe(t, qos=1)
+    sub.disconnect()
+    pub = connected(srv)
+    for i in range(12):
+        pub.publish(t, str(i).encode(), qos=1)
+    back = peers(srv, client_id=cid, protocol=V311, clean=False)
+    back.connect()
+    got = [m.payload for m in back.expect_n(5)]
+    back.expect_none()
+    # Documented drop policy: when full, new messages are dropped.
+    assert got == [b"0", b"1", b"2", b"3", b"4"]
+
+
+def test_sys_interval_zero_disables_sys(start_tinsel, connected):
+    srv = start_tinsel(config=_config("{port}", "sys_interval = 0\n"))
+    sub = connected(srv)
+    sub.subscribe("$SYS/#", qos=0)
+    sub.expect_none(1.5)
+
+
+def _exercise(srv):
+    t = topic_base() + "/log"
+    cid = uid("logged")
+    p = Peer(srv.port, client_id=cid)
+    p.connect()
+    p.subscribe(t, qos=1)
+    p.publish(t, b"logged-payload", qos=1)
+    p.expect()
+    p.disconnect()
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        if any(cid in ln and "disconnect" in ln.lower() for ln in srv.log().splitlines()):
+            break
+        time.sleep(0.1)
+    return cid, srv.log()
+
+
+def test_verbose_logs_every_packet(start_tinsel):
+    cid, log = _exercise(start_tinsel("-v"))
+    assert cid in log
+    for word in ("connack", "subscribe", "suback", "publish", "puback", "disconnect", "logged-payload"):
+        assert word in log.lower(), f"{word} not in the -v log"
+    # Without -v, packets are not logged (connects and disconnects still are).
+    cid, quiet = _exercise(start_tinsel())
+    assert cid in quiet
+    assert "suback" not in quiet.lower() and "logged-payload" not in quiet
+
+
+def test_log_says_why_a_client_left(start_tinsel, peers):
+    srv = start_tinsel()
+    cid = uid("why")
+    p = peers(srv, client_id=cid)
+    p.connect()
+    p.drop()
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        lines = [ln for ln in srv.log().splitlines() if cid in ln and "disconnect" in ln.lower()]
+        if lines:
+            break
+        time.sleep(0.1)
+    assert lines, srv.log()
+
+
+def test_bad_config_is_a_clear_error(tinsel_bin, tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[[listeners]]\naddress = \"127.0.0.1\"\nport = \"not-a-number\"\n")
+    r = subprocess.run([str(tinsel_bin), "broker", "-c", str(cfg)], capture_output=True, timeout=10)
+    assert r.returncode != 0
+    err = (r.stderr + r.stdout).decode()
+    assert "bad.toml" in err and "panic" not in err.lower(), err
+    missing = subprocess.run(
+        [str(tinsel_bin), "broker", "-c", str(tmp_path / "nope.toml")], capture_output=True, timeout=10
+    )
+    assert missing.returncode != 0
+    assert "nope.toml" in (missing.stderr + missing.stdout).decode()
+
+
+def test_port_in_use_is_a_clear_error(tinsel_bin, tinsel_broker):
+    r = subprocess.run(
+        [str(tinsel_bin), "broker", "-p", str(tinsel_broker.port)], capture_output=True, timeout=10
+    )
+    assert r.returncode != 0
+    assert str(tinsel_broker.port) in (r.stderr + r.stdout).decode()
+
+
+@pytest.mark.parametrize("version", [3, 4, 5], ids=["v31", "v311", "v5"])
+def test_garbage_closes_only_that_connection(tinsel_broker, connected, version):
+    t = topic_base() + "/calm"
+    watcher = connected(tinsel_broker)
+    watcher.subscribe(t, qos=1)
+    c = raw.RawClient(tinsel_broker.port, version=version)
+    assert c.connect(uid("junk")).return_code == 0
+    c.send(b"\x00\x03abc")  # packet type 0 is reserved
+    seen = c.wait_closed()
+    if version == 5:
+        assert [p.type for p in seen] == [raw.DISCONNECT]
+    else:
+        assert seen == []
+    c.close()
+    connected(tinsel_broker).publish(t, b"still-fine", qos=1)
+    assert watcher.expect().payload == b"still-fine"
