@@ -1372,3 +1372,295 @@ pub(crate) fn publish_size(p: &Publish, version: ProtocolVersion) -> usize {
     }
     1 + varint_len(body) + body
 }
+
+#[cfg(test)]
+mod tests {
+    //! The core driven step by step with simulated time: no sockets, no sleeping.
+
+    use super::*;
+    use crate::hooks::{AllowAll, MemoryStore};
+    use tinsel_codec::{Connect, Will};
+
+    struct Sim {
+        r: Router,
+        now: Instant,
+    }
+
+    fn s(x: &str) -> ByteStr {
+        ByteStr::try_from(x).unwrap()
+    }
+
+    fn connect(id: &str, version: ProtocolVersion, keep_alive: u16) -> Connect {
+        Connect {
+            protocol: version,
+            clean_start: true,
+            keep_alive,
+            properties: Properties::default(),
+            client_id: s(id),
+            will: None,
+            username: None,
+            password: None,
+        }
+    }
+
+    fn will(topic: &str, delay: Option<u32>) -> Will {
+        Will {
+            topic: s(topic),
+            payload: Bytes::from_static(b"bye"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Properties {
+                will_delay_interval: delay,
+                ..Properties::default()
+            },
+        }
+    }
+
+    fn msg(topic: &str, qos: QoS, pid: u16) -> Packet {
+        Packet::Publish(Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: s(topic),
+            packet_id: pid,
+            properties: Properties::default(),
+            payload: Bytes::from_static(b"m"),
+        })
+    }
+
+    impl Sim {
+        fn new(f: impl FnOnce(&mut Limits)) -> Sim {
+            let mut limits = Limits::default();
+            f(&mut limits);
+            let now = Instant::now();
+            let settings = Settings {
+                limits,
+                sys_interval: None,
+            };
+            Sim {
+                r: Router::new(settings, Arc::new(AllowAll), Arc::new(MemoryStore), now),
+                now,
+            }
+        }
+
+        fn open(&mut self, c: Connect) -> ConnId {
+            let id = self.r.accept(self.now, "sim".into());
+            self.r.handle(self.now, id, Packet::Connect(Box::new(c)));
+            let out = self.out(id);
+            assert!(
+                matches!(&out[0], Packet::ConnAck(a) if a.reason == ReasonCode::SUCCESS),
+                "{out:?}"
+            );
+            id
+        }
+
+        fn subscribe(&mut self, id: ConnId, filter: &str, qos: QoS) {
+            self.r.handle(
+                self.now,
+                id,
+                Packet::Subscribe(Subscribe {
+                    packet_id: 1,
+                    properties: Properties::default(),
+                    filters: vec![(
+                        s(filter),
+                        SubscriptionOptions {
+                            qos,
+                            ..SubscriptionOptions::default()
+                        },
+                    )],
+                }),
+            );
+            assert!(matches!(self.out(id)[..], [Packet::SubAck(_)]));
+        }
+
+        fn out(&mut self, id: ConnId) -> Vec<Packet> {
+            self.r.take_output(id).packets
+        }
+
+        fn closed(&mut self, id: ConnId) -> bool {
+            self.r.conns.get(&id).is_some_and(|c| c.closing)
+        }
+
+        fn advance(&mut self, secs: f64) {
+            self.now += Duration::from_secs_f64(secs);
+            self.r.tick(self.now, 0, 0);
+        }
+    }
+
+    #[test]
+    fn connect_timeout() {
+        let mut sim = Sim::new(|l| l.connect_timeout = 10);
+        let id = sim.r.accept(sim.now, "sim".into());
+        sim.advance(9.0);
+        assert!(!sim.closed(id));
+        sim.advance(1.5);
+        assert!(sim.closed(id));
+        assert!(sim.r.take_output(id).close);
+    }
+
+    #[test]
+    fn keep_alive_one_and_a_half_times() {
+        let mut sim = Sim::new(|_| {});
+        let watcher = sim.open(connect("w", ProtocolVersion::V311, 0));
+        sim.subscribe(watcher, "will", QoS::AtMostOnce);
+        let mut c = connect("ka", ProtocolVersion::V5, 10);
+        c.will = Some(will("will", None));
+        let id = sim.open(c);
+        sim.advance(14.0);
+        assert!(!sim.closed(id));
+        sim.r.handle(sim.now, id, Packet::PingReq); // activity resets the clock
+        assert_eq!(sim.out(id), vec![Packet::PingResp]);
+        sim.advance(14.9);
+        assert!(!sim.closed(id));
+        sim.advance(0.2);
+        assert!(sim.closed(id));
+        let out = sim.r.take_output(id);
+        assert!(out.close);
+        assert!(
+            matches!(&out.packets[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::KEEP_ALIVE_TIMEOUT)
+        );
+        assert!(matches!(&sim.out(watcher)[..], [Packet::Publish(p)] if p.topic == "will"));
+    }
+
+    #[test]
+    fn server_keep_alive_caps_v5() {
+        let mut sim = Sim::new(|l| l.max_keep_alive = 30);
+        let id = sim.r.accept(sim.now, "sim".into());
+        sim.r.handle(
+            sim.now,
+            id,
+            Packet::Connect(Box::new(connect("cap", ProtocolVersion::V5, 100))),
+        );
+        match &sim.out(id)[..] {
+            [Packet::ConnAck(a)] => assert_eq!(a.properties.server_keep_alive, Some(30)),
+            other => panic!("{other:?}"),
+        }
+        sim.advance(44.0);
+        assert!(!sim.closed(id));
+        sim.advance(2.0);
+        assert!(sim.closed(id), "enforced at 1.5 x 30 s, not 1.5 x 100 s");
+    }
+
+    #[test]
+    fn will_delay_and_session_expiry() {
+        let mut sim = Sim::new(|_| {});
+        let watcher = sim.open(connect("w", ProtocolVersion::V311, 0));
+        sim.subscribe(watcher, "will", QoS::AtMostOnce);
+        let mut c = connect("d", ProtocolVersion::V5, 0);
+        c.will = Some(will("will", Some(30)));
+        c.properties.session_expiry_interval = Some(100);
+        let id = sim.open(c);
+        sim.r.connection_lost(sim.now, id, "test");
+        sim.advance(29.0);
+        assert!(sim.out(watcher).is_empty());
+        sim.advance(1.5);
+        assert_eq!(sim.out(watcher).len(), 1, "will after its delay");
+
+        // The session lives 100 s, then ends.
+        sim.advance(60.0);
+        assert!(sim.r.sessions.contains_key("d"));
+        sim.advance(40.0);
+        assert!(!sim.r.sessions.contains_key("d"));
+    }
+
+    #[test]
+    fn session_expiry_drops_queue_and_subscriptions() {
+        let mut sim = Sim::new(|_| {});
+        let mut c = connect("q", ProtocolVersion::V5, 0);
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(60);
+        let id = sim.open(c.clone());
+        sim.subscribe(id, "t", QoS::AtLeastOnce);
+        sim.r
+            .handle(sim.now, id, Packet::Disconnect(Disconnect::default()));
+        sim.r.connection_lost(sim.now, id, "test");
+        let p = sim.open(connect("p", ProtocolVersion::V311, 0));
+        sim.r.handle(sim.now, p, msg("t", QoS::AtLeastOnce, 1));
+        assert_eq!(sim.r.sessions["q"].queue.len(), 1);
+        assert_eq!(sim.r.subs.len(), 1);
+        sim.advance(61.0);
+        assert!(!sim.r.sessions.contains_key("q"));
+        assert_eq!(
+            sim.r.subs.len(),
+            0,
+            "subscriptions removed with the session"
+        );
+        let id = sim.r.accept(sim.now, "sim".into());
+        sim.r.handle(sim.now, id, Packet::Connect(Box::new(c)));
+        assert!(matches!(&sim.out(id)[..], [Packet::ConnAck(a)] if !a.session_present));
+    }
+
+    #[test]
+    fn qos0_backlog_is_bounded() {
+        let mut sim = Sim::new(|l| l.max_queued_messages = 3);
+        let sub = sim.open(connect("s", ProtocolVersion::V311, 0));
+        sim.subscribe(sub, "t", QoS::AtMostOnce);
+        let p = sim.open(connect("p", ProtocolVersion::V311, 0));
+        for _ in 0..10 {
+            sim.r.handle(sim.now, p, msg("t", QoS::AtMostOnce, 0));
+        }
+        assert_eq!(
+            sim.out(sub).len(),
+            3,
+            "the connection is not reading: QoS 0 dropped"
+        );
+        assert_eq!(sim.r.stats.messages_dropped, 7);
+        sim.r.handle(sim.now, p, msg("t", QoS::AtMostOnce, 0));
+        assert_eq!(
+            sim.out(sub).len(),
+            1,
+            "room again once the backlog is taken"
+        );
+    }
+
+    #[test]
+    fn packet_ids_and_outgoing_qos2_flow() {
+        let mut sim = Sim::new(|_| {});
+        let sub = sim.open(connect("s", ProtocolVersion::V5, 0));
+        sim.subscribe(sub, "t", QoS::ExactlyOnce);
+        let p = sim.open(connect("p", ProtocolVersion::V5, 0));
+        sim.r.handle(sim.now, p, msg("t", QoS::ExactlyOnce, 9));
+        let pid = match &sim.out(sub)[..] {
+            [Packet::Publish(m)] => m.packet_id,
+            other => panic!("{other:?}"),
+        };
+        sim.r
+            .handle(sim.now, sub, Packet::PubRec(PubResp::new(pid)));
+        assert_eq!(sim.out(sub), vec![Packet::PubRel(PubResp::new(pid))]);
+        sim.r
+            .handle(sim.now, sub, Packet::PubComp(PubResp::new(pid)));
+        assert!(sim.r.sessions["s"].inflight.is_empty());
+    }
+
+    #[test]
+    fn publish_size_matches_the_encoder() {
+        let mut p = Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic: s("a/b/c"),
+            packet_id: 5,
+            properties: Properties::default(),
+            payload: Bytes::from(vec![7u8; 300]),
+        };
+        for v in [ProtocolVersion::V311, ProtocolVersion::V5] {
+            let want = Packet::Publish(p.clone()).encoded_len(v).unwrap();
+            assert_eq!(publish_size(&p, v), want);
+        }
+        p.properties = Properties {
+            payload_format_indicator: Some(1),
+            message_expiry_interval: Some(10),
+            content_type: Some(s("text/plain")),
+            response_topic: Some(s("r/t")),
+            correlation_data: Some(Bytes::from_static(b"xyz")),
+            subscription_identifiers: vec![1, 300, 70_000],
+            topic_alias: Some(3),
+            user_properties: vec![(s("k"), s("v")), (s("key2"), s("value2"))],
+            ..Properties::default()
+        };
+        let want = Packet::Publish(p.clone())
+            .encoded_len(ProtocolVersion::V5)
+            .unwrap();
+        assert_eq!(publish_size(&p, ProtocolVersion::V5), want);
+    }
+}

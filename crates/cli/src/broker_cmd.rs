@@ -59,6 +59,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
