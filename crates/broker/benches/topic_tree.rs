@@ -5,6 +5,7 @@
 //! - `match/10k_subs`: one topic matched against 10,000 subscriptions, a mix of exact
 //!   filters, filters with `+` and filters ending in `#`, laid out like a building
 //!   automation system (`site/{s}/floor/{f}/room/{r}/{sensor}`).
+//! - `churn/insert_remove_10k`: subscribe and unsubscribe a filter with a new branch.
 //! - `retained/hash_10k`: `site/3/#` over 10,000 retained topics (one site's branch), and
 //!   `#` over all of them.
 
@@ -83,6 +84,21 @@ fn bench_match(c: &mut Criterion) {
                 n += u32::from(*v)
             });
             n
+        })
+    });
+    group.finish();
+
+    // Subscribe and unsubscribe one filter in the 10k tree: the new branch is created and
+    // pruned again each time.
+    let mut tree = subscriptions();
+    let mut group = c.benchmark_group("churn");
+    group.bench_function("insert_remove_10k", |b| {
+        let mut i = 0u32;
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let filter = "site/3/floor/4/annex/+/door";
+            tree.insert(filter, i, 1);
+            tree.remove(black_box(filter), &i)
         })
     });
     group.finish();

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map;
 
-use crate::topic_tree::{INLINE_FRAMES, InlineStack, level_at};
+use crate::topic_tree::{INLINE_FRAMES, InlineStack, level_at, shrink_if_sparse};
 
 /// Retained messages: at most one per topic name.
 pub struct RetainedStore<M> {
@@ -137,6 +137,7 @@ impl<M> RetainedStore<M> {
                     parent = parent.children.get_mut(levels.next()?)?;
                 }
                 let mut branch = parent.children.remove(levels.next()?)?;
+                shrink_if_sparse(&mut parent.children);
                 let mut n = &mut branch;
                 for level in levels {
                     n = n.children.get_mut(level)?;
@@ -364,6 +365,29 @@ mod tests {
         r.retain(|_, _| false);
         assert!(r.is_empty());
         assert_eq!(r.node_count(), 0);
+    }
+
+    #[test]
+    fn churn_gives_memory_back() {
+        let mut r = RetainedStore::new();
+        r.insert("churn/keep", 9); // keeps the `churn` node that sees the churn
+        for round in 0..3u32 {
+            for i in 0..5_000u32 {
+                r.insert(&format!("churn/{i}/x"), round);
+            }
+            assert_eq!(r.len(), 5_001);
+            for i in 0..5_000u32 {
+                assert_eq!(r.remove(&format!("churn/{i}/x")), Some(round));
+            }
+            assert_eq!(r.len(), 1);
+            assert_eq!(r.node_count(), 2);
+        }
+        let churn = r.root.children.get("churn").expect("churn node");
+        assert!(
+            churn.children.capacity() <= 32,
+            "{}",
+            churn.children.capacity()
+        );
     }
 
     #[test]

@@ -89,6 +89,15 @@ pub(crate) fn level_at(s: &str, pos: usize) -> (&str, Option<usize>) {
     }
 }
 
+/// Gives memory back after a map shrank to a quarter of its capacity, so a node that once
+/// held many children or entries does not keep the peak allocation forever. Halving the
+/// capacity at a quarter keeps the cost amortised.
+pub(crate) fn shrink_if_sparse<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 32 && map.len() * 4 < map.capacity() {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 /// Subscriptions keyed by topic filter: one value per `(filter, key)` pair.
 pub struct TopicTree<K, V> {
     root: Node<K, V>,
@@ -157,7 +166,11 @@ impl<K, V> Node<K, V> {
         match level {
             "+" => self.plus.take().map(|b| *b),
             "#" => self.hash.take().map(|b| *b),
-            _ => self.children.remove(level),
+            _ => {
+                let child = self.children.remove(level);
+                shrink_if_sparse(&mut self.children);
+                child
+            }
         }
     }
 
@@ -259,7 +272,9 @@ impl<K: Eq + Hash + Clone, V> TopicTree<K, V> {
                 for level in filter.split('/') {
                     n = n.child_mut(level)?;
                 }
-                n.entries.remove(key)
+                let value = n.entries.remove(key);
+                shrink_if_sparse(&mut n.entries);
+                value
             }
         };
         if value.is_some() {
@@ -448,6 +463,35 @@ mod tests {
         assert_eq!(t.get("a/b", &2), Some(&""));
         t.remove("a/b", &2);
         assert_eq!(t.node_count(), 0);
+    }
+
+    #[test]
+    fn churn_gives_memory_back() {
+        let mut t = TopicTree::new();
+        // These stay, so the nodes that see the churn stay too.
+        t.insert("churn/keep", u32::MAX, 9);
+        t.insert("churn/+/x", u32::MAX, 9);
+        for round in 0..3 {
+            for i in 0..5_000u32 {
+                t.insert(&format!("churn/{i}/x"), i % 7, round);
+                t.insert("churn/+/x", i, round);
+            }
+            for i in 0..5_000u32 {
+                assert_eq!(t.remove(&format!("churn/{i}/x"), &(i % 7)), Some(round));
+                assert_eq!(t.remove("churn/+/x", &i), Some(round));
+            }
+            assert_eq!(t.len(), 2);
+            assert_eq!(t.node_count(), 4);
+        }
+        let churn = t.root.children.get("churn").expect("churn node");
+        assert!(
+            churn.children.capacity() <= 32,
+            "{}",
+            churn.children.capacity()
+        );
+        let plus = churn.plus.as_ref().and_then(|p| p.children.get("x"));
+        let entries = &plus.expect("churn/+/x node").entries;
+        assert!(entries.capacity() <= 32, "{}", entries.capacity());
     }
 
     #[test]
