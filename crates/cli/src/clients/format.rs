@@ -358,6 +358,8 @@ impl Printer {
             }
             'p' => payload_field(out, &m.payload, 0, spec),
             'q' => out.extend_from_slice(m.qos.as_u8().to_string().as_bytes()),
+            // Unlike %C, an absent response topic prints nothing, not even padding.
+            'R' if p.response_topic.is_none() => {}
             'R' => string_field(
                 out,
                 p.response_topic

@@ -38,16 +38,19 @@ pub(crate) fn message(m: &Publish, now: &DateTime<Local>, raw_payload: bool) -> 
         o.push((b"mid".to_vec(), Json::Number(f64::from(m.packet_id))));
     }
     let p = &m.properties;
+    // The codec does not keep the wire order of properties; this is the order Mosquitto's
+    // broker forwards them in for a publisher that sends them in this order (subscription
+    // identifier first, message expiry last).
     let mut props: Vec<(Vec<u8>, Json)> = Vec::new();
+    for v in &p.subscription_identifiers {
+        props.push((
+            b"subscription-identifier".to_vec(),
+            Json::Number(f64::from(*v)),
+        ));
+    }
     if let Some(v) = p.payload_format_indicator {
         props.push((
             b"payload-format-indicator".to_vec(),
-            Json::Number(f64::from(v)),
-        ));
-    }
-    if let Some(v) = p.message_expiry_interval {
-        props.push((
-            b"message-expiry-interval".to_vec(),
             Json::Number(f64::from(v)),
         ));
     }
@@ -66,15 +69,6 @@ pub(crate) fn message(m: &Publish, now: &DateTime<Local>, raw_payload: bool) -> 
     if let Some(v) = &p.correlation_data {
         props.push((b"correlation-data".to_vec(), Json::String(v.to_vec())));
     }
-    for v in &p.subscription_identifiers {
-        props.push((
-            b"subscription-identifier".to_vec(),
-            Json::Number(f64::from(*v)),
-        ));
-    }
-    if let Some(v) = p.topic_alias {
-        props.push((b"topic-alias".to_vec(), Json::Number(f64::from(v))));
-    }
     if !p.user_properties.is_empty() {
         let up = p
             .user_properties
@@ -82,6 +76,15 @@ pub(crate) fn message(m: &Publish, now: &DateTime<Local>, raw_payload: bool) -> 
             .map(|(k, v)| (k.as_bytes().to_vec(), Json::String(v.as_bytes().to_vec())))
             .collect();
         props.push((b"user-properties".to_vec(), Json::Object(up)));
+    }
+    if let Some(v) = p.topic_alias {
+        props.push((b"topic-alias".to_vec(), Json::Number(f64::from(v))));
+    }
+    if let Some(v) = p.message_expiry_interval {
+        props.push((
+            b"message-expiry-interval".to_vec(),
+            Json::Number(f64::from(v)),
+        ));
     }
     if !props.is_empty() {
         o.push((b"properties".to_vec(), Json::Object(props)));
