@@ -244,7 +244,7 @@ fn summary(p: &Packet) -> String {
         Packet::ConnAck(a) => write!(s, " session_present={} {}", a.session_present, a.reason),
         Packet::Publish(m) => write!(
             s,
-            " topic={:?} qos={} pid={}{}{}{} {} bytes",
+            " topic={:?} qos={} pid={}{}{}{} {} bytes {:?}",
             m.topic.as_str(),
             m.qos.as_u8(),
             m.packet_id,
@@ -254,7 +254,8 @@ fn summary(p: &Packet) -> String {
                 .topic_alias
                 .map(|a| format!(" alias={a}"))
                 .unwrap_or_default(),
-            m.payload.len()
+            m.payload.len(),
+            preview(&m.payload),
         ),
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
             write!(s, " pid={} {}", r.packet_id, r.reason)
@@ -280,5 +281,15 @@ fn summary(p: &Packet) -> String {
         Packet::Auth(a) => write!(s, " {}", a.reason),
         Packet::PingReq | Packet::PingResp => Ok(()),
     };
+    s
+}
+
+/// The start of a payload, as text, for the packet log.
+fn preview(payload: &[u8]) -> String {
+    const MAX: usize = 64;
+    let mut s = String::from_utf8_lossy(&payload[..payload.len().min(MAX)]).into_owned();
+    if payload.len() > MAX {
+        s.push_str("...");
+    }
     s
 }
