@@ -46,7 +46,24 @@ struct Broker {
 }
 
 impl Broker {
+    /// Starts a broker on a free port; tries another port if the one picked was taken in
+    /// the meantime (the broker exits at once then).
     fn start(name: &str) -> Broker {
+        let mut attempt = 1;
+        loop {
+            let mut broker = Broker::spawn(name);
+            match broker.wait_until_accepting() {
+                Ok(()) => return broker,
+                Err(e) if attempt < 3 => {
+                    eprintln!("broker start attempt {attempt} failed: {e}; retrying");
+                    attempt += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    fn spawn(name: &str) -> Broker {
         let port = free_port();
         let dir = std::env::temp_dir();
         let log = dir.join(format!("tinsel-malformed-{name}-{port}.log"));
@@ -89,36 +106,47 @@ impl Broker {
             .stderr(log_file)
             .spawn()
             .expect("spawn the broker");
-        let mut broker = Broker {
+        Broker {
             child,
             port,
             tinsel,
             log,
             conf,
-        };
-        broker.wait_until_accepting();
-        broker
+        }
     }
 
-    fn wait_until_accepting(&mut self) {
+    fn wait_until_accepting(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "broker exited before accepting connections ({status}); log: {}",
-                    self.log.display()
-                );
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                return Err(format!(
+                    "broker exited before accepting connections on port {} ({status}): {}",
+                    self.port,
+                    log.trim()
+                ));
             }
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "broker did not accept connections on port {} within 20 s",
-                self.port
-            );
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "broker did not accept connections on port {} within 20 s",
+                    self.port
+                ));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Panics with every failure (and where the broker's log is) if there are any.
+    fn assert_no_failures(&self, failures: &[String]) {
+        assert!(
+            failures.is_empty(),
+            "\n{}\nbroker log: {}",
+            failures.join("\n"),
+            self.log.display()
+        );
     }
 
     /// Panics if the broker process has exited.
@@ -138,6 +166,10 @@ impl Drop for Broker {
         let _ = self.child.wait();
         if let Some(conf) = &self.conf {
             let _ = std::fs::remove_file(conf);
+        }
+        // The log is kept when the test fails; its path is in the failure message.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
         }
     }
 }
@@ -858,7 +890,7 @@ fn v5_malformed_packets_get_disconnect_with_reason_then_close() {
     let mut observer = Observer::start(&broker);
     let failures = run_cases(&mut broker, &mut observer, Version::V5);
     observer.check(&mut broker);
-    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    broker.assert_no_failures(&failures);
 }
 
 #[test]
@@ -867,7 +899,7 @@ fn v311_malformed_packets_close_the_connection() {
     let mut observer = Observer::start(&broker);
     let failures = run_cases(&mut broker, &mut observer, Version::V311);
     observer.check(&mut broker);
-    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    broker.assert_no_failures(&failures);
 }
 
 #[test]
@@ -1081,7 +1113,7 @@ fn malformed_connect_is_refused_and_closed() {
         }
         observer.check(&mut broker);
     }
-    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    broker.assert_no_failures(&failures);
 }
 
 #[test]
@@ -1104,7 +1136,7 @@ fn first_packet_must_be_connect() {
         }
         observer.check(&mut broker);
     }
-    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    broker.assert_no_failures(&failures);
 }
 
 #[test]
@@ -1175,7 +1207,7 @@ fn garbage_and_half_packets_do_not_hurt_the_broker() {
     drop(liar);
     observer.check(&mut broker);
 
-    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    broker.assert_no_failures(&failures);
 }
 
 /// A small deterministic PRNG (xorshift64*), so a failing run can be repeated.
