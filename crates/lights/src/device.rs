@@ -172,6 +172,8 @@ impl Device {
             s.subscribed = true;
         });
         self.publish_status(client).await;
+        // The first event is this connection's own CONNACK, already handled above.
+        let mut first = true;
         loop {
             let event = tokio::select! {
                 e = events.recv() => e,
@@ -179,16 +181,21 @@ impl Device {
             };
             match event {
                 None => return Ok(Served::ClientClosed),
+                Some(Event::Connected(_)) if std::mem::take(&mut first) => {}
                 Some(Event::Connected(_)) => {
                     tracing::info!("lights: reconnected to {}", self.broker());
                     self.state.send_modify(|s| s.connected = true);
                     self.publish_status(client).await;
                 }
                 Some(Event::Disconnected(e)) => {
+                    first = false;
                     tracing::warn!("lights: lost the broker ({e}); reconnecting");
                     self.state.send_modify(|s| s.connected = false);
                 }
-                Some(Event::Message(publish)) => self.handle(client, &publish).await,
+                Some(Event::Message(publish)) => {
+                    first = false;
+                    self.handle(client, &publish).await;
+                }
                 Some(_) => {}
             }
         }

@@ -28,3 +28,5 @@ pub mod scenario;
 pub use device::{Device, DeviceState};
 pub use error::Error;
 pub use scenario::{Command, Scenario};
+/// The shutdown signal the device, page and saboteur take (re-exported from `tokio-util`).
+pub use tokio_util::sync::CancellationToken;

@@ -561,7 +561,7 @@ fn lights(s: &mut String, scenario: &Scenario) {
         let delay = -(((i * 7) % 13) as f64) * 0.21;
         let _ = write!(
             s,
-            r#"<g class="bulb" transform="translate({x:.1} {y:.1}) rotate({angle:.1})" style="--c:{colour};--d:{delay:.2}s"><ellipse class="halo" cx="0" cy="15" rx="15" ry="18" filter="url(#halo)"/><rect class="cap" x="-3.5" y="-1" width="7" height="8" rx="1.5"/><path class="glass" d="M0 6 C7.5 8 8.5 18 0 27 C-8.5 18 -7.5 8 0 6 Z"/><ellipse class="shine" cx="-2.4" cy="13" rx="1.6" ry="3.6"/></g>"#
+            r#"<g class="bulb" transform="translate({x:.1} {y:.1}) rotate({angle:.1}) scale(1.25)" style="--c:{colour};--d:{delay:.2}s"><ellipse class="halo" cx="0" cy="16" rx="17" ry="20" filter="url(#halo)"/><rect class="cap" x="-3.5" y="-1" width="7" height="8" rx="1.5"/><path class="glass" d="M0 6 C7.5 8 8.5 18 0 27 C-8.5 18 -7.5 8 0 6 Z"/><ellipse class="shine" cx="-2.4" cy="13" rx="1.6" ry="3.6"/></g>"#
         );
     }
     s.push_str("</g>\n");
