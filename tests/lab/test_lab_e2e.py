@@ -117,6 +117,9 @@ def test_the_learner_switches_the_lights_on(start_lab, tmp_path):
         page.wait_for(
             "document.body.dataset.lights === 'off' && document.body.dataset.broker === 'connected'"
         )
+        # The page loaded nothing from anywhere else (the lab runs offline).
+        resources = page.eval("performance.getEntriesByType('resource').map(e => e.name)")
+        assert all(r.startswith(lab.url) for r in resources), resources
         # A marker that a reload would erase.
         page.eval("window.__sameDocument = 'yes'")
         html = page.html()

@@ -10,7 +10,9 @@
 //! - `GET /state`: the same JSON once.
 //!
 //! Each event stream holds one task and one watch receiver; there is no per-client queue
-//! (a slow page only ever misses intermediate states, never the latest).
+//! (a slow page only ever misses intermediate states, never the latest). At most
+//! [`MAX_EVENT_STREAMS`] streams are open at once; beyond that `/events` answers 503 and the
+//! browser retries later.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -19,13 +21,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use futures_util::Stream;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{DeviceState, Error, Scenario};
@@ -37,12 +38,16 @@ const TEMPLATE: &str = include_str!("page.html");
 const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
                    img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'";
 
+/// Most live pages at once.
+pub const MAX_EVENT_STREAMS: usize = 256;
+
 #[derive(Clone)]
 struct PageState {
     html: Arc<str>,
     flag: Arc<str>,
     device: watch::Receiver<DeviceState>,
     shutdown: CancellationToken,
+    streams: Arc<Semaphore>,
 }
 
 /// The page's routes. `broker` is shown on the page (e.g. `127.0.0.1:1883`); `device`
@@ -59,6 +64,7 @@ pub fn router(
         flag: scenario.flag.as_str().into(),
         device,
         shutdown,
+        streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
     };
     Router::new()
         .route("/", get(index))
@@ -107,9 +113,11 @@ async fn current(State(state): State<PageState>) -> Response {
     response
 }
 
-async fn events(
-    State(state): State<PageState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn events(State(state): State<PageState>) -> Response {
+    let Ok(permit) = state.streams.clone().try_acquire_owned() else {
+        // Too many open pages: the browser's EventSource retries by itself.
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many open pages").into_response();
+    };
     let PageState {
         flag,
         mut device,
@@ -118,8 +126,8 @@ async fn events(
     } = state;
     device.mark_changed();
     let stream = futures_util::stream::unfold(
-        (device, flag, shutdown),
-        |(mut device, flag, shutdown)| async move {
+        (device, flag, shutdown, permit),
+        |(mut device, flag, shutdown, permit)| async move {
             tokio::select! {
                 changed = device.changed() => changed.ok()?,
                 () = shutdown.cancelled() => return None,
@@ -128,10 +136,12 @@ async fn events(
             let event = Event::default()
                 .event("state")
                 .data(state_json(snapshot, &flag));
-            Some((Ok(event), (device, flag, shutdown)))
+            Some((Ok::<_, Infallible>(event), (device, flag, shutdown, permit)))
         },
     );
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
 }
 
 /// The state as the page receives it. The flag is in it only while the lights are on.
@@ -642,6 +652,59 @@ colours = ["#f00"]"##;
             "      <p>one two</p>\n      <p>three</p>\n"
         );
         assert_eq!(story_html(""), "");
+    }
+
+    #[tokio::test]
+    async fn open_event_streams_are_capped() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let (_tx, rx) = watch::channel(state(false, true));
+        let shutdown = CancellationToken::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(&Scenario::default(), "x", rx, shutdown.clone());
+        let server = tokio::spawn(serve(listener, app, shutdown.clone()));
+        async fn open(addr: std::net::SocketAddr) -> (tokio::net::TcpStream, String) {
+            let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+            sock.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = vec![0u8; 1024];
+            let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            (sock, String::from_utf8_lossy(&buf[..n]).into_owned())
+        }
+        let mut open_streams = Vec::new();
+        for _ in 0..MAX_EVENT_STREAMS {
+            let (sock, head) = open(addr).await;
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            open_streams.push(sock);
+        }
+        let (_, head) = open(addr).await;
+        assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+        // A page that goes away frees its place.
+        drop(open_streams.pop());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (sock, head) = open(addr).await;
+            if head.starts_with("HTTP/1.1 200") {
+                open_streams.push(sock);
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the place was never freed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test]

@@ -267,8 +267,16 @@ impl Action {
 impl Scenario {
     /// Parses and validates a scenario.
     pub fn from_toml_str(text: &str) -> Result<Scenario, Error> {
-        let scenario: Scenario =
-            toml::from_str(text).map_err(|e| Error::Scenario(e.message().to_string()))?;
+        let scenario: Scenario = toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|span| {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}: ")
+                })
+                .unwrap_or_default();
+            Error::Scenario(format!("{at}{}", e.message()))
+        })?;
         scenario.validate()?;
         Ok(scenario)
     }
@@ -487,6 +495,9 @@ mod tests {
     fn unknown_fields_and_bad_values_are_clear_errors() {
         let err = |t: &str| Scenario::from_toml_str(t).unwrap_err().to_string();
         assert!(err("titel = \"x\"").contains("titel"));
+        assert!(
+            err("title = \"x\"\n\n[lights]\ncount = \"many\"").starts_with("scenario: line 4: ")
+        );
         assert!(err("[mqtt]\ncontrol_topic = \"a/#\"").contains("not a valid topic"));
         assert!(err("[lights]\ncount = 0").contains("lights.count"));
         assert!(err("[lights]\ncolours = [\"red; background: url(x)\"]").contains("#rgb"));
