@@ -18,11 +18,11 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, broadcast, mpsc};
 use tracing::{debug, warn};
 
 use crate::capture::ConnCapture;
-use crate::router::{ConnId, Output};
+use crate::router::{ConnId, Out, Output};
 use crate::server::Shared;
 
 /// Read buffer size for a fresh read.
-const READ_CHUNK: usize = 4096;
+const READ_CHUNK: usize = 8192;
 
 /// Everything a connection task needs.
 pub(crate) struct ConnParams {
@@ -209,10 +209,33 @@ impl Conn {
         }
         let version = out.version.unwrap_or(self.version);
         let mut wbuf = BytesMut::new();
-        for p in &out.packets {
-            debug!(peer = %self.peer, "-> {}", summary(p));
-            if let Err(e) = p.encode(version, &mut wbuf) {
-                warn!(peer = %self.peer, "cannot encode {}: {e}", p.packet_type().name());
+        for o in &out.packets {
+            match o {
+                Out::Packet(p) => {
+                    debug!(peer = %self.peer, "-> {}", summary(p));
+                    if let Err(e) = p.encode(version, &mut wbuf) {
+                        warn!(peer = %self.peer, "cannot encode {}: {e}", p.packet_type().name());
+                    }
+                }
+                Out::Shared {
+                    publish,
+                    packet_id,
+                    topic,
+                    payload,
+                    qos,
+                } => {
+                    debug!(
+                        peer = %self.peer,
+                        "-> PUBLISH topic={:?} qos={} pid={packet_id} {} bytes {:?}",
+                        topic.as_str(),
+                        qos.as_u8(),
+                        payload.len(),
+                        preview(payload),
+                    );
+                    if let Err(e) = publish.write_to(*packet_id, false, &mut wbuf) {
+                        warn!(peer = %self.peer, "cannot encode PUBLISH: {e}");
+                    }
+                }
             }
         }
         stream.write_all(&wbuf).await?;

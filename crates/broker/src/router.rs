@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tinsel_codec::topic::{parse_shared, valid_topic_filter};
 use tinsel_codec::{
-    ByteStr, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion,
-    PubResp, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
-    UnsubAck, Unsubscribe, Will,
+    ByteStr, ConnAck, Connect, DecodeError, Disconnect, EncodedPublish, Packet, Properties,
+    ProtocolVersion, PubResp, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe,
+    SubscriptionOptions, UnsubAck, Unsubscribe, Will,
 };
 use tracing::{debug, info};
 
@@ -37,6 +37,10 @@ use crate::retained::RetainedStore;
 use crate::session::{Inflight, NEVER_EXPIRES, Queued, Session, SubEntry};
 use crate::sys::{self, Stats, SysSnapshot};
 use crate::topic_tree::TopicTree;
+
+/// Up to this many distinct subscribers per message, overlapping subscriptions are merged by
+/// a linear scan; beyond it, by a map.
+const LINEAR_TARGETS: usize = 16;
 
 /// A shared subscription: (group, filter).
 type GroupKey = (Arc<str>, Arc<str>);
@@ -69,11 +73,41 @@ pub(crate) struct Settings {
     pub(crate) sys_interval: Option<Duration>,
 }
 
+/// One packet for a connection to write.
+#[derive(Debug, Clone)]
+// `Packet` is the large variant; boxing it would cost an allocation per packet.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Out {
+    /// A packet to encode.
+    Packet(Packet),
+    /// A PUBLISH encoded once and shared by every subscriber that gets the same form
+    /// (version, QoS, retain, no per-subscriber properties); only the packet identifier
+    /// differs. Topic and payload are kept for the packet log.
+    Shared {
+        /// The shared encoding.
+        publish: EncodedPublish,
+        /// Packet identifier (0 at QoS 0).
+        packet_id: u16,
+        /// Topic (for logs).
+        topic: ByteStr,
+        /// Payload (for logs).
+        payload: Bytes,
+        /// QoS (for logs).
+        qos: QoS,
+    },
+}
+
+/// Shared encodings of one message, by form: MQTT 5 or not, QoS, retain.
+#[derive(Default)]
+struct FormCache {
+    forms: [Option<EncodedPublish>; 12],
+}
+
 /// What a connection should write next.
 #[derive(Debug, Default)]
 pub(crate) struct Output {
     /// Packets to encode and write, in order.
-    pub(crate) packets: Vec<Packet>,
+    pub(crate) packets: Vec<Out>,
     /// The version to encode them with.
     pub(crate) version: Option<ProtocolVersion>,
     /// Close the connection after writing them.
@@ -100,7 +134,7 @@ struct Conn {
     /// `max_queued_messages` (further ones are dropped); everything else is bounded by
     /// Receive Maximum or by the client's own requests (the network layer stops reading
     /// while it writes).
-    out: Vec<Packet>,
+    out: Vec<Out>,
     out_qos0: usize,
     closing: bool,
     will: Option<Will>,
@@ -374,8 +408,10 @@ impl Router {
             if let Ok(s) = ByteStr::try_from(why) {
                 properties.reason_string = Some(s);
             }
-            c.out
-                .push(Packet::Disconnect(Disconnect { reason, properties }));
+            c.out.push(Out::Packet(Packet::Disconnect(Disconnect {
+                reason,
+                properties,
+            })));
         }
         let will_msg = c.will.take();
         info!(client = %client, peer = %c.peer, "disconnected: {why}");
@@ -601,7 +637,7 @@ impl Router {
                     let mut p = Publish::clone(publish);
                     p.dup = true;
                     match prepare(c, p, now, *received) {
-                        Some(p) => emit(c, conn, p, &mut self.stats, &mut self.woken),
+                        Some(p) => emit(c, conn, p, &mut self.stats, &mut self.woken, None),
                         None => expired.push(pid),
                     }
                 }
@@ -763,13 +799,26 @@ impl Router {
                     if entry.options.no_local && publisher == Some(client) {
                         return;
                     }
-                    let i = *index.entry(client.clone()).or_insert_with(|| {
+                    // Few targets: a linear scan; many: a map, built once past the threshold.
+                    let found = if targets.len() <= LINEAR_TARGETS {
+                        targets.iter().position(|t| t.client == *client)
+                    } else {
+                        if index.is_empty() {
+                            let all = targets.iter().enumerate();
+                            index.extend(all.map(|(i, t)| (t.client.clone(), i)));
+                        }
+                        index.get(client).copied()
+                    };
+                    let i = found.unwrap_or_else(|| {
                         targets.push(Target {
                             client: client.clone(),
                             qos: QoS::AtMostOnce,
                             retain_as_published: false,
                             ids: Vec::new(),
                         });
+                        if !index.is_empty() {
+                            index.insert(client.clone(), targets.len() - 1);
+                        }
                         targets.len() - 1
                     });
                     let t = &mut targets[i];
@@ -787,9 +836,10 @@ impl Router {
                     .push((client.clone(), *entry)),
             });
         let matched = !targets.is_empty() || !groups.is_empty();
+        let mut cache = FormCache::default();
         for t in targets {
             let p = for_subscriber(msg, t.qos, t.retain_as_published, t.ids);
-            self.deliver(now, &t.client, p, now);
+            self.deliver(now, &t.client, p, now, Some(&mut cache));
         }
         for (group, mut members) in groups {
             // Round robin over the members, in a stable order, preferring connected ones.
@@ -810,13 +860,20 @@ impl Router {
                 entry.options.retain_as_published,
                 entry.id.into_iter().collect(),
             );
-            self.deliver(now, client, p, now);
+            self.deliver(now, client, p, now, Some(&mut cache));
         }
         matched
     }
 
     /// Sends `p` (QoS already downgraded) to `client` now, or queues it.
-    fn deliver(&mut self, now: Instant, client: &Arc<str>, p: Publish, received: Instant) {
+    fn deliver(
+        &mut self,
+        now: Instant,
+        client: &Arc<str>,
+        p: Publish,
+        received: Instant,
+        cache: Option<&mut FormCache>,
+    ) {
         let limits = &self.settings.limits;
         let Some(session) = self.sessions.get_mut(client) else {
             return;
@@ -832,7 +889,7 @@ impl Router {
                     return;
                 }
                 match prepare(c, p, now, received) {
-                    Some(p) => emit(c, id, p, &mut self.stats, &mut self.woken),
+                    Some(p) => emit(c, id, p, &mut self.stats, &mut self.woken, cache),
                     None => self.stats.messages_dropped += 1,
                 }
             }
@@ -849,6 +906,7 @@ impl Router {
                     received,
                     &mut self.stats,
                     &mut self.woken,
+                    cache,
                 );
             }
             None if p.qos == QoS::AtMostOnce => {
@@ -1026,7 +1084,7 @@ impl Router {
         );
         // Retained messages follow the SUBACK, with the retain flag set.
         for m in to_send {
-            self.deliver(now, client, m.publish, m.received);
+            self.deliver(now, client, m.publish, m.received, None);
         }
     }
 
@@ -1202,7 +1260,7 @@ fn push(c: &mut Conn, id: ConnId, packet: Packet, woken: &mut Vec<ConnId>) {
     if c.out.is_empty() {
         woken.push(id);
     }
-    c.out.push(packet);
+    c.out.push(Out::Packet(packet));
 }
 
 /// The tree filter and key of a subscription filter as the client wrote it.
@@ -1274,6 +1332,7 @@ fn send_inflight(
     received: Instant,
     stats: &mut Stats,
     woken: &mut Vec<ConnId>,
+    cache: Option<&mut FormCache>,
 ) {
     let Some(mut p) = prepare(c, p, now, received) else {
         stats.messages_dropped += 1;
@@ -1291,7 +1350,7 @@ fn send_inflight(
             received: now,
         },
     );
-    emit(c, id, p, stats, woken);
+    emit(c, id, p, stats, woken, cache);
 }
 
 /// Sends queued messages while the client's Receive Maximum allows.
@@ -1310,13 +1369,23 @@ fn drain(
         let Some(q) = session.dequeue() else {
             break;
         };
-        send_inflight(session, c, id, q.publish, now, q.received, stats, woken);
+        send_inflight(
+            session, c, id, q.publish, now, q.received, stats, woken, None,
+        );
     }
 }
 
 /// Queues a PUBLISH on `c`, replacing its topic by an alias when the client allows
-/// aliases (the first use of a topic sends both and sets the alias).
-fn emit(c: &mut Conn, id: ConnId, mut p: Publish, stats: &mut Stats, woken: &mut Vec<ConnId>) {
+/// aliases (the first use of a topic sends both and sets the alias). With a `cache`, a
+/// PUBLISH without per-subscriber properties reuses the encoding of the same form.
+fn emit(
+    c: &mut Conn,
+    id: ConnId,
+    mut p: Publish,
+    stats: &mut Stats,
+    woken: &mut Vec<ConnId>,
+    cache: Option<&mut FormCache>,
+) {
     if c.version.is_v5() && c.alias_max > 0 {
         if let Some(&alias) = c.aliases_out.get(&p.topic) {
             p.properties.topic_alias = Some(alias);
@@ -1331,6 +1400,32 @@ fn emit(c: &mut Conn, id: ConnId, mut p: Publish, stats: &mut Stats, woken: &mut
         c.out_qos0 += 1;
     }
     stats.messages_sent += 1;
+    if let Some(cache) = cache
+        && !p.dup
+        && p.properties.topic_alias.is_none()
+        && p.properties.subscription_identifiers.is_empty()
+    {
+        let slot = usize::from(c.version.is_v5()) * 6
+            + usize::from(p.qos.as_u8()) * 2
+            + usize::from(p.retain);
+        if cache.forms[slot].is_none() {
+            cache.forms[slot] = EncodedPublish::new(&p, c.version).ok();
+        }
+        if let Some(publish) = &cache.forms[slot] {
+            let out = Out::Shared {
+                publish: publish.clone(),
+                packet_id: p.packet_id,
+                topic: p.topic,
+                payload: p.payload,
+                qos: p.qos,
+            };
+            if c.out.is_empty() {
+                woken.push(id);
+            }
+            c.out.push(out);
+            return;
+        }
+    }
     push(c, id, Packet::Publish(p), woken);
 }
 
@@ -1473,8 +1568,25 @@ mod tests {
             assert!(matches!(self.out(id)[..], [Packet::SubAck(_)]));
         }
 
+        /// The connection's output as packets (shared encodings decoded again).
         fn out(&mut self, id: ConnId) -> Vec<Packet> {
-            self.r.take_output(id).packets
+            let out = self.r.take_output(id);
+            let version = out.version.unwrap_or(ProtocolVersion::V311);
+            out.packets
+                .into_iter()
+                .map(|o| match o {
+                    Out::Packet(p) => p,
+                    Out::Shared {
+                        publish, packet_id, ..
+                    } => {
+                        let mut b = bytes::BytesMut::new();
+                        publish.write_to(packet_id, false, &mut b).unwrap();
+                        tinsel_codec::decode_packet(&mut b, version, u32::MAX)
+                            .unwrap()
+                            .unwrap()
+                    }
+                })
+                .collect()
         }
 
         fn closed(&mut self, id: ConnId) -> bool {
@@ -1514,10 +1626,10 @@ mod tests {
         assert!(!sim.closed(id));
         sim.advance(0.2);
         assert!(sim.closed(id));
-        let out = sim.r.take_output(id);
-        assert!(out.close);
+        assert!(sim.r.conns[&id].closing);
+        let out = sim.out(id);
         assert!(
-            matches!(&out.packets[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::KEEP_ALIVE_TIMEOUT)
+            matches!(&out[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::KEEP_ALIVE_TIMEOUT)
         );
         assert!(matches!(&sim.out(watcher)[..], [Packet::Publish(p)] if p.topic == "will"));
     }
@@ -1630,6 +1742,64 @@ mod tests {
         sim.r
             .handle(sim.now, sub, Packet::PubComp(PubResp::new(pid)));
         assert!(sim.r.sessions["s"].inflight.is_empty());
+    }
+
+    #[test]
+    fn fan_out_shares_one_encoding_and_the_payload() {
+        let mut sim = Sim::new(|_| {});
+        let subs: Vec<ConnId> = (0..3)
+            .map(|i| {
+                let id = sim.open(connect(&format!("s{i}"), ProtocolVersion::V311, 0));
+                sim.subscribe(id, "fan/#", QoS::AtLeastOnce);
+                id
+            })
+            .collect();
+        let p = sim.open(connect("p", ProtocolVersion::V311, 0));
+        sim.r
+            .handle(sim.now, p, msg("fan/out", QoS::AtLeastOnce, 1));
+        let mut encodings = Vec::new();
+        let mut pids = Vec::new();
+        for id in subs {
+            match &sim.r.take_output(id).packets[..] {
+                [
+                    Out::Shared {
+                        publish,
+                        packet_id,
+                        payload,
+                        ..
+                    },
+                ] => {
+                    encodings.push(publish.clone());
+                    pids.push(*packet_id);
+                    assert_eq!(&payload[..], b"m");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(encodings.windows(2).all(|w| w[0] == w[1]), "one encoding");
+        assert!(pids.iter().all(|&p| p != 0));
+    }
+
+    #[test]
+    fn many_overlapping_subscribers_merge() {
+        let mut sim = Sim::new(|_| {});
+        let subs: Vec<ConnId> = (0..40)
+            .map(|i| {
+                let id = sim.open(connect(&format!("s{i}"), ProtocolVersion::V311, 0));
+                sim.subscribe(id, "m/#", QoS::AtMostOnce);
+                sim.subscribe(id, "m/+", QoS::AtLeastOnce);
+                id
+            })
+            .collect();
+        let p = sim.open(connect("p", ProtocolVersion::V311, 0));
+        sim.r.handle(sim.now, p, msg("m/x", QoS::AtLeastOnce, 1));
+        for id in subs {
+            let out = sim.out(id);
+            assert!(
+                matches!(&out[..], [Packet::Publish(m)] if m.qos == QoS::AtLeastOnce),
+                "{out:?}"
+            );
+        }
     }
 
     #[test]
