@@ -643,13 +643,6 @@ fn check(c: &mut Config, message_count: u32) -> Result<(), ArgError> {
             "Will payload or retain given, but no will topic given.",
         ));
     }
-    if c.will_topic.is_some()
-        && c.will_payload.is_none()
-        && c.will_qos == QoS::AtMostOnce
-        && !c.will_retain
-    {
-        // A will topic alone means an empty will message, as in Mosquitto.
-    }
     if c.password.is_some() && c.username.is_none() {
         return Err(err("Password given, but no username given."));
     }
