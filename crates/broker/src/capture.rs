@@ -931,6 +931,114 @@ mod tests {
     }
 
     #[test]
+    fn tshark_follows_an_mqtt5_session_encoded_by_the_codec() {
+        use bytes::{Bytes, BytesMut};
+        use tinsel_codec::{
+            ByteStr, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, PubResp,
+            Publish, QoS, ReasonCode, SubAck, Subscribe, SubscriptionOptions, Will, encode_packet,
+        };
+
+        let v5 = ProtocolVersion::V5;
+        let bytes = |p: Packet| {
+            let mut b = BytesMut::new();
+            encode_packet(&p, v5, &mut b).unwrap();
+            b.to_vec()
+        };
+        let topic = "d2FyZXZpbGxl/Y2hyaXN0bWFzbGlnaHRz";
+        let connect = Packet::Connect(Box::new(Connect {
+            protocol: v5,
+            clean_start: true,
+            keep_alive: 30,
+            properties: Properties {
+                session_expiry_interval: Some(60),
+                ..Properties::default()
+            },
+            client_id: ByteStr::from_static("wareville-lights"),
+            will: Some(Will {
+                topic: ByteStr::from_static("d2FyZXZpbGxl/c3RhdHVz"),
+                payload: Bytes::from_static(b"offline"),
+                qos: QoS::AtLeastOnce,
+                retain: true,
+                properties: Properties::default(),
+            }),
+            username: None,
+            password: None,
+        }));
+        let publish = Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            topic: ByteStr::from_static(topic),
+            packet_id: 7,
+            properties: Properties::default(),
+            payload: Bytes::from_static(b"on"),
+        });
+
+        let path = temp_path("codec5.pcapng");
+        let capture = Capture::create(&path).unwrap();
+        let (client, server) = addrs();
+        let mut conn = capture.connection(client, server);
+        conn.inbound(&bytes(connect));
+        conn.outbound(&bytes(Packet::ConnAck(ConnAck::new(
+            false,
+            ReasonCode::SUCCESS,
+        ))));
+        conn.inbound(&bytes(Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            properties: Properties::default(),
+            filters: vec![(
+                ByteStr::from_static(topic),
+                SubscriptionOptions::new(QoS::AtLeastOnce),
+            )],
+        })));
+        conn.outbound(&bytes(Packet::SubAck(SubAck {
+            packet_id: 1,
+            properties: Properties::default(),
+            reasons: vec![ReasonCode(1)],
+        })));
+        conn.inbound(&bytes(publish));
+        conn.outbound(&bytes(Packet::PubRec(PubResp::new(7))));
+        conn.inbound(&bytes(Packet::PubRel(PubResp::new(7))));
+        conn.outbound(&bytes(Packet::PubComp(PubResp::new(7))));
+        conn.inbound(&bytes(Packet::PingReq));
+        conn.outbound(&bytes(Packet::PingResp));
+        conn.inbound(&bytes(Packet::Disconnect(Disconnect::default())));
+        drop(conn);
+        capture.flush().unwrap();
+
+        let Some(out) = tshark(&[
+            "-r",
+            path.to_str().unwrap(),
+            "-d",
+            "tcp.port==18830,mqtt",
+            "-Y",
+            "mqtt",
+            "-T",
+            "fields",
+            "-e",
+            "mqtt.msgtype",
+            "-e",
+            "mqtt.ver",
+            "-e",
+            "mqtt.willtopic",
+            "-e",
+            "mqtt.topic",
+        ]) else {
+            return;
+        };
+        let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();
+        let types: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+        assert_eq!(
+            types,
+            ["1", "2", "8", "9", "3", "5", "6", "7", "12", "13", "14"],
+            "{out}"
+        );
+        assert_eq!(rows[0][1], "5", "{out}");
+        assert_eq!(rows[0][2], "d2FyZXZpbGxl/c3RhdHVz", "{out}");
+        assert_eq!(rows[4][3], topic, "{out}");
+    }
+
+    #[test]
     fn a_full_queue_drops_and_counts_instead_of_blocking() {
         let path = temp_path("full.pcapng");
         let capture = Capture::create(&path).unwrap();
