@@ -106,3 +106,20 @@ def test_unknown_host(tinsel):
     assert rc == 1
     line = one_line(err)
     assert line.count("\n") == 1 and "no-such-host.invalid" in line
+
+
+def test_refused_publish_is_a_warning_like_mosquitto(start_mosquitto, tmp_path, tinsel):
+    pw = tmp_path / "passwd"
+    pw.write_text("")
+    run(["mosquitto_passwd", "-b", pw, "elf", "cocoa"])
+    acl = tmp_path / "acl"
+    acl.write_text("user elf\ntopic readwrite allowed/#\n")
+    b = start_mosquitto(f"user root\nallow_anonymous false\npassword_file {pw}\nacl_file {acl}\n")
+    for q in ("1", "2"):
+        args = ["-p", b.port, "-u", "elf", "-P", "cocoa", "-t", "denied/x", "-q", q, "-V", "5"]
+        ours = run(tinsel("pub", *args, "-m", "x"))
+        ref = run(["mosquitto_pub", *args, "-m", "x"])
+        assert ours == ref == (0, b"", b"Warning: Publish 1 failed: Not authorized.\n")
+        ours = run(tinsel("pub", *args, "-l"), input=b"a\nb\n")
+        ref = run(["mosquitto_pub", *args, "-l"], input=b"a\nb\n")
+        assert ours == ref

@@ -108,3 +108,13 @@ def test_time_fields_shape(mosq, tinsel):
         rb'"payloadlen":1,"payload":"x"\}\n',
         out,
     ), out
+
+
+@pytest.mark.parametrize("opts", [[], ["-v"], ["-F", "%t|%p|%l|%q|%r|%x"], ["-F", "%j"], ["-F", "%J", "--pretty"]],
+                         ids=lambda o: " ".join(o) or "payload")
+def test_output_identical_on_tinsel_broker(tinsel_broker, tinsel, opts):
+    compare(tinsel_broker, tinsel, opts, v5=False, retained_first=True)
+
+
+def test_output_identical_v5_on_tinsel_broker(tinsel_broker, tinsel):
+    compare(tinsel_broker, tinsel, ["-F", "%A|%C|%D|%F|%P|%R|%S|%t|%p"], v5=True)

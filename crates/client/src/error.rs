@@ -57,8 +57,10 @@ pub enum Error {
     #[error("protocol error: {0}")]
     Protocol(String),
     /// The broker refused a publish (MQTT 5 PUBACK/PUBREC with a failure reason code).
-    #[error("publish refused: {}", refused_text(*.reason, .reason_string.as_deref()))]
+    #[error("publish {packet_id} refused: {}", refused_text(*.reason, .reason_string.as_deref()))]
     PublishRefused {
+        /// The packet identifier the publish was sent with.
+        packet_id: u16,
         /// The reason code.
         reason: ReasonCode,
         /// The broker's reason string, if any.

@@ -298,6 +298,7 @@ fn finish(waiter: Option<Waiter<()>>, ack: &PubResp) {
     let Some(w) = waiter else { return };
     let result = if ack.reason.0 >= 0x80 {
         Err(Error::PublishRefused {
+            packet_id: ack.packet_id,
             reason: ack.reason,
             reason_string: ack.properties.reason_string.as_ref().map(|s| s.to_string()),
         })

@@ -58,13 +58,22 @@ pub(crate) async fn read_message(c: &Config) -> Result<Option<Bytes>, String> {
     })
 }
 
-fn publish_failed(c: &Config, e: &Error) -> ExitCode {
-    match e {
-        Error::PublishRefused { reason, .. } => common::fail(
-            c,
-            format!("Warning: Publish failed: {}.", common::reason_text(*reason)),
-        ),
-        other => common::fail(c, format!("Error: {other}")),
+/// A publish the broker refused is a warning, and the run goes on, as in mosquitto_pub;
+/// any other failure ends the run.
+fn warn_refused(c: &Config, r: Result<(), Error>) -> Result<(), Error> {
+    match r {
+        Err(Error::PublishRefused {
+            packet_id, reason, ..
+        }) => {
+            if !c.quiet {
+                eprintln!(
+                    "Warning: Publish {packet_id} failed: {}.",
+                    common::reason_text(reason)
+                );
+            }
+            Ok(())
+        }
+        other => other,
     }
 }
 
@@ -94,9 +103,12 @@ pub(crate) async fn run(c: Config) -> ExitCode {
                 if i > 0 && c.repeat_delay > 0.0 {
                     tokio::time::sleep(Duration::from_secs_f64(c.repeat_delay)).await;
                 }
-                r = client
-                    .publish_with(publish_packet(&c, &topic, payload.clone()))
-                    .await;
+                r = warn_refused(
+                    &c,
+                    client
+                        .publish_with(publish_packet(&c, &topic, payload.clone()))
+                        .await,
+                );
                 if r.is_err() {
                     break;
                 }
@@ -107,7 +119,7 @@ pub(crate) async fn run(c: Config) -> ExitCode {
     };
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => publish_failed(&c, &e),
+        Err(e) => common::fail(&c, format!("Error: {e}")),
     };
     let d = Disconnect {
         properties: if c.version.is_v5() {
@@ -142,12 +154,12 @@ async fn lines(c: &Config, client: &Client, topic: &ByteStr) -> Result<(), Error
         pending.push_back(token);
         while pending.len() >= PIPELINE {
             if let Some(t) = pending.pop_front() {
-                t.wait().await?;
+                warn_refused(c, t.wait().await)?;
             }
         }
     }
     for t in pending {
-        t.wait().await?;
+        warn_refused(c, t.wait().await)?;
     }
     Ok(())
 }
