@@ -243,7 +243,15 @@ def test_the_flag_is_nowhere_while_the_lights_are_off(start_lab):
 def test_ctrl_c_stops_everything_cleanly(start_lab):
     lab = start_lab()
     lab.expect_line("the saboteur has struck")
-    assert lab.stop(signal.SIGINT) == 0, lab.log()
+    page = Page(lab.url)
+    try:
+        page.wait_for("document.body.dataset.page === 'live'")
+        assert lab.stop(signal.SIGINT) == 0, lab.log()
+        # The open page notices that the device has gone.
+        page.wait_for("document.body.dataset.page === 'lost'")
+        assert "lost" in page.eval("document.getElementById('page-pill').textContent")
+    finally:
+        page.close()
     out = "".join(lab.stdout)
     assert "the capture is in" in out
     for port in (lab.mqtt_port, lab.http_port):
@@ -326,3 +334,47 @@ def test_a_busy_port_is_a_clear_error(tinsel_bin, tmp_path):
     assert out.returncode == 1
     assert "--mqtt-port" in out.stderr
     assert "panicked" not in out.stderr
+
+
+def test_the_page_shows_whether_the_lights_reach_the_broker(start_process, tmp_path):
+    """`tinsel lights` against Mosquitto: the broker goes away and comes back."""
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = free_port_number()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+
+    def start_broker():
+        proc = subprocess.Popen(
+            [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port(port, proc)
+        return proc
+
+    broker = start_broker()
+    http_port = free_port_number()
+    lights = start_process("lights", "-p", port, "--http-port", http_port)
+    wait_for_port(http_port, lights.proc)
+    page = Page(f"http://127.0.0.1:{http_port}/")
+    try:
+        page.wait_for("document.body.dataset.broker === 'connected'")
+        broker.terminate()
+        broker.wait(timeout=10)
+        page.wait_for("document.body.dataset.broker === 'disconnected'")
+        assert "disconnected" in page.eval("document.getElementById('broker-pill').textContent")
+        broker = start_broker()
+        page.wait_for("document.body.dataset.broker === 'connected'", timeout=30)
+        # Re-subscribed: it obeys again, and the page follows without a reload.
+        deadline = time.monotonic() + 15
+        while page.eval("document.body.dataset.lights") != "on":
+            assert time.monotonic() < deadline, lights.log()
+            subprocess.run(
+                ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", CONTROL_TOPIC,
+                 "-m", "on"], check=True, timeout=15,
+            )
+            time.sleep(0.2)
+        assert page.eval("document.getElementById('flag').textContent") == DEFAULT_FLAG
+    finally:
+        page.close()
+        broker.terminate()
+        broker.wait(timeout=10)
+    assert lights.stop() == 0
