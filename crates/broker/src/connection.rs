@@ -14,7 +14,7 @@ use bytes::BytesMut;
 use tinsel_codec::{Packet, ProtocolVersion, decode_packet};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, OwnedSemaphorePermit, broadcast, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, watch};
 use tracing::{debug, warn};
 
 use crate::capture::ConnCapture;
@@ -30,7 +30,7 @@ pub(crate) struct ConnParams {
     pub(crate) stream: TcpStream,
     pub(crate) peer: SocketAddr,
     pub(crate) capture: Option<ConnCapture>,
-    pub(crate) stop: broadcast::Receiver<()>,
+    pub(crate) stop: watch::Receiver<bool>,
     /// Released when the task ends: frees a slot under the connection cap.
     pub(crate) permit: OwnedSemaphorePermit,
     /// Dropped when the task ends: lets shutdown know.
@@ -74,7 +74,7 @@ pub(crate) async fn serve(params: ConnParams) {
         let event = tokio::select! {
             r = stream.readable() => Event::Readable(r),
             _ = notify.notified() => Event::Wake,
-            _ = stop.recv() => Event::Stop,
+            _ = stop.wait_for(|&s| s) => Event::Stop,
         };
         let out = match event {
             Event::Readable(Err(e)) => break format!("read error: {e}"),

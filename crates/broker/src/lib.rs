@@ -6,7 +6,7 @@
 //!   connection's protocol state, the sessions, subscriptions, retained messages and wills.
 //!   It does no I/O and reads no clock: packets and the time go in, packets to write come out.
 //! - a thin tokio layer ([`Broker`]) around it: listeners, one task per connection, a
-//!   connection cap, timers, shutdown by a broadcast signal, optional packet capture.
+//!   connection cap, timers, shutdown by a watch signal, optional packet capture.
 //!
 //! What it does not do yet: TLS, WebSocket, authentication and persistence. Their places
 //! are ready: [`config::Transport`] for listeners, [`AuthHook`] for authentication and ACLs,

@@ -585,6 +585,9 @@ impl Router {
             c.receive_max = p.receive_maximum.unwrap_or(u16::MAX).max(1);
             c.max_packet = p.maximum_packet_size.unwrap_or(u32::MAX).max(1);
             c.alias_max = p.topic_alias_maximum.unwrap_or(0);
+        } else {
+            // MQTT 3 has no Receive Maximum: the broker's own limit bounds what is in flight.
+            c.receive_max = limits.max_inflight;
         }
         let mut properties = Properties::default();
         if v5 {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore, broadcast, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tracing::{info, warn};
 
 use crate::capture::Capture;
@@ -168,7 +168,8 @@ impl Broker {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
         });
-        let (stop_tx, _) = broadcast::channel::<()>(1);
+        // A watch channel: a task that subscribes late still sees that the broker stops.
+        let (stop_tx, _) = watch::channel(false);
         // Every task holds a clone of `done_tx`; `done_rx` ends when all of them are gone.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let permits = Arc::new(Semaphore::new(self.config.limits.max_connections));
@@ -189,7 +190,7 @@ impl Broker {
 
         shutdown.await;
         info!("shutting down");
-        let _ = stop_tx.send(());
+        stop_tx.send_replace(true);
         drop(done_tx);
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, done_rx.recv()).await;
         if let Some(c) = &self.capture {
@@ -204,7 +205,7 @@ async fn accept_loop(
     local: SocketAddr,
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
-    stop: broadcast::Sender<()>,
+    stop: watch::Sender<bool>,
     done: mpsc::Sender<()>,
     capture: Option<Capture>,
 ) {
@@ -212,7 +213,7 @@ async fn accept_loop(
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = stop_rx.recv() => break,
+            _ = stop_rx.wait_for(|&s| s) => break,
         };
         let (stream, peer) = match accepted {
             Ok(x) => x,
@@ -241,13 +242,13 @@ async fn accept_loop(
     }
 }
 
-async fn ticker(shared: Arc<Shared>, mut stop: broadcast::Receiver<()>, _done: mpsc::Sender<()>) {
+async fn ticker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>, _done: mpsc::Sender<()>) {
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = interval.tick() => {}
-            _ = stop.recv() => break,
+            _ = stop.wait_for(|&s| s) => break,
         }
         let bytes_in = shared.bytes_in.load(Ordering::Relaxed);
         let bytes_out = shared.bytes_out.load(Ordering::Relaxed);

@@ -46,3 +46,59 @@ async fn ping() {
     assert_eq!(p.recv().await, Packet::PingResp);
     b.stop().await;
 }
+
+/// Pipelined load: many messages in flight at once, several subscribers, both versions.
+#[tokio::test]
+async fn pipelined_fan_out_delivers_everything_in_order() {
+    const N: u16 = 2000;
+    let b = TestBroker::with(|c| {
+        c.limits.max_inflight = 20;
+        c.limits.max_queued_messages = usize::from(N);
+    })
+    .await;
+    let mut subs = Vec::new();
+    for (i, version) in [V311, V5, V311].into_iter().enumerate() {
+        let mut s = Peer::connect(b.addr, &format!("load{i}"), version).await;
+        s.subscribe("load/+", QoS::AtLeastOnce).await;
+        subs.push(s);
+    }
+    let mut publ = Peer::connect(b.addr, "loader", V311).await;
+    let writer = tokio::spawn(async move {
+        for i in 1..=N {
+            publ.send(publish(
+                "load/x",
+                &i.to_string(),
+                QoS::AtLeastOnce,
+                false,
+                i,
+            ))
+            .await;
+        }
+        let mut acks = 0;
+        while acks < N {
+            match publ.recv().await {
+                Packet::PubAck(_) => acks += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    let mut readers = Vec::new();
+    for mut s in subs {
+        readers.push(tokio::spawn(async move {
+            for i in 1..=N {
+                let m = s.recv_publish().await;
+                assert_eq!(m.payload, i.to_string().as_bytes(), "in order");
+                s.ack(&m).await;
+            }
+        }));
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        writer.await.unwrap();
+        for r in readers {
+            r.await.unwrap();
+        }
+    })
+    .await
+    .expect("finished in time");
+    b.stop().await;
+}
