@@ -229,6 +229,13 @@ mod tests {
     }
 
     #[test]
+    fn example_file_parses() {
+        let c = Config::from_toml_str(include_str!("../examples/broker.toml")).unwrap();
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.limits.max_queued_messages, 1000);
+    }
+
+    #[test]
     fn rejects_unknown_and_bad() {
         assert!(Config::from_toml_str("bogus = 1").is_err());
         assert!(Config::from_toml_str("listeners = []").is_err());

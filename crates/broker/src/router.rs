@@ -475,13 +475,17 @@ impl Router {
 
     fn refuse(&mut self, now: Instant, conn: ConnId, reason: ReasonCode, why: &str) {
         let c = c_mut(&mut self.conns, conn);
+        let mut properties = Properties::default();
+        if c.version.is_v5() {
+            properties.reason_string = ByteStr::try_from(why).ok();
+        }
         push(
             c,
             conn,
             Packet::ConnAck(ConnAck {
                 session_present: false,
                 reason,
-                properties: Properties::default(),
+                properties,
             }),
             &mut self.woken,
         );

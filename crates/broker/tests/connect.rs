@@ -177,6 +177,7 @@ async fn unsupported_auth_method_refused_with_0x8c() {
     c.properties.authentication_method = Some(s("SCRAM-SHA-1"));
     let (mut p, ack) = Peer::connect_with(b.addr, c).await;
     assert_eq!(ack.reason, ReasonCode::BAD_AUTHENTICATION_METHOD);
+    assert!(ack.properties.reason_string.is_some(), "says why");
     p.expect_closed().await;
     b.stop().await;
 }
