@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tinsel_broker::{Broker, Config, ListenerConfig};
+use tinsel_broker::{Broker, Config, Error as BrokerError, ListenerConfig};
 use tinsel_lights::{CancellationToken, Device, Scenario, page, saboteur};
 
 use crate::lights_cmd::{bind_http, init_logging, joined, load_scenario, runtime, shutdown_signal};
@@ -76,8 +76,15 @@ async fn lab(args: Args) -> anyhow::Result<()> {
         capture: Some(capture.clone()),
         ..Config::default()
     };
-    let broker = Broker::bind(config).await.map_err(|e| {
-        anyhow::anyhow!("cannot start the broker: {e} (is another broker on port {}? pick another with --mqtt-port)", args.mqtt_port)
+    let broker = Broker::bind(config).await.map_err(|e| match e {
+        BrokerError::Bind { .. } => anyhow::anyhow!(
+            "cannot start the broker: {e} (is another broker on port {}? pick another with --mqtt-port)",
+            args.mqtt_port
+        ),
+        BrokerError::Capture { .. } => {
+            anyhow::anyhow!("{e} (pick a writable directory with --out)")
+        }
+        e => anyhow::anyhow!("cannot start the broker: {e}"),
     })?;
     let broker_addr = broker
         .local_addrs()

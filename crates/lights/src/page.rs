@@ -258,7 +258,7 @@ fn scene_svg(scenario: &Scenario) -> String {
     let mut rng = Lcg(0x5eed_2024);
     let _ = write!(
         s,
-        r##"<svg viewBox="0 0 {W} {H}" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="A string of Christmas lights over the town square">
+        r##"<svg viewBox="0 0 {W} {H}" preserveAspectRatio="xMidYMid slice" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="A string of Christmas lights over the town square">
 <defs>
   <linearGradient id="sky" x1="0" y1="0" x2="0" y2="1"><stop offset="0" stop-color="#050817"/><stop offset="0.6" stop-color="#111a42"/><stop offset="1" stop-color="#1f2a5c"/></linearGradient>
   <radialGradient id="warm" cx="0.5" cy="1" r="0.75"><stop offset="0" stop-color="#ffb45c" stop-opacity="0.35"/><stop offset="1" stop-color="#ffb45c" stop-opacity="0"/></radialGradient>
