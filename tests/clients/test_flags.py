@@ -290,3 +290,15 @@ def test_defaults_file(mosq, tinsel, clean_env, tmp_path):
     assert rc == 0, err
     assert sub.wait()[1] == b"df from defaults\n"
     assert_no_panic(err)
+
+
+def test_pub_debug_identical_to_mosquitto_pub(mosq, tinsel):
+    auto = re.compile(rb"auto-[0-9A-F-]+")
+    for version in ("311", "5"):
+        for q in ("0", "1", "2"):
+            args = ["-p", mosq.port, "-t", "f/dbg", "-m", "hello", "-q", q, "-r", "-V", version, "-d"]
+            ours = run(tinsel("pub", *args))
+            ref = run(["mosquitto_pub", *args])
+            assert auto.sub(b"ID", ours[1]) == auto.sub(b"ID", ref[1])
+            assert ours[0] == ref[0] == 0
+    run(["mosquitto_pub", "-p", mosq.port, "-t", "f/dbg", "-r", "-n"])

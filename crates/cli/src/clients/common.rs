@@ -86,7 +86,42 @@ pub(crate) fn options(c: &Config) -> Result<ClientOptions, String> {
         } else {
             o.client_id.clone()
         };
-        o.packet_log = Some(PacketLog(Arc::new(move |sent, p| debug_line(&id, sent, p))));
+        let state = std::sync::Mutex::new((id, 0u16));
+        o.packet_log = Some(PacketLog(Arc::new(move |sent, p| {
+            let mut guard = state.lock().unwrap_or_else(|e| e.into_inner());
+            let (id, last_mid) = &mut *guard;
+            // Like libmosquitto, name the client by the id the broker assigned, once known.
+            if let Packet::ConnAck(a) = p {
+                if let Some(assigned) = &a.properties.assigned_client_identifier {
+                    *id = assigned.to_string();
+                }
+            }
+            // libmosquitto numbers QoS 0 publishes too (the number never goes on the wire).
+            let shown;
+            let p = match p {
+                Packet::Publish(m) if sent && m.packet_id == 0 => {
+                    *last_mid = last_mid.wrapping_add(1).max(1);
+                    let mut m = m.clone();
+                    m.packet_id = *last_mid;
+                    shown = Packet::Publish(m);
+                    &shown
+                }
+                Packet::Publish(m) if sent => {
+                    *last_mid = m.packet_id;
+                    p
+                }
+                Packet::Subscribe(s) => {
+                    *last_mid = s.packet_id;
+                    p
+                }
+                Packet::Unsubscribe(u) => {
+                    *last_mid = u.packet_id;
+                    p
+                }
+                _ => p,
+            };
+            debug_line(id, sent, p);
+        })));
     }
     Ok(o)
 }
@@ -174,13 +209,13 @@ fn debug_line(id: &str, sent: bool, p: &Packet) {
             m.topic,
             m.payload.len()
         ),
-        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
-            if sent {
-                format!(" (m{}, rc{})", r.packet_id, r.reason.0)
-            } else {
-                format!(" (Mid: {}, RC:{})", r.packet_id, r.reason.0)
-            }
+        // The same wording as libmosquitto's debug log, packet by packet.
+        Packet::PubAck(r) | Packet::PubComp(r) if !sent => {
+            format!(" (Mid: {}, RC:{})", r.packet_id, r.reason.0)
         }
+        Packet::PubRec(r) | Packet::PubRel(r) if !sent => format!(" (Mid: {})", r.packet_id),
+        Packet::PubAck(r) | Packet::PubRec(r) => format!(" (m{}, rc{})", r.packet_id, r.reason.0),
+        Packet::PubRel(r) | Packet::PubComp(r) => format!(" (m{})", r.packet_id),
         Packet::Subscribe(s) => s
             .filters
             .iter()

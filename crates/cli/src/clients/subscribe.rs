@@ -98,11 +98,38 @@ pub(crate) async fn run(c: Config) -> ExitCode {
     } else {
         Properties::default()
     };
-    // Subscribe while also reading events: the SUBACK needs the connection task, which
-    // may be waiting to hand us the Connected event.
+    // Subscribe (and, like mosquitto_sub, unsubscribe -U right behind it, without waiting
+    // for the SUBACK) while reading events: the acknowledgements need the connection task,
+    // which may be waiting to hand us events. `join!` polls the SUBSCRIBE first, so it is
+    // queued first.
     let sub = {
         let client = client.clone();
-        tokio::spawn(async move { client.subscribe_with(filters, sub_props).await })
+        let unsub = c.unsubscribe.clone();
+        let unsub_props = if c.version.is_v5() {
+            c.props.unsubscribe.clone()
+        } else {
+            Properties::default()
+        };
+        let debug = c.debug;
+        tokio::spawn(async move {
+            let s = async {
+                let r = client.subscribe_with(filters, sub_props).await;
+                if let (true, Ok(ack)) = (debug, &r) {
+                    let codes: Vec<String> = ack.reasons.iter().map(|r| r.0.to_string()).collect();
+                    println!("Subscribed (mid: {}): {}", ack.packet_id, codes.join(", "));
+                }
+                r
+            };
+            let u = async {
+                if unsub.is_empty() {
+                    Ok(None)
+                } else {
+                    client.unsubscribe_with(unsub, unsub_props).await.map(Some)
+                }
+            };
+            let (s, u) = tokio::join!(s, u);
+            s.and_then(|ack| u.map(|_| ack))
+        })
     };
     let mut sub = Some(sub);
     let mut count = 0u32;
@@ -133,22 +160,8 @@ pub(crate) async fn run(c: Config) -> ExitCode {
                     Ok(Err(e)) => break common::fail(&c, format!("Error: {e}")),
                     Err(_) => break common::fail(&c, "Error: subscribe task failed"),
                 };
-                if c.debug {
-                    let codes: Vec<String> = ack.reasons.iter().map(|r| r.0.to_string()).collect();
-                    println!("Subscribed (mid: {}): {}", ack.packet_id, codes.join(", "));
-                }
                 if ack.reasons.iter().all(|r| !r.is_success()) {
                     break common::fail(&c, "All subscription requests were denied.");
-                }
-                if !c.unsubscribe.is_empty() {
-                    let props = if c.version.is_v5() {
-                        c.props.unsubscribe.clone()
-                    } else {
-                        Properties::default()
-                    };
-                    if let Err(e) = client.unsubscribe_with(c.unsubscribe.clone(), props).await {
-                        break common::fail(&c, format!("Error: {e}"));
-                    }
                 }
                 if c.exit_after_sub {
                     break ExitCode::SUCCESS;
