@@ -24,6 +24,9 @@ use crate::{BenchConfig, BenchError, Scenario, payload};
 /// port range holds about 28,000 per address).
 const CONNS_PER_SOURCE: u32 = 10_000;
 
+/// The first explicit source port when connections are spread over source addresses.
+const FIRST_SOURCE_PORT: usize = 10_000;
+
 /// Time between "everyone connected" and the start signal, so every task is parked.
 const START_DELAY: Duration = Duration::from_millis(50);
 
@@ -131,7 +134,14 @@ async fn open_many(
     for i in 0..n {
         let sem = sem.clone();
         let opts = opts.clone();
-        let source = sources[(first_source + i as usize) % sources.len()];
+        let k = first_source + i as usize;
+        // Explicit source ports below the ephemeral range (32768 and up), one per
+        // connection and address; past the range the kernel picks (port 0).
+        let port = u16::try_from(FIRST_SOURCE_PORT + k / sources.len())
+            .ok()
+            .filter(|p| *p < 32_768)
+            .unwrap_or(0);
+        let source = sources[k % sources.len()].map(|ip| (ip, port));
         let client_id = id(i);
         let setup = setup.clone();
         let live = live.clone();

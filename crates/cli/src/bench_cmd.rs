@@ -146,6 +146,10 @@ struct CompareArgs {
     /// Print each measurement as it finishes.
     #[arg(short, long)]
     verbose: bool,
+    /// Run brokers and load generator under `nice -n N` (negative needs root): on a shared
+    /// machine it keeps other work from taking their CPU.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    nice: i32,
 }
 
 /// Runs the subcommand.
@@ -256,6 +260,7 @@ fn run_compare(c: CompareArgs) -> ExitCode {
             .unwrap_or_else(|| home.join(".cache/tinsel-bench/rumqttd/bin/rumqttd")),
         out: c.out,
         verbose: c.verbose,
+        nice: c.nice,
     };
     match compare::run(&cfg) {
         Ok(summary) => {
