@@ -111,6 +111,11 @@ def test_the_learner_switches_the_lights_on(start_lab, tmp_path):
     lab = start_lab()
     lab.expect_line("the saboteur has struck")
     shots = screenshot_dir(tmp_path)
+    # The lab's own output does not give the answer away.
+    time.sleep(0.3)
+    told = "".join(lab.stdout) + lab.log()
+    assert CONTROL_TOPIC not in told, told
+    assert "mosquitto_pub -h localhost" in told
 
     page = Page(lab.url)
     try:

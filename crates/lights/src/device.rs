@@ -163,10 +163,9 @@ impl Device {
                 code: code.0,
             });
         }
-        tracing::info!(
-            "lights: connected to {} and listening on {topic}",
-            self.broker()
-        );
+        // The log never names the control topic or the words: in a lab the learner watches
+        // this terminal, and finding them is the exercise.
+        tracing::info!("lights: connected to the broker at {}", self.broker());
         self.state.send_modify(|s| {
             s.connected = true;
             s.subscribed = true;
@@ -207,9 +206,8 @@ impl Device {
         }
         let Some(command) = self.scenario.words.parse(&publish.payload) else {
             tracing::info!(
-                "lights: ignored {:?} on {}",
-                String::from_utf8_lossy(&publish.payload),
-                publish.topic
+                "lights: ignored a message that is not a command: {:?}",
+                String::from_utf8_lossy(&publish.payload)
             );
             return;
         };

@@ -45,7 +45,8 @@ pub async fn run(
             client
                 .publish(topic, action.payload.clone(), qos, action.retain)
                 .await?;
-            tracing::info!("saboteur: published {:?} to {topic}", action.payload);
+            // Not what or where: finding that in the capture is the learner's job.
+            tracing::debug!("saboteur: published {:?} to {topic}", action.payload);
         }
         client.disconnect().await?;
         drain.abort();
