@@ -21,7 +21,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 V31, V311, V5 = mqtt.MQTTv31, mqtt.MQTTv311, mqtt.MQTTv5
 
 WAIT = 5.0  # the longest any single expected event may take
-QUIET = 0.5  # how long we watch for an unexpected extra message
+QUIET = 0.3  # how long we watch for an unexpected extra message
 
 
 def is_mosquitto(server) -> bool:

@@ -132,13 +132,13 @@ def test_keep_alive_enforced_and_will_fires(any_broker, connected, peers, protoc
     victim = peers(any_broker, protocol=protocol, keepalive=2, will=(t, b"timed-out", 1, False))
     victim.connect()
     # Alive while it pings: stays connected for longer than 1.5x keep alive.
-    watcher.expect_none(3.5)
+    watcher.expect_none(3.2)
     assert victim.connected
     victim.pause()  # stops pinging (and reading)
     silent = time.monotonic()
     m = watcher.expect(timeout=6)
     waited = time.monotonic() - silent
     assert m.payload == b"timed-out"
-    # The broker may wait up to 1.5 x 2s after the last packet; the last PINGREQ may be up to 2s old.
-    assert waited <= 3.0 + 1.5, f"dropped only after {waited:.2f}s of silence"
+    # The broker may wait 1.5 x 2s after the last packet, which may be up to 2s old at the pause.
+    assert waited <= 3.0 + 1.0, f"dropped only after {waited:.2f}s of silence"
     assert waited >= 0.9, f"dropped after only {waited:.2f}s of silence"
