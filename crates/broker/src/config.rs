@@ -12,7 +12,8 @@
 //! max_inflight = 100           # Receive Maximum: unacknowledged QoS 1/2 per client, each way
 //! max_queued_messages = 1000   # per session, offline or waiting for Receive Maximum
 //! max_queued_bytes = 67108864  # per session (payload bytes)
-//! max_keep_alive = 65535       # seconds; MQTT 5 clients asking for more are told this
+//! max_keep_alive = 65535       # seconds; MQTT 5 clients asking for more are told this,
+//!                              # MQTT 3 clients asking for more are refused
 //! max_connections = 10000      # further TCP connections are closed on accept
 //! connect_timeout = 10         # seconds to wait for CONNECT after accept
 //! topic_alias_maximum = 10     # topic aliases a client may use towards the broker
@@ -102,8 +103,9 @@ pub struct Limits {
     pub max_queued_messages: usize,
     /// Payload bytes a session may queue; same drop policy. 0 means no byte limit.
     pub max_queued_bytes: usize,
-    /// Largest keep alive the broker accepts, in seconds; MQTT 5 clients asking for more are
-    /// given this value through Server Keep Alive.
+    /// Largest keep alive the broker accepts, in seconds (65535: no limit). MQTT 5 clients
+    /// asking for more (or for none) are given this value through Server Keep Alive; MQTT 3
+    /// clients asking for more are refused (CONNACK identifier rejected), as in Mosquitto.
     pub max_keep_alive: u16,
     /// Concurrent TCP connections; more are closed right after accept.
     pub max_connections: usize,

@@ -535,11 +535,20 @@ impl Router {
             return self.refuse(now, conn, reason, "refused by the authentication hook");
         }
 
+        // Keep alive above the broker's maximum (as Mosquitto's max_keepalive): MQTT 5 clients
+        // are told the value to use (also when they asked for none); MQTT 3 clients cannot be
+        // told, so they are refused.
         let mut keep_alive = connect.keep_alive;
         let mut server_keep_alive = None;
-        if v5 && limits.max_keep_alive > 0 && keep_alive > limits.max_keep_alive {
-            keep_alive = limits.max_keep_alive;
-            server_keep_alive = Some(keep_alive);
+        let max = limits.max_keep_alive;
+        if max > 0 && max < u16::MAX {
+            if v5 && (keep_alive > max || keep_alive == 0) {
+                keep_alive = max;
+                server_keep_alive = Some(max);
+            } else if !v5 && keep_alive > max {
+                let why = format!("keep alive {keep_alive} s is above the maximum of {max} s");
+                return self.refuse(now, conn, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, &why);
+            }
         }
 
         let expiry = if v5 {
@@ -1658,6 +1667,30 @@ mod tests {
         assert!(!sim.closed(id));
         sim.advance(2.0);
         assert!(sim.closed(id), "enforced at 1.5 x 30 s, not 1.5 x 100 s");
+    }
+
+    #[test]
+    fn keep_alive_cap_refuses_mqtt3_and_sets_mqtt5_zero() {
+        let mut sim = Sim::new(|l| l.max_keep_alive = 30);
+        let id = sim.r.accept(sim.now, "sim".into());
+        sim.r.handle(
+            sim.now,
+            id,
+            Packet::Connect(Box::new(connect("v3", ProtocolVersion::V311, 31))),
+        );
+        assert!(
+            matches!(&sim.out(id)[..], [Packet::ConnAck(a)] if a.reason == ReasonCode::CLIENT_IDENTIFIER_NOT_VALID)
+        );
+        assert!(sim.closed(id));
+        let id = sim.r.accept(sim.now, "sim".into());
+        sim.r.handle(
+            sim.now,
+            id,
+            Packet::Connect(Box::new(connect("v5", ProtocolVersion::V5, 0))),
+        );
+        assert!(
+            matches!(&sim.out(id)[..], [Packet::ConnAck(a)] if a.properties.server_keep_alive == Some(30))
+        );
     }
 
     #[test]

@@ -191,3 +191,20 @@ async fn connection_cap() {
     assert!(second.expect_closed().await.is_empty());
     b.stop().await;
 }
+
+#[tokio::test]
+async fn auth_packet_without_method_is_a_protocol_error() {
+    let b = TestBroker::start().await;
+    let mut p = Peer::connect(b.addr, "auth2", V5).await;
+    p.send(Packet::Auth(tinsel_codec::Auth {
+        reason: ReasonCode::RE_AUTHENTICATE,
+        properties: Properties::default(),
+    }))
+    .await;
+    let seen = p.expect_closed().await;
+    assert!(
+        matches!(&seen[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::PROTOCOL_ERROR),
+        "{seen:?}"
+    );
+    b.stop().await;
+}
