@@ -3,7 +3,7 @@
 import pytest
 
 import rawmqtt as raw
-from brokertest import V5, V311, topic_base, uid
+from brokertest import V5, V311, topic_base, uid, xfail_on_mosquitto
 
 
 @pytest.mark.parametrize("protocol", [V311, V5], ids=["v311", "v5"])
@@ -122,3 +122,53 @@ def test_qos0_publisher_many_subscribers(any_broker, connected):
         assert (m.topic, m.payload, m.qos) == (t, b"fan-out", i % 3)
     for s in subs:
         s.expect_none(0.2)
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 16383, 16384, 300_000, 2_000_000])
+def test_payload_sizes(any_broker, connected, size):
+    """Payloads around the remaining-length varint boundaries, and large ones, arrive intact."""
+    t = topic_base() + "/size"
+    sub = connected(any_broker)
+    sub.subscribe(t, qos=1)
+    pub = connected(any_broker)
+    payload = bytes((i * 7 + size) % 251 for i in range(size))
+    pub.publish(t, payload, qos=1, timeout=10)
+    m = sub.expect(timeout=10)
+    assert len(m.payload) == size
+    assert m.payload == payload
+
+
+@pytest.mark.parametrize("mix", [1, 2, 12])
+def test_burst_exactly_once(request, any_broker, connected, mix):
+    """Three publishers x 200 messages at QoS 1, 2 or both to two subscribers: each gets each once,
+    in order per publisher and QoS."""
+    if mix == 12:
+        xfail_on_mosquitto(
+            request, any_broker, "reorders same-QoS messages when QoS 1 and 2 mix past its inflight window", strict=False
+        )
+    base = topic_base()
+    subs = [connected(any_broker, protocol=V5), connected(any_broker, protocol=V311)]
+    for s in subs:
+        s.subscribe(f"{base}/#", qos=2)
+    pubs = [connected(any_broker) for _ in range(3)]
+    n = 200
+    infos = []
+    for i in range(n):
+        for k, p in enumerate(pubs):
+            infos.append(p.publish(f"{base}/p{k}", f"{k}:{i}".encode(), qos=_qos(mix, i), wait=False))
+    for info in infos:
+        info.wait_for_publish(timeout=20)
+    for s in subs:
+        got = s.expect_n(3 * n, timeout=20)
+        for k in range(3):
+            mine = [m.payload for m in got if m.topic == f"{base}/p{k}"]
+            assert sorted(mine) == sorted(f"{k}:{i}".encode() for i in range(n))
+            # Per publisher, topic and QoS, order is kept.
+            for q in (1, 2):
+                mine_q = [m.payload for m in got if m.topic == f"{base}/p{k}" and _qos(mix, int(m.payload.split(b":")[1])) == q]
+                assert mine_q == [f"{k}:{i}".encode() for i in range(n) if _qos(mix, i) == q]
+        s.expect_none()
+
+
+def _qos(mix, i):
+    return mix if mix in (1, 2) else 1 + i % 2

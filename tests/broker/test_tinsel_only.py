@@ -250,3 +250,21 @@ def test_garbage_closes_only_that_connection(tinsel_broker, connected, version):
     c.close()
     connected(tinsel_broker).publish(t, b"still-fine", qos=1)
     assert watcher.expect().payload == b"still-fine"
+
+
+def test_offline_queue_bounded_by_bytes(start_tinsel, peers, connected):
+    srv = start_tinsel(config=_config("{port}", "[limits]\nmax_queued_bytes = 1000\n"))
+    t = topic_base() + "/qb"
+    cid = uid("bytes")
+    sub = peers(srv, client_id=cid, protocol=V311, clean=False)
+    sub.connect()
+    sub.subscribe(t, qos=1)
+    sub.disconnect()
+    pub = connected(srv)
+    for i in range(10):
+        pub.publish(t, bytes([48 + i]) * 300, qos=1)  # 300-byte payloads: 3 fit in 1000 bytes
+    back = peers(srv, client_id=cid, protocol=V311, clean=False)
+    back.connect()
+    got = [m.payload[:1] for m in back.expect_n(3)]
+    back.expect_none()
+    assert got == [b"0", b"1", b"2"]
