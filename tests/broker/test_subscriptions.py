@@ -279,3 +279,58 @@ def test_invalid_filter_refused(any_broker, filt, version):
         assert p.reason in (0x81, 0x82, 0x8F)
         assert c.wait_closed() == []
     c.close()
+
+
+def test_v311_resubscribe_replaces_and_resends_retained(any_broker, connected):
+    base = topic_base()
+    connected(any_broker).publish(f"{base}/r", b"kept", qos=2, retain=True)
+    sub = connected(any_broker, protocol=V311)
+    sub.subscribe(f"{base}/r", qos=0)
+    m = sub.expect()
+    assert (m.payload, m.qos, m.retain) == (b"kept", 0, True)
+    assert sub.subscribe(f"{base}/r", qos=2) == [2]
+    m = sub.expect()
+    assert (m.payload, m.qos, m.retain) == (b"kept", 2, True)
+    sub.expect_none()
+    connected(any_broker).publish(f"{base}/r", b"live", qos=2)
+    m = sub.expect()
+    assert (m.payload, m.qos) == (b"live", 2)
+    sub.expect_none()
+
+
+def test_unsubscribe_matches_filter_exactly(any_broker, connected):
+    base = topic_base()
+    sub = connected(any_broker)
+    sub.subscribe(f"{base}/a", qos=1)
+    sub.unsubscribe(f"{base}/+")  # not a subscription of ours: removes nothing
+    connected(any_broker).publish(f"{base}/a", b"still", qos=1)
+    assert sub.expect().payload == b"still"
+
+
+def test_unicode_and_odd_topics(any_broker, connected):
+    base = topic_base()
+    topics = [f"{base}/café/ünï code", f"{base}/with space", f"{base}/emoji/🎄", f"{base}/x/"]
+    sub = connected(any_broker)
+    sub.subscribe(f"{base}/#", qos=1)
+    pub = connected(any_broker, protocol=V311)
+    for t in topics:
+        pub.publish(t, t.encode(), qos=1)
+    got = [(m.topic, m.payload) for m in sub.expect_n(len(topics))]
+    assert got == [(t, t.encode()) for t in topics]
+
+
+@pytest.mark.parametrize("version", [4, 5], ids=["v311", "v5"])
+def test_publish_to_wildcard_topic_refused(any_broker, connected, version):
+    watcher = connected(any_broker)
+    watcher.subscribe("#", qos=0)
+    c = raw.RawClient(any_broker.port, version=version)
+    assert c.connect(uid("wild")).return_code == 0
+    c.send(raw.publish("a/+/b", b"bad", qos=0, version=version))
+    seen = c.wait_closed()
+    if version == 5:
+        assert [p.type for p in seen] == [raw.DISCONNECT]
+        assert seen[0].reason in (0x81, 0x82, 0x90)
+    else:
+        assert seen == []
+    c.close()
+    watcher.expect_none()

@@ -142,3 +142,19 @@ def test_keep_alive_enforced_and_will_fires(any_broker, connected, peers, protoc
     # The broker may wait 1.5 x 2s after the last packet, which may be up to 2s old at the pause.
     assert waited <= 3.0 + 1.0, f"dropped only after {waited:.2f}s of silence"
     assert waited >= 0.9, f"dropped after only {waited:.2f}s of silence"
+
+
+@pytest.mark.parametrize("protocol", [V311, V5], ids=["v311", "v5"])
+def test_keep_alive_zero_never_times_out(any_broker, connected, peers, protocol):
+    t = topic_base() + "/ka0"
+    watcher = connected(any_broker)
+    watcher.subscribe(t, qos=1)
+    quiet = peers(any_broker, protocol=protocol, keepalive=0, will=(t, b"should-not-fire", 1, False))
+    quiet.connect()
+    quiet.pause()
+    watcher.expect_none(2.5)
+    # Still connected: it can be used again.
+    quiet._paused.clear()
+    quiet.subscribe(t, qos=1)
+    watcher.publish(t, b"hello-again", qos=1)
+    assert quiet.expect().payload == b"hello-again"
