@@ -90,11 +90,13 @@ pub(crate) async fn serve(params: ConnParams) {
                     state.router.shutdown_conn(Instant::now(), id);
                     state.router.take_output(id)
                 };
-                let _ = conn.write(&mut stream, capture.as_mut(), out).await;
+                let _ = Box::pin(conn.write(&mut stream, capture.as_mut(), out)).await;
                 break "broker shutting down".to_owned();
             }
         };
-        match conn.write(&mut stream, capture.as_mut(), out).await {
+        // Boxed: the write's state lives on the heap only while a write is under way, so an
+        // idle connection's task stays small.
+        match Box::pin(conn.write(&mut stream, capture.as_mut(), out)).await {
             Ok(false) => {}
             Ok(true) => {
                 let _ = stream.shutdown().await;

@@ -137,7 +137,8 @@ struct Conn {
     out: Vec<Out>,
     out_qos0: usize,
     closing: bool,
-    will: Option<Will>,
+    /// Boxed: most connections have none, and a will with its properties is large.
+    will: Option<Box<Will>>,
     username: Option<ByteStr>,
     /// The client's Receive Maximum: QoS 1/2 PUBLISHes the broker may have unacknowledged.
     receive_max: u16,
@@ -424,7 +425,7 @@ impl Router {
         session.conn = None;
         session.disconnected_at = Some(now);
         let expiry = session.expiry;
-        if will && let Some(w) = will_msg {
+        if will && let Some(w) = will_msg.map(|w| *w) {
             let delay = w.properties.will_delay_interval.unwrap_or(0).min(expiry);
             if delay == 0 {
                 self.publish_will(now, w);
@@ -591,8 +592,10 @@ impl Router {
         let c = c_mut(&mut self.conns, conn);
         c.state = ConnState::Connected(client.clone());
         c.keep_alive = keep_alive;
-        c.will = connect.will;
-        c.username = connect.username;
+        // Copied: kept for the connection's life, they must not pin the read buffer the
+        // CONNECT was decoded from.
+        c.will = connect.will.map(|w| Box::new(detach_will(w)));
+        c.username = connect.username.map(|u| detach_str(&u));
         if v5 {
             let p = &connect.properties;
             c.receive_max = p.receive_maximum.unwrap_or(u16::MAX).max(1);
@@ -1263,6 +1266,34 @@ impl Router {
             self.store_retained(now, &p);
             self.route(now, None, &p);
         }
+    }
+}
+
+/// A copy of `s` that owns its bytes.
+fn detach_str(s: &ByteStr) -> ByteStr {
+    ByteStr::from_utf8(Bytes::copy_from_slice(s.as_bytes())).unwrap_or_default()
+}
+
+/// A copy of `w` that shares no memory with the buffer it was decoded from.
+fn detach_will(w: Will) -> Will {
+    let mut p = w.properties;
+    p.content_type = p.content_type.as_ref().map(detach_str);
+    p.response_topic = p.response_topic.as_ref().map(detach_str);
+    p.correlation_data = p
+        .correlation_data
+        .as_ref()
+        .map(|b| Bytes::copy_from_slice(b));
+    p.user_properties = p
+        .user_properties
+        .iter()
+        .map(|(k, v)| (detach_str(k), detach_str(v)))
+        .collect();
+    Will {
+        topic: detach_str(&w.topic),
+        payload: Bytes::copy_from_slice(&w.payload),
+        qos: w.qos,
+        retain: w.retain,
+        properties: p,
     }
 }
 
