@@ -113,6 +113,19 @@ def clean_env(tmp_path):
     return env
 
 
+def wait_for_port_open(port, timeout=10.0):
+    """Waits until something accepts connections on 127.0.0.1:port."""
+    import socket
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
 def assert_no_panic(err: bytes):
     text = err.decode(errors="replace")
     assert "panicked" not in text and "RUST_BACKTRACE" not in text, text

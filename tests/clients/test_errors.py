@@ -123,3 +123,18 @@ def test_refused_publish_is_a_warning_like_mosquitto(start_mosquitto, tmp_path, 
         ours = run(tinsel("pub", *args, "-l"), input=b"a\nb\n")
         ref = run(["mosquitto_pub", *args, "-l"], input=b"a\nb\n")
         assert ours == ref
+
+
+def test_broker_limits_refused_locally_with_a_clear_line(start_mosquitto, tinsel):
+    """MQTT 5 CONNACK limits: mosquitto_pub drops such messages silently (exit 0); tinsel
+    says why in one line and exits 1 instead of getting disconnected."""
+    b = start_mosquitto("max_qos 1\nretain_available false\nmax_packet_size 100\n")
+    base = ["pub", "-p", b.port, "-V", "5", "-t", "lim"]
+    for extra, needle in ((["-m", "x", "-q", "2"], "QoS 1 at most"),
+                          (["-m", "x", "-r"], "retained"),
+                          (["-m", "x" * 200], "maximum packet size of 100")):
+        rc, out, err = run(tinsel(*base, *extra))
+        assert rc == 1
+        text = one_line(err)
+        assert text.count("\n") == 1 and needle in text, text
+    assert run(tinsel(*base, "-m", "small", "-q", "1"))[0] == 0

@@ -302,3 +302,38 @@ def test_pub_debug_identical_to_mosquitto_pub(mosq, tinsel):
             assert auto.sub(b"ID", ours[1]) == auto.sub(b"ID", ref[1])
             assert ours[0] == ref[0] == 0
     run(["mosquitto_pub", "-p", mosq.port, "-t", "f/dbg", "-r", "-n"])
+
+
+def test_sub_survives_broker_restart(tmp_path, tinsel, free_port):
+    """Like mosquitto_sub, tinsel sub reconnects and subscribes again when the broker comes
+    back."""
+    import shutil as _shutil
+    import subprocess
+    from conftest import wait_for_port_open
+    cfg = tmp_path / "restart.conf"
+    cfg.write_text(f"listener {free_port} 127.0.0.1\nallow_anonymous true\n")
+    exe = _shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    broker = subprocess.Popen([exe, "-c", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sub = None
+    try:
+        wait_for_port_open(free_port)
+        sub = Proc(tinsel("sub", "-p", free_port, "-t", "rs/#", "-C", "2", "-v"))
+        time.sleep(1.0)
+        run(["mosquitto_pub", "-p", free_port, "-t", "rs/1", "-m", "before"])
+        broker.terminate()
+        broker.wait()
+        broker = subprocess.Popen([exe, "-c", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port_open(free_port)
+        # Back-off is at most a few seconds here; publish until the subscriber has it.
+        deadline = time.monotonic() + 20
+        while sub.proc.poll() is None and time.monotonic() < deadline:
+            run(["mosquitto_pub", "-p", free_port, "-t", "rs/2", "-m", "after"])
+            time.sleep(0.5)
+        rc, out, err = sub.wait()
+        assert rc == 0, err
+        assert out == b"rs/1 before\nrs/2 after\n"
+    finally:
+        if sub:
+            sub.kill()
+        broker.terminate()
+        broker.wait()

@@ -102,6 +102,7 @@ impl Client {
             pending_sub: HashMap::new(),
             pending_unsub: HashMap::new(),
             written: Vec::new(),
+            limits: ServerLimits::default(),
         };
         let mut conn = conn;
         task.after_connect(&mut conn, connack).await;
@@ -358,6 +359,68 @@ struct Task {
     pending_unsub: HashMap<u16, Waiter<UnsubAck>>,
     /// QoS 0 publishes encoded into the write buffer, told once it is written.
     written: Vec<Waiter<()>>,
+    /// What the broker's CONNACK allows (MQTT 5).
+    limits: ServerLimits,
+}
+
+/// The limits an MQTT 5 broker announces in CONNACK; a publish beyond them is refused
+/// locally with [`Error::NotSupported`] instead of getting the connection closed.
+#[derive(Debug, Clone, Copy)]
+struct ServerLimits {
+    max_packet_size: Option<u32>,
+    max_qos: QoS,
+    retain_available: bool,
+}
+
+impl Default for ServerLimits {
+    fn default() -> ServerLimits {
+        ServerLimits {
+            max_packet_size: None,
+            max_qos: QoS::ExactlyOnce,
+            retain_available: true,
+        }
+    }
+}
+
+impl ServerLimits {
+    fn from_connack(p: &Properties) -> ServerLimits {
+        ServerLimits {
+            max_packet_size: p.maximum_packet_size,
+            max_qos: p
+                .maximum_qos
+                .and_then(QoS::from_u8)
+                .unwrap_or(QoS::ExactlyOnce),
+            retain_available: p.retain_available != Some(0),
+        }
+    }
+
+    fn check(&self, p: &Publish, version: tinsel_codec::ProtocolVersion) -> Result<(), Error> {
+        if p.qos > self.max_qos {
+            return Err(Error::NotSupported(format!(
+                "the broker accepts QoS {} at most",
+                self.max_qos.as_u8()
+            )));
+        }
+        if p.retain && !self.retain_available {
+            return Err(Error::NotSupported(
+                "the broker does not support retained messages".into(),
+            ));
+        }
+        if let Some(max) = self.max_packet_size {
+            // The identifier is assigned later; any non-zero one has the same size.
+            let mut sized = p.clone();
+            if sized.qos != QoS::AtMostOnce {
+                sized.packet_id = 1;
+            }
+            let len = Packet::Publish(sized).encoded_len(version)?;
+            if len > max as usize {
+                return Err(Error::NotSupported(format!(
+                    "a {len}-byte packet exceeds the broker's maximum packet size of {max} bytes"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Task {
@@ -405,6 +468,7 @@ impl Task {
     /// flight, restores subscriptions if the session is new, and reports the connection.
     async fn after_connect(&mut self, conn: &mut Conn, connack: ConnAck) {
         let p = &connack.properties;
+        self.limits = ServerLimits::from_connack(p);
         self.window = usize::from(self.opts.max_inflight.max(1));
         if let Some(rm) = p.receive_maximum {
             self.window = self.window.min(usize::from(rm.max(1)));
@@ -541,6 +605,11 @@ impl Task {
             Command::Publish(mut p, w) => {
                 if !self.opts.version.is_v5() {
                     p.properties = Properties::default();
+                }
+                if let Err(e) = self.limits.check(&p, self.opts.version) {
+                    // Sending it anyway would get the connection closed by the broker.
+                    let _ = w.send(Err(e));
+                    return None;
                 }
                 match self.session.send_publish(p, Some(w)) {
                     Ok((p, qos0_waiter)) => {
@@ -716,5 +785,50 @@ impl Task {
                 Err(e) => tracing::debug!("reconnect attempt {attempt} failed: {e}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tinsel_codec::ProtocolVersion;
+
+    use super::*;
+
+    fn publish(qos: QoS, retain: bool, len: usize) -> Publish {
+        Publish {
+            dup: false,
+            qos,
+            retain,
+            topic: ByteStr::from_static("t"),
+            packet_id: 0,
+            properties: Properties::default(),
+            payload: Bytes::from(vec![b'x'; len]),
+        }
+    }
+
+    #[test]
+    fn connack_limits_are_enforced_locally() {
+        let props = Properties {
+            maximum_qos: Some(1),
+            retain_available: Some(0),
+            maximum_packet_size: Some(100),
+            ..Properties::default()
+        };
+        let l = ServerLimits::from_connack(&props);
+        let v = ProtocolVersion::V5;
+        assert!(l.check(&publish(QoS::AtLeastOnce, false, 10), v).is_ok());
+        assert!(matches!(
+            l.check(&publish(QoS::ExactlyOnce, false, 10), v),
+            Err(Error::NotSupported(_))
+        ));
+        assert!(l.check(&publish(QoS::AtMostOnce, true, 10), v).is_err());
+        // 2 (fixed header) + 3 (topic) + 2 (id) + 1 (properties) + 92 = 100 bytes: allowed.
+        assert!(l.check(&publish(QoS::AtLeastOnce, false, 92), v).is_ok());
+        assert!(l.check(&publish(QoS::AtLeastOnce, false, 93), v).is_err());
+        assert!(
+            ServerLimits::default()
+                .check(&publish(QoS::ExactlyOnce, true, 1000), v)
+                .is_ok()
+        );
     }
 }

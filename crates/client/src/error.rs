@@ -72,6 +72,10 @@ pub enum Error {
     /// A topic filter is not valid for SUBSCRIBE/UNSUBSCRIBE.
     #[error("invalid subscription topic '{0}'")]
     InvalidFilter(String),
+    /// The broker does not support what was asked (MQTT 5 CONNACK limits: maximum QoS,
+    /// retain available, maximum packet size).
+    #[error("not supported by the broker: {0}")]
+    NotSupported(String),
     /// The client is between connections (reconnecting) and the operation cannot wait.
     #[error("not connected")]
     NotConnected,
