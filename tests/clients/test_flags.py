@@ -337,3 +337,14 @@ def test_sub_survives_broker_restart(tmp_path, tinsel, free_port):
             sub.kill()
         broker.terminate()
         broker.wait()
+
+
+def test_pub_lines_split_like_mosquitto_pub(mosq, tinsel):
+    data = b"a\n\nb\r\nlast line without newline"
+    sub = Proc(["mosquitto_sub", "-p", mosq.port, "-t", "f/lines", "-C", "8", "-F", "%l:%x"])
+    wait_subscribed(mosq, 1)
+    assert run(["mosquitto_pub", "-p", mosq.port, "-t", "f/lines", "-l"], input=data)[0] == 0
+    assert run(tinsel("pub", "-p", mosq.port, "-t", "f/lines", "-l"), input=data)[0] == 0
+    out = sub.wait()[1].split(b"\n")[:-1]
+    assert out[:4] == out[4:]
+    assert out[:3] == [b"1:61", b"0:", b"2:620d"]
