@@ -263,6 +263,22 @@ struct Conn {
     wbuf: BytesMut,
 }
 
+/// Free space wanted in the read buffer before each read, so one read takes in many packets.
+const READ_CHUNK: usize = 16 * 1024;
+
+impl Conn {
+    /// Ensures room for a large read. The buffer holds at most one partial packet beyond
+    /// what was just read, and a packet is at most `max_packet_size` ([`check_frame`]
+    /// rejects larger ones from the header), so it stays bounded.
+    ///
+    /// [`check_frame`]: tinsel_codec::check_frame
+    fn make_room(&mut self) {
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+    }
+}
+
 /// Opens the stream, sends CONNECT and waits for a successful CONNACK.
 async fn establish(opts: &ClientOptions) -> Result<(Conn, ConnAck), Error> {
     let attempt = async {
@@ -313,6 +329,7 @@ async fn establish(opts: &ClientOptions) -> Result<(Conn, ConnAck), Error> {
                     ))),
                 };
             }
+            conn.make_room();
             if conn.io.read_buf(&mut conn.rbuf).await? == 0 {
                 return Err(Error::ConnectionClosed);
             }
@@ -542,6 +559,7 @@ impl Task {
                 None => last_sent + ka,
             };
             let can_take = self.session.inflight() < self.window;
+            conn.make_room();
             tokio::select! {
                 r = conn.io.read_buf(&mut conn.rbuf) => {
                     match r {

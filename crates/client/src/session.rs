@@ -53,10 +53,14 @@ pub(crate) struct Incoming {
 pub(crate) struct Session {
     last_id: u16,
     seq: u64,
+    /// Outgoing QoS 1/2 publishes: bounded by the client's in-flight window (the connection
+    /// task stops taking publishes while it is full).
     outgoing: HashMap<u16, Outgoing>,
     /// Identifiers used by SUBSCRIBE/UNSUBSCRIBE awaiting their acknowledgement.
     other_ids: HashSet<u16>,
+    /// Incoming QoS 2 identifiers awaiting PUBREL: bounded by the 65,535 identifiers.
     incoming_qos2: HashSet<u16>,
+    /// Topic aliases from the broker: bounded by `alias_max` (an alias above it is refused).
     aliases: HashMap<u16, ByteStr>,
     /// The broker's Topic Alias Maximum for aliases it may send us (ours, from CONNECT).
     alias_max: u16,
