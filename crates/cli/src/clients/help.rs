@@ -119,15 +119,23 @@ Request and response:
 
 ";
 
-/// The full `--help` text.
+/// The full `--help` text: what it is, the usage line, then the options by group.
 pub(crate) fn help(kind: Kind) -> String {
     let head = match kind {
         Kind::Pub => PUB,
         Kind::Sub => SUB,
         Kind::Rr => RR,
     };
+    let (title, body) = head.split_once('\n').unwrap_or((head, ""));
+    let connection = if kind == Kind::Rr {
+        CONNECTION
+            .replace("311 (mqttv311, default)", "311 (mqttv311)")
+            .replace("protocol: 5 (mqttv5)", "protocol: 5 (mqttv5, default)")
+    } else {
+        CONNECTION.to_string()
+    };
     format!(
-        "{head}{}\n\n{CONNECTION}\nDefaults are read first from $XDG_CONFIG_HOME/tinsel/{} (one option per line).\n",
+        "{title}\n\n{}\n{body}{connection}\nDefaults are read first from $XDG_CONFIG_HOME/tinsel/{} (one option per line).\n",
         usage(kind),
         kind.name()
     )
