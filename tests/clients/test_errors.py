@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import assert_no_panic, run
+from clienttest import assert_no_panic, run
 
 
 def one_line(err: bytes) -> str:

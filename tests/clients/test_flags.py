@@ -8,7 +8,7 @@ import signal
 import tempfile
 import time
 
-from conftest import MOSQ_LOG, Proc, assert_no_panic, run, wait_subscribed
+from clienttest import MOSQ_LOG, Proc, assert_no_panic, run, wait_subscribed
 
 
 def connect_line(server, client_id_pattern):
@@ -309,7 +309,7 @@ def test_sub_survives_broker_restart(tmp_path, tinsel, free_port):
     back."""
     import shutil as _shutil
     import subprocess
-    from conftest import wait_for_port_open
+    from clienttest import wait_for_port_open
     cfg = tmp_path / "restart.conf"
     cfg.write_text(f"listener {free_port} 127.0.0.1\nallow_anonymous true\n")
     exe = _shutil.which("mosquitto") or "/usr/sbin/mosquitto"

@@ -3,7 +3,7 @@ Wareville scenario's exact command."""
 
 import pytest
 
-from conftest import Proc, assert_no_panic, run, wait_subscribed
+from clienttest import Proc, assert_no_panic, run, wait_subscribed
 
 LIGHTS = "d2FyZXZpbGxl/Y2hyaXN0bWFzbGlnaHRz"
 
@@ -76,7 +76,7 @@ def test_mosquitto_clients_on_tinsel_broker(tinsel_broker):
 
 def test_lines_past_65535_at_qos1(start_mosquitto, tinsel):
     """-l keeps going past 65,535 messages at QoS 1: packet identifiers are reused."""
-    from conftest import MOSQ_LOG
+    from clienttest import MOSQ_LOG
     # Unbounded queue for the subscriber, so the broker drops nothing when it lags.
     mosq = start_mosquitto(MOSQ_LOG + "max_queued_messages 0\n")
     n = 66_000

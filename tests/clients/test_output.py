@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conftest import Proc, run, wait_subscribed
+from clienttest import Proc, run, wait_subscribed
 
 TST = re.compile(rb'"tst":(\s*)"[^"]*"')
 

@@ -7,7 +7,7 @@ import pytest
 from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 
-from conftest import Proc, run, wait_subscribed
+from clienttest import Proc, run, wait_subscribed
 
 
 def responder(port, v5=True):
