@@ -18,7 +18,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, watch};
 use tracing::{debug, warn};
 
 use crate::capture::ConnCapture;
-use crate::router::{ConnId, Out, Output};
+use crate::outbox::{Out, Outbox};
+use crate::router::{ConnId, Output};
 use crate::server::Shared;
 
 /// Read buffer size for a fresh read.
@@ -55,11 +56,11 @@ pub(crate) async fn serve(params: ConnParams) {
         done,
     } = params;
     let notify = Arc::new(Notify::new());
-    let id = {
+    let (id, outbox) = {
         let mut state = shared.lock();
         let id = state.router.accept(Instant::now(), peer.to_string());
         state.register(id, notify.clone());
-        id
+        (id, state.router.outbox(id).unwrap_or_default())
     };
     debug!(%peer, "accepted connection {id}");
     let mut conn = Conn {
@@ -69,6 +70,7 @@ pub(crate) async fn serve(params: ConnParams) {
         rbuf: BytesMut::new(),
         version: ProtocolVersion::V311,
         seen_connect: false,
+        outbox,
     };
     let why = loop {
         let event = tokio::select! {
@@ -83,13 +85,11 @@ pub(crate) async fn serve(params: ConnParams) {
                 ReadResult::WouldBlock => continue,
                 ReadResult::Closed(why) => break why,
             },
-            Event::Wake => shared.lock().router.take_output(id),
+            // Only this connection's outbox lock, not the router's.
+            Event::Wake => conn.take(),
             Event::Stop => {
-                let out = {
-                    let mut state = shared.lock();
-                    state.router.shutdown_conn(Instant::now(), id);
-                    state.router.take_output(id)
-                };
+                shared.lock().router.shutdown_conn(Instant::now(), id);
+                let out = conn.take();
                 let _ = Box::pin(conn.write(&mut stream, capture.as_mut(), out)).await;
                 break "broker shutting down".to_owned();
             }
@@ -129,9 +129,20 @@ struct Conn {
     rbuf: BytesMut,
     version: ProtocolVersion,
     seen_connect: bool,
+    outbox: Outbox,
 }
 
 impl Conn {
+    /// What the router queued for this connection.
+    fn take(&self) -> Output {
+        let (packets, close) = self.outbox.take();
+        Output {
+            packets,
+            version: Some(self.version),
+            close,
+        }
+    }
+
     /// Reads what is buffered in the socket, decodes every whole packet and hands them to
     /// the router under one lock. Returns the connection's output.
     fn read(&mut self, stream: &mut TcpStream, capture: Option<&mut ConnCapture>) -> ReadResult {
@@ -193,9 +204,9 @@ impl Conn {
         if let Some(e) = &error {
             state.router.decode_error(now, self.id, e);
         }
-        let out = state.router.take_output(self.id);
         state.wake(Some(self.id));
-        ReadResult::Packets(out)
+        drop(state);
+        ReadResult::Packets(self.take())
     }
 
     /// Encodes every packet of `out` into one buffer and writes it with one call.

@@ -26,6 +26,7 @@ pub mod config;
 mod connection;
 mod error;
 mod hooks;
+mod outbox;
 pub mod retained;
 mod router;
 mod server;

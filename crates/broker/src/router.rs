@@ -8,9 +8,9 @@
 //! 1. [`Router::accept`] when a TCP connection arrives: returns its [`ConnId`].
 //! 2. [`Router::handle`] for every decoded packet, [`Router::decode_error`] when the bytes
 //!    are malformed, with the current time.
-//! 3. [`Router::take_woken`] lists the connections that have new output;
-//!    [`Router::take_output`] hands a connection its packets to encode and write, and says
-//!    whether to close it after writing them.
+//! 3. [`Router::take_woken`] lists the connections that have new output. Each connection
+//!    takes its packets from its [`Outbox`] ([`Router::outbox`]), which also says whether to
+//!    close it after writing them.
 //! 4. [`Router::tick`] a few times a second: keep alive, CONNECT timeout, will delay,
 //!    session expiry, retained message expiry, `$SYS`.
 //! 5. [`Router::connection_lost`] when the socket is gone (or was closed as asked).
@@ -33,6 +33,7 @@ use tracing::{debug, info};
 
 use crate::config::Limits;
 use crate::hooks::{AuthHook, ConnectInfo, SessionStore};
+use crate::outbox::{Out, Outbox};
 use crate::retained::RetainedStore;
 use crate::session::{Inflight, NEVER_EXPIRES, Queued, Session, SubEntry};
 use crate::sys::{self, Stats, SysSnapshot};
@@ -73,30 +74,6 @@ pub(crate) struct Settings {
     pub(crate) sys_interval: Option<Duration>,
 }
 
-/// One packet for a connection to write.
-#[derive(Debug, Clone)]
-// `Packet` is the large variant; boxing it would cost an allocation per packet.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Out {
-    /// A packet to encode.
-    Packet(Packet),
-    /// A PUBLISH encoded once and shared by every subscriber that gets the same form
-    /// (version, QoS, retain, no per-subscriber properties); only the packet identifier
-    /// differs. Topic and payload are kept for the packet log.
-    Shared {
-        /// The shared encoding.
-        publish: EncodedPublish,
-        /// Packet identifier (0 at QoS 0).
-        packet_id: u16,
-        /// Topic (for logs).
-        topic: ByteStr,
-        /// Payload (for logs).
-        payload: Bytes,
-        /// QoS (for logs).
-        qos: QoS,
-    },
-}
-
 /// Shared encodings of one message, by form: MQTT 5 or not, QoS, retain.
 #[derive(Default)]
 struct FormCache {
@@ -134,8 +111,7 @@ struct Conn {
     /// `max_queued_messages` (further ones are dropped); everything else is bounded by
     /// Receive Maximum or by the client's own requests (the network layer stops reading
     /// while it writes).
-    out: Vec<Out>,
-    out_qos0: usize,
+    out: Outbox,
     closing: bool,
     /// Boxed: most connections have none, and a will with its properties is large.
     will: Option<Box<Will>>,
@@ -230,8 +206,7 @@ impl Router {
                 accepted: now,
                 last_rx: now,
                 keep_alive: 0,
-                out: Vec::new(),
-                out_qos0: 0,
+                out: Outbox::default(),
                 closing: false,
                 will: None,
                 username: None,
@@ -245,20 +220,27 @@ impl Router {
         id
     }
 
+    /// The outbox of `conn`, for its connection task to take packets from without the
+    /// router's lock.
+    pub(crate) fn outbox(&self, conn: ConnId) -> Option<Outbox> {
+        self.conns.get(&conn).map(|c| c.out.clone())
+    }
+
     /// Connections with new output since the last call.
     pub(crate) fn take_woken(&mut self) -> Vec<ConnId> {
         std::mem::take(&mut self.woken)
     }
 
-    /// Takes what `conn` should write now.
+    /// Takes what `conn` should write now (tests; connection tasks use their outbox).
+    #[cfg(test)]
     pub(crate) fn take_output(&mut self, conn: ConnId) -> Output {
         match self.conns.get_mut(&conn) {
             Some(c) => {
-                c.out_qos0 = 0;
+                let (packets, close) = c.out.take();
                 Output {
-                    packets: std::mem::take(&mut c.out),
+                    packets,
                     version: Some(c.version),
-                    close: c.closing,
+                    close,
                 }
             }
             None => Output {
@@ -395,15 +377,9 @@ impl Router {
         }
         c.closing = true;
         self.woken.push(conn);
-        let client = match &c.state {
-            ConnState::Connected(client) => client.clone(),
-            ConnState::AwaitingConnect => {
-                debug!(peer = %c.peer, "connection closed before CONNECT: {why}");
-                return;
-            }
-        };
         if let Some(reason) = reason
             && c.version.is_v5()
+            && matches!(c.state, ConnState::Connected(_))
         {
             let mut properties = Properties::default();
             if let Ok(s) = ByteStr::try_from(why) {
@@ -414,6 +390,15 @@ impl Router {
                 properties,
             })));
         }
+        // After the last packet: the connection task may take the outbox at any moment.
+        c.out.close();
+        let client = match &c.state {
+            ConnState::Connected(client) => client.clone(),
+            ConnState::AwaitingConnect => {
+                debug!(peer = %c.peer, "connection closed before CONNECT: {why}");
+                return;
+            }
+        };
         let will_msg = c.will.take();
         info!(client = %client, peer = %c.peer, "disconnected: {why}");
         let Some(session) = self.sessions.get_mut(&client) else {
@@ -902,7 +887,7 @@ impl Router {
             .and_then(|id| self.conns.get_mut(&id).map(|c| (id, c)));
         match conn {
             Some((id, c)) if p.qos == QoS::AtMostOnce => {
-                if c.out_qos0 >= limits.max_queued_messages {
+                if c.out.qos0_len() >= limits.max_queued_messages {
                     // The connection is not keeping up: QoS 0 is dropped.
                     self.stats.messages_dropped += 1;
                     return;
@@ -1304,10 +1289,9 @@ fn c_mut(conns: &mut HashMap<ConnId, Conn>, id: ConnId) -> &mut Conn {
 }
 
 fn push(c: &mut Conn, id: ConnId, packet: Packet, woken: &mut Vec<ConnId>) {
-    if c.out.is_empty() {
+    if c.out.push(Out::Packet(packet)) {
         woken.push(id);
     }
-    c.out.push(Out::Packet(packet));
 }
 
 /// The tree filter and key of a subscription filter as the client wrote it.
@@ -1443,9 +1427,6 @@ fn emit(
             p.properties.topic_alias = Some(alias);
         }
     }
-    if p.qos == QoS::AtMostOnce {
-        c.out_qos0 += 1;
-    }
     stats.messages_sent += 1;
     if let Some(cache) = cache
         && !p.dup
@@ -1466,10 +1447,9 @@ fn emit(
                 payload: p.payload,
                 qos: p.qos,
             };
-            if c.out.is_empty() {
+            if c.out.push(out) {
                 woken.push(id);
             }
-            c.out.push(out);
             return;
         }
     }
