@@ -2,7 +2,9 @@
 the JSON report (delivery accounting, /proc figures, exit codes)."""
 
 import json
+import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -93,3 +95,65 @@ def test_unreachable_broker_is_an_error(tinsel_bin, free_port):
     proc, r = bench(tinsel_bin, free_port, "p2p", "-n", "1", "--count", "1", check_ok=False)
     assert proc.returncode != 0 and r["ok"] is False
     assert "cannot connect" in r["errors"][0]
+
+
+def _serve_black_hole(conn):
+    """A broker that acknowledges everything and delivers nothing (MQTT 3.1.1)."""
+    buf = b""
+    with conn:
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                return
+            buf += data
+            while len(buf) >= 2:
+                length, mult, i = 0, 1, 1
+                while i < len(buf):
+                    length += (buf[i] & 0x7F) * mult
+                    mult *= 128
+                    i += 1
+                    if buf[i - 1] < 0x80:
+                        break
+                else:
+                    break
+                if len(buf) < i + length:
+                    break
+                first, body, buf = buf[0], buf[i:i + length], buf[i + length:]
+                kind = first >> 4
+                if kind == 1:  # CONNECT -> CONNACK
+                    conn.sendall(b"\x20\x02\x00\x00")
+                elif kind == 8:  # SUBSCRIBE -> SUBACK granting QoS 1
+                    conn.sendall(b"\x90\x03" + body[:2] + b"\x01")
+                elif kind == 3 and (first >> 1) & 3:  # PUBLISH QoS 1 -> PUBACK, then drop it
+                    topic_len = int.from_bytes(body[:2], "big")
+                    conn.sendall(b"\x40\x02" + body[2 + topic_len:4 + topic_len])
+                elif kind == 12:
+                    conn.sendall(b"\xd0\x00")
+                elif kind == 14:
+                    return
+
+
+def test_qos1_loss_is_an_error(tinsel_bin):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+
+    def accept_loop():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=_serve_black_hole, args=(c,), daemon=True).start()
+
+    threading.Thread(target=accept_loop, daemon=True).start()
+    try:
+        proc, r = bench(tinsel_bin, port, "p2p", "-n", "1", "--qos", "1", "--count", "50",
+                        "--drain", "0.5", check_ok=False)
+    finally:
+        srv.close()
+    assert proc.returncode != 0 and r["ok"] is False
+    assert r["sent"] == 50 and r["acked"] == 50 and r["received"] == 0
+    assert r["lost"] == 50
+    assert any("lost" in e for e in r["errors"])

@@ -447,6 +447,16 @@ fn metrics(r: &Value) -> Vec<(&'static str, f64)> {
     if let Some(x) = f("/broker_process/cpu_cores") {
         v.push(("cores", x));
     }
+    if let (Some(w), Some(p), Some(r)) = (
+        f("/broker_process/cpu_wait_s"),
+        f("/publish_s"),
+        f("/receive_s"),
+    ) {
+        let secs = p.max(r);
+        if secs > 0.0 {
+            v.push(("wait cores", w / secs));
+        }
+    }
     if let Some(x) = f("/latency_us/p99") {
         v.push(("p99 µs", x));
     }
@@ -527,6 +537,7 @@ fn case_metrics(case: &str) -> &'static [(&'static str, Option<bool>)] {
             ("msg/CPU-s", Some(true)),
             ("msg/s", Some(true)),
             ("cores", None),
+            ("wait cores", None),
             ("load cores", None),
             ("p99 µs", Some(false)),
             ("loss %", None),
@@ -595,7 +606,9 @@ fn markdown(
         "64-byte payloads, MQTT 3.1.1. Each measurement starts a fresh broker. *pinned*: broker on \
          core 0 (`taskset -c 0`), load generator on core 1 with one thread; *unpinned*: no \
          placement, load generator with two threads. msg/CPU-s = deliveries per broker CPU-second \
-         (utime + stime from /proc); cores = broker CPU seconds per wall second; ratios are \
+         (utime + stime from /proc); cores = broker CPU seconds per wall second; wait cores = \
+         seconds the broker was runnable but waiting for a CPU, per wall second (other work on \
+         the machine); load cores = the load generator's CPU seconds per wall second; ratios are \
          against Mosquitto in the same run (for latency and memory: Mosquitto's figure divided \
          by the broker's, so above 1 is better).\n"
     );

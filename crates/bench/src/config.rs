@@ -175,6 +175,15 @@ impl BenchConfig {
         if self.duration.is_some_and(|d| d >= self.time_limit) {
             return bad("--duration must be shorter than --time-limit");
         }
+        if self.scenario == Scenario::Conn
+            && self
+                .duration
+                .is_some_and(|d| d.as_secs() >= u64::from(self.keep_alive))
+        {
+            return bad(
+                "the conn scenario holds idle connections: --duration must be below --keep-alive",
+            );
+        }
         if self.keep_alive == 0 {
             return bad("--keep-alive must be at least 1 second");
         }

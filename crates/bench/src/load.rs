@@ -42,6 +42,9 @@ pub(crate) struct PubPlan {
     pub(crate) window: u32,
     pub(crate) count: Option<u64>,
     pub(crate) duration: Option<Duration>,
+    /// Once everything is sent, how long to wait without any acknowledgement before giving
+    /// up on the missing ones.
+    pub(crate) ack_timeout: Duration,
 }
 
 /// What a publisher did.
@@ -126,6 +129,7 @@ async fn publish_loop(
     // MQTT 5 brokers say how many unacknowledged publishes they accept.
     let window = plan.window.min(u32::from(conn.receive_maximum)).max(1);
     let tlen = plan.template.len();
+    let mut last_ack = Instant::now();
     loop {
         let now = Instant::now();
         let producing = !cancel.is_cancelled()
@@ -185,6 +189,13 @@ async fn publish_loop(
         if finished_sending && conn.wbuf.is_empty() && st.inflight == 0 {
             return Ok(());
         }
+        if finished_sending && now.duration_since(last_ack) >= plan.ack_timeout {
+            return Err(BenchError::Protocol(format!(
+                "{} publishes still unacknowledged {:.1} s after the last acknowledgement",
+                st.inflight,
+                plan.ack_timeout.as_secs_f64()
+            )));
+        }
         if flushed && can_produce {
             // Nothing blocks: let other connections run, then write the next batch.
             tokio::task::yield_now().await;
@@ -198,6 +209,9 @@ async fn publish_loop(
         if let Some(t) = stop_at.filter(|_| producing) {
             wake = wake.min(t);
         }
+        if finished_sending {
+            wake = wake.min(last_ack + plan.ack_timeout);
+        }
         conn.rbuf.reserve(READ_CHUNK);
         let want_write = !conn.wbuf.is_empty();
         // Split borrows: the read future needs the stream mutably, `writable` shares it.
@@ -208,7 +222,11 @@ async fn publish_loop(
                 if r? == 0 {
                     return Err(BenchError::Closed("the broker closed a publisher".into()));
                 }
+                let before = st.acked;
                 handle_acks(conn, st)?;
+                if st.acked != before || finished_sending && st.inflight == 0 {
+                    last_ack = Instant::now();
+                }
             }
             r = wr.writable(), if want_write => r?,
             () = tokio::time::sleep_until(wake.into()) => {}

@@ -9,6 +9,10 @@ pub struct ProcSample {
     pub cpu_s: f64,
     /// Resident set size, KiB.
     pub rss_kib: u64,
+    /// Seconds its threads spent runnable but waiting for a CPU (from
+    /// `/proc/PID/task/*/schedstat`; 0 where schedstats are unavailable). On a shared
+    /// machine this shows how much other work held the broker back.
+    pub wait_s: f64,
 }
 
 /// Samples `pid`; `None` when the process does not exist or /proc cannot be read.
@@ -18,7 +22,26 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
     Some(ProcSample {
         cpu_s: cpu_seconds(&stat)?,
         rss_kib: rss_kib(&status)?,
+        wait_s: wait_seconds(pid),
     })
+}
+
+/// Sum of the run-queue wait (second field of schedstat, ns) over the live threads.
+fn wait_seconds(pid: u32) -> f64 {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let mut ns = 0u64;
+    for entry in dir.flatten() {
+        if let Ok(t) = fs::read_to_string(entry.path().join("schedstat")) {
+            ns += t
+                .split_ascii_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    ns as f64 / 1e9
 }
 
 /// Samples this process.

@@ -133,6 +133,9 @@ pub struct BrokerStats {
     pub msgs_per_cpu_s: Option<f64>,
     /// Broker CPU use over the measured part, in cores (1.0 = one core busy).
     pub cpu_cores: f64,
+    /// Seconds the broker's threads waited for a CPU during the measured part (other
+    /// processes, or the load generator, had it).
+    pub cpu_wait_s: f64,
     /// RSS before this run's connections opened, KiB.
     pub rss_kib_before: u64,
     /// RSS with every connection open (for `conn`: after they settled), KiB.
@@ -195,8 +198,8 @@ impl Report {
         if let Some(b) = &self.broker_process {
             let _ = write!(
                 s,
-                "  broker pid {}: {:.2} CPU s ({:.2} cores)",
-                b.pid, b.cpu_s, b.cpu_cores
+                "  broker pid {}: {:.2} CPU s ({:.2} cores, waited {:.2} s for a CPU)",
+                b.pid, b.cpu_s, b.cpu_cores, b.cpu_wait_s
             );
             if let Some(m) = b.msgs_per_cpu_s {
                 let _ = write!(s, ", {m:.0} msg per CPU-second");

@@ -301,6 +301,11 @@ fn broker_stats(
         },
         msgs_per_cpu_s,
         cpu_cores,
+        cpu_wait_s: if msgs_and_secs.is_some() {
+            (after.wait_s - loaded.wait_s).max(0.0)
+        } else {
+            (loaded.wait_s - before.wait_s).max(0.0)
+        },
         rss_kib_before: before.rss_kib,
         rss_kib_loaded: loaded.rss_kib,
         rss_kib_after: after.rss_kib,
@@ -425,6 +430,7 @@ async fn run_traffic(cfg: &BenchConfig, live: Arc<Live>) -> Result<Report, Bench
             window: u32::from(cfg.window),
             count: cfg.count,
             duration: cfg.duration,
+            ack_timeout: cfg.drain_timeout,
         });
     }
 

@@ -40,6 +40,13 @@ pub(super) fn draw(
         .disable_x_axis()
         .x_labels(0)
         .y_desc("× Mosquitto")
+        .y_label_formatter(&|y| {
+            if *y < 0.0 {
+                String::new()
+            } else {
+                format!("{y:.0}")
+            }
+        })
         .draw()?;
     // The Mosquitto line: 1×.
     chart.draw_series(std::iter::once(PathElement::new(
