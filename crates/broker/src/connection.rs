@@ -25,6 +25,9 @@ use crate::server::Shared;
 /// Read buffer size for a fresh read.
 const READ_CHUNK: usize = 8192;
 
+/// Largest read buffer a busy connection grows to between decodes.
+const MAX_READ: usize = 256 * 1024;
+
 /// Everything a connection task needs.
 pub(crate) struct ConnParams {
     pub(crate) shared: Arc<Shared>,
@@ -71,6 +74,7 @@ pub(crate) async fn serve(params: ConnParams) {
         version: ProtocolVersion::V311,
         seen_connect: false,
         outbox,
+        read_hint: READ_CHUNK,
     };
     let why = loop {
         let event = tokio::select! {
@@ -130,6 +134,8 @@ struct Conn {
     version: ProtocolVersion,
     seen_connect: bool,
     outbox: Outbox,
+    /// How much to read next time (adapts between READ_CHUNK and MAX_READ).
+    read_hint: usize,
 }
 
 impl Conn {
@@ -146,14 +152,16 @@ impl Conn {
     /// Reads what is buffered in the socket, decodes every whole packet and hands them to
     /// the router under one lock. Returns the connection's output.
     fn read(&mut self, stream: &mut TcpStream, capture: Option<&mut ConnCapture>) -> ReadResult {
-        // A partial packet grows the buffer geometrically; otherwise borrow a small one.
+        // A partial packet grows the buffer geometrically; a busy connection (the last read
+        // filled the buffer) reads more per call, up to MAX_READ; an idle one borrows little.
         let want = if self.rbuf.is_empty() {
-            READ_CHUNK
+            self.read_hint
         } else {
-            (self.rbuf.len() * 2).max(READ_CHUNK * 4)
+            (self.rbuf.len() * 2).max(self.read_hint)
         };
         self.rbuf.reserve(want);
         let before = self.rbuf.len();
+        let spare = self.rbuf.capacity() - before;
         match stream.try_read_buf(&mut self.rbuf) {
             Ok(0) => return ReadResult::Closed("connection closed by the client".to_owned()),
             Ok(_) => {}
@@ -166,6 +174,13 @@ impl Conn {
             Err(e) => return ReadResult::Closed(format!("read error: {e}")),
         }
         let n = self.rbuf.len() - before;
+        self.read_hint = if n >= spare {
+            (self.read_hint * 2).min(MAX_READ)
+        } else if n < self.read_hint / 4 {
+            (self.read_hint / 2).max(READ_CHUNK)
+        } else {
+            self.read_hint
+        };
         self.shared.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
         if let Some(c) = capture {
             c.inbound(&self.rbuf[before..]);
