@@ -12,11 +12,13 @@ from pathlib import Path
 class Proc:
     """A background client process with captured output."""
 
-    def __init__(self, args, env=None, stdin=None):
+    def __init__(self, args, env=None, stdin=None, open_stdin=False):
+        """`stdin` bytes are written and the pipe closed; `open_stdin` leaves an empty pipe
+        open (a process reading it waits)."""
         self.args = [str(a) for a in args]
         self.proc = subprocess.Popen(
             self.args,
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdin=subprocess.PIPE if stdin is not None or open_stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,

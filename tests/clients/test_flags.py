@@ -348,3 +348,24 @@ def test_pub_lines_split_like_mosquitto_pub(mosq, tinsel):
     out = sub.wait()[1].split(b"\n")[:-1]
     assert out[:4] == out[4:]
     assert out[:3] == [b"1:61", b"0:", b"2:620d"]
+
+
+def test_signals_disconnect_cleanly_like_mosquitto(mosq, tinsel):
+    """SIGINT and SIGTERM end tinsel sub / pub -l with exit 0 and a normal DISCONNECT, so
+    the will is not published (as with mosquitto_sub)."""
+    watcher = Proc(["mosquitto_sub", "-p", mosq.port, "-t", "sig/#", "-v", "-W", "3"])
+    wait_subscribed(mosq, 1)
+    procs = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        will = ["--will-topic", f"sig/{sig.name}", "--will-payload", "gone"]
+        procs.append((sig, Proc(tinsel("sub", "-p", mosq.port, "-t", "x", *will))))
+        procs.append((sig, Proc(tinsel("pub", "-p", mosq.port, "-t", "x", "-l", *will), open_stdin=True)))
+    time.sleep(1.0)
+    for sig, p in procs:
+        p.proc.send_signal(sig)
+    for sig, p in procs:
+        rc, _, err = p.wait()
+        assert rc == 0, (sig, err)
+        assert_no_panic(err)
+    rc, out, _ = watcher.wait()
+    assert (rc, out) == (27, b"")

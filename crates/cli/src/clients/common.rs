@@ -195,6 +195,31 @@ pub(crate) fn fail(c: &Config, line: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Resolves on SIGINT or SIGTERM (never, if the handlers cannot be installed).
+pub(crate) async fn stop_signal() {
+    let int = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut t) => {
+                t.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = int => {}
+        () = term => {}
+    }
+}
+
 /// `-d`: one line per packet, in Mosquitto's style, on standard output.
 fn debug_line(id: &str, sent: bool, p: &Packet) {
     let dir = if sent { "sending" } else { "received" };

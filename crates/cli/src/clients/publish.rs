@@ -96,26 +96,33 @@ pub(crate) async fn run(c: Config) -> ExitCode {
     };
     // Nothing to receive: dropping the events lets the connection task never wait on us.
     drop(events);
-    let result = match message {
-        Some(payload) => {
-            let mut r = Ok(());
-            for i in 0..c.repeat {
-                if i > 0 && c.repeat_delay > 0.0 {
-                    tokio::time::sleep(Duration::from_secs_f64(c.repeat_delay)).await;
+    let work = async {
+        match message {
+            Some(payload) => {
+                let mut r = Ok(());
+                for i in 0..c.repeat {
+                    if i > 0 && c.repeat_delay > 0.0 {
+                        tokio::time::sleep(Duration::from_secs_f64(c.repeat_delay)).await;
+                    }
+                    r = warn_refused(
+                        &c,
+                        client
+                            .publish_with(publish_packet(&c, &topic, payload.clone()))
+                            .await,
+                    );
+                    if r.is_err() {
+                        break;
+                    }
                 }
-                r = warn_refused(
-                    &c,
-                    client
-                        .publish_with(publish_packet(&c, &topic, payload.clone()))
-                        .await,
-                );
-                if r.is_err() {
-                    break;
-                }
+                r
             }
-            r
+            None => lines(&c, &client, &topic).await,
         }
-        None => lines(&c, &client, &topic).await,
+    };
+    // SIGINT / SIGTERM (e.g. while -l waits for input): stop, say goodbye, exit 0.
+    let result = tokio::select! {
+        r = work => r,
+        () = common::stop_signal() => Ok(()),
     };
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -135,16 +135,24 @@ pub(crate) async fn run(c: Config) -> ExitCode {
         let _ = client.disconnect().await;
         code
     };
-    match deadline {
-        Some(d) => match tokio::time::timeout_at(d, work).await {
-            Ok(code) => code,
-            Err(_) => {
-                if !c.quiet {
-                    eprintln!("Timed out");
+    let bounded = async {
+        match deadline {
+            Some(d) => match tokio::time::timeout_at(d, work).await {
+                Ok(code) => code,
+                Err(_) => {
+                    if !c.quiet {
+                        eprintln!("Timed out");
+                    }
+                    ExitCode::from(TIMED_OUT)
                 }
-                ExitCode::from(TIMED_OUT)
-            }
-        },
-        None => work.await,
+            },
+            None => work.await,
+        }
+    };
+    tokio::select! {
+        code = bounded => code,
+        // Interrupted while waiting: exit 0 as mosquitto_rr does. The connection is dropped
+        // without DISCONNECT, so a will given with --will-topic is published.
+        () = common::stop_signal() => ExitCode::SUCCESS,
     }
 }

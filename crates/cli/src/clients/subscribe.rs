@@ -134,6 +134,8 @@ pub(crate) async fn run(c: Config) -> ExitCode {
     let mut sub = Some(sub);
     let mut count = 0u32;
     let mut removals = Vec::new();
+    let stop = common::stop_signal();
+    tokio::pin!(stop);
     let code = loop {
         let next = async {
             if let Some(s) = sub.as_mut() {
@@ -145,12 +147,19 @@ pub(crate) async fn run(c: Config) -> ExitCode {
                 Ok(events.recv().await)
             }
         };
-        let next = match deadline {
-            Some(d) => match tokio::time::timeout_at(d, next).await {
-                Ok(n) => n,
-                Err(_) => break timed_out(),
+        let next = async {
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d, next).await.ok(),
+                None => Some(next.await),
+            }
+        };
+        // SIGINT / SIGTERM: disconnect cleanly (no will) and exit 0, as mosquitto_sub does.
+        let next = tokio::select! {
+            n = next => match n {
+                Some(n) => n,
+                None => break timed_out(),
             },
-            None => next.await,
+            () = &mut stop => break ExitCode::SUCCESS,
         };
         let event = match next {
             Err(joined) => {
