@@ -12,8 +12,6 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use tinsel_codec::{Packet, ProtocolVersion, decode_packet};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, watch};
 use tracing::{debug, warn};
 
@@ -21,6 +19,7 @@ use crate::capture::ConnCapture;
 use crate::outbox::{Out, Outbox};
 use crate::router::{ConnId, Output};
 use crate::server::Shared;
+use crate::transport::Transport;
 
 /// Read buffer size for a fresh read.
 const READ_CHUNK: usize = 8192;
@@ -29,9 +28,9 @@ const READ_CHUNK: usize = 8192;
 const MAX_READ: usize = 256 * 1024;
 
 /// Everything a connection task needs.
-pub(crate) struct ConnParams {
+pub(crate) struct ConnParams<S> {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: S,
     pub(crate) peer: SocketAddr,
     pub(crate) capture: Option<ConnCapture>,
     pub(crate) stop: watch::Receiver<bool>,
@@ -48,7 +47,7 @@ enum Event {
 }
 
 /// Serves one connection until it closes.
-pub(crate) async fn serve(params: ConnParams) {
+pub(crate) async fn serve<S: Transport>(params: ConnParams<S>) {
     let ConnParams {
         shared,
         mut stream,
@@ -151,7 +150,11 @@ impl Conn {
 
     /// Reads what is buffered in the socket, decodes every whole packet and hands them to
     /// the router under one lock. Returns the connection's output.
-    fn read(&mut self, stream: &mut TcpStream, capture: Option<&mut ConnCapture>) -> ReadResult {
+    fn read(
+        &mut self,
+        stream: &mut impl Transport,
+        capture: Option<&mut ConnCapture>,
+    ) -> ReadResult {
         // A partial packet grows the buffer geometrically; a busy connection (the last read
         // filled the buffer) reads more per call, up to MAX_READ; an idle one borrows little.
         let want = if self.rbuf.is_empty() {
@@ -228,7 +231,7 @@ impl Conn {
     /// Returns whether the connection should close now.
     async fn write(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut impl Transport,
         capture: Option<&mut ConnCapture>,
         out: Output,
     ) -> std::io::Result<bool> {

@@ -33,6 +33,7 @@ mod server;
 mod session;
 mod sys;
 pub mod topic_tree;
+mod transport;
 
 pub use config::{Config, Limits, ListenerConfig, LoggingConfig};
 pub use error::Error;
