@@ -899,3 +899,45 @@ fn versions(cfg: &CompareConfig) -> String {
     }
     format!("Brokers: {}.", v.join(", "))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_readable() {
+        assert_eq!(fmt_num(1_234_567.4), "1,234,567");
+        assert_eq!(fmt_num(123.0), "123");
+        assert_eq!(fmt_num(12.34), "12.3");
+        assert_eq!(fmt_num(0.716), "0.72");
+    }
+
+    #[test]
+    fn ratios_read_higher_as_better() {
+        assert_eq!(ratio(Some(4.0), Some(2.0), true), Some(2.0));
+        assert_eq!(ratio(Some(1.0), Some(4.0), false), Some(4.0));
+        assert_eq!(ratio(Some(0.0), Some(4.0), true), None);
+        assert_eq!(ratio(None, Some(4.0), true), None);
+    }
+
+    #[test]
+    fn metrics_come_from_the_report_json() {
+        let r = serde_json::json!({
+            "scenario": "p2p", "receive_rate": 1000.0, "publish_s": 2.0, "receive_s": 2.0,
+            "load_cpu_s": 0.5, "lost": 10, "expected": 100,
+            "broker_process": {"msgs_per_cpu_s": 5000.0, "cpu_cores": 0.9, "cpu_wait_s": 0.2},
+            "latency_us": {"p99": 42.0}
+        });
+        let m: std::collections::HashMap<_, _> = metrics(&r).into_iter().collect();
+        assert_eq!(m["msg/s"], 1000.0);
+        assert_eq!(m["msg/CPU-s"], 5000.0);
+        assert_eq!(m["p99 µs"], 42.0);
+        assert_eq!(m["loss %"], 10.0);
+        assert_eq!(m["load cores"], 0.25);
+        assert_eq!(m["wait cores"], 0.1);
+        let c = serde_json::json!({"scenario": "conn", "connect": {"rate": 900.0},
+            "broker_process": {"rss_per_conn_kib": 0.7}});
+        let m: std::collections::HashMap<_, _> = metrics(&c).into_iter().collect();
+        assert_eq!((m["conn/s"], m["KiB/conn"]), (900.0, 0.7));
+    }
+}
