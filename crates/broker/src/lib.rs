@@ -12,6 +12,23 @@
 //! are ready: [`config::Transport`] for listeners, [`AuthHook`] for authentication and ACLs,
 //! [`SessionStore`] for a disk store.
 //!
+//! # Bounds
+//!
+//! Every queue is bounded and says what happens when it is full:
+//!
+//! - per session, messages waiting for an offline client or for its Receive Maximum:
+//!   `limits.max_queued_messages` and `limits.max_queued_bytes`; when full the newest
+//!   message is dropped (QoS 0 is never queued for an offline client);
+//! - per connection, QoS 0 messages not yet written: `limits.max_queued_messages`; further
+//!   ones are dropped (a reader too slow for QoS 0 loses messages, never memory);
+//! - messages in flight: the client's Receive Maximum (MQTT 5) or `limits.max_inflight`;
+//! - incoming QoS 2 awaiting PUBREL: `limits.max_inflight`, beyond that DISCONNECT 0x93;
+//! - a connection's own replies: the task stops reading while it writes, so a client that
+//!   does not read is slowed down by TCP, not buffered;
+//! - connections: `limits.max_connections`, further ones are closed on accept.
+//!
+//! Dropped messages are counted in `$SYS/broker/messages/dropped`.
+//!
 //! ```no_run
 //! # async fn f() -> Result<(), tinsel_broker::Error> {
 //! use tinsel_broker::{Broker, Config};
