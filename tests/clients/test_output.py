@@ -118,3 +118,16 @@ def test_output_identical_on_tinsel_broker(tinsel_broker, tinsel, opts):
 
 def test_output_identical_v5_on_tinsel_broker(tinsel_broker, tinsel):
     compare(tinsel_broker, tinsel, ["-F", "%A|%C|%D|%F|%P|%R|%S|%t|%p"], v5=True)
+
+
+def test_topic_aliases_from_the_broker_are_resolved(tinsel_broker, tinsel):
+    """With a topic alias maximum in CONNECT, a broker may send the topic once and then
+    only the alias; tinsel sub prints the full topic every time."""
+    sub = Proc(tinsel("sub", "-p", tinsel_broker.port, "-V", "5", "-D", "connect", "topic-alias-maximum", "5",
+                      "-t", "al/#", "-C", "3", "-F", "%t|%p"))
+    wait_subscribed(tinsel_broker, 1)
+    for i in range(3):
+        run(["mosquitto_pub", "-p", tinsel_broker.port, "-t", "al/topic", "-m", f"m{i}"])
+    rc, out, err = sub.wait()
+    assert rc == 0, err
+    assert out == b"al/topic|m0\nal/topic|m1\nal/topic|m2\n"

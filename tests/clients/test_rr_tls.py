@@ -127,3 +127,12 @@ def test_tls_bad_cafile(tinsel, free_port, tmp_path):
     rc, _, err = run(tinsel("pub", "-p", free_port, "-t", "t", "-m", "x", "--cafile", tmp_path / "nope.crt"))
     assert rc == 1
     assert err.decode().count("\n") == 1
+
+
+def test_tls_use_os_certs(start_mosquitto, certs, free_port, tinsel):
+    """The test CA is not in the system store: the server certificate is rejected."""
+    start_tls(start_mosquitto, certs, free_port)
+    rc, _, err = run(tinsel("pub", "-p", free_port, "-t", "t", "-m", "x", "--tls-use-os-certs"))
+    assert rc == 1
+    text = err.decode()
+    assert text.count("\n") == 1 and "TLS" in text and "certificate" in text.lower(), text

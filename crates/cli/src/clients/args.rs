@@ -377,9 +377,16 @@ pub(crate) fn parse_list(kind: Kind, args: Vec<String>) -> Result<Parsed, ArgErr
                 return Err(err(format!("{a} is not supported by tinsel.")));
             }
             "--tls-use-os-certs" => {
-                return Err(err(
-                    "--tls-use-os-certs is not supported by tinsel: give --cafile or --capath.",
-                ));
+                // The system trust store, as Debian and Fedora lay it out.
+                let bundle = [
+                    "/etc/ssl/certs/ca-certificates.crt",
+                    "/etc/pki/tls/certs/ca-bundle.crt",
+                ]
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.is_file())
+                .ok_or_else(|| err("--tls-use-os-certs: no system CA bundle found."))?;
+                c.cafile.get_or_insert(bundle);
             }
             "-d" | "--debug" => c.debug = true,
             "--quiet" => c.quiet = true,

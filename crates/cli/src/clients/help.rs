@@ -45,6 +45,7 @@ Will:
 TLS:
   --cafile FILE      trusted CA certificates (PEM)
   --capath DIR       directory of trusted CA certificates
+  --tls-use-os-certs trust the system's CA bundle
   --cert FILE        client certificate (PEM)
   --key FILE         client private key (PEM)
   --insecure         do not check the server's host name (testing only)
