@@ -181,7 +181,8 @@ async fn publish_loop(
             }
         }
         let flushed = conn.try_flush(now)?;
-        if st.seq - st.reported >= 1024 {
+        // One shared-counter update per batch, for the progress line and the drain.
+        if st.seq != st.reported {
             live.sent.fetch_add(st.seq - st.reported, Ordering::Relaxed);
             st.reported = st.seq;
         }

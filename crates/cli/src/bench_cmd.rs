@@ -13,7 +13,7 @@ use tinsel_codec::{ProtocolVersion, QoS};
 /// Load scenarios and the comparison suite.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  tinsel bench p2p -n 10 --qos 1 --duration 10\n  tinsel bench fanout -n 50 --count 10000 --broker-pid $(pidof mosquitto) --json\n  tinsel bench conn -n 20000 --duration 5\n  tinsel bench compare --quick"
+    after_help = "Examples:\n  tinsel bench p2p -n 10 --qos 1 --duration 10\n  tinsel bench fanout -n 50 --count 10000 --broker-pid $(pidof mosquitto) --json\n  tinsel bench conn -n 10000 --duration 5\n  tinsel bench compare --quick"
 )]
 pub(crate) struct Args {
     #[command(subcommand)]
