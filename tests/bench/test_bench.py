@@ -157,3 +157,24 @@ def test_qos1_loss_is_an_error(tinsel_bin):
     assert r["sent"] == 50 and r["acked"] == 50 and r["received"] == 0
     assert r["lost"] == 50
     assert any("lost" in e for e in r["errors"])
+
+
+def test_silent_broker_hits_the_time_limit(tinsel_bin):
+    """A server that accepts and never answers CONNECT: the run ends at its hard cap."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    try:
+        start = time.monotonic()
+        proc = subprocess.run(
+            [str(tinsel_bin), "bench", "p2p", "-p", str(port), "-n", "1", "--count", "1",
+             "--time-limit", "2", "--drain", "0.5", "--json", "--no-progress"],
+            capture_output=True, text=True, timeout=30)
+        elapsed = time.monotonic() - start
+    finally:
+        srv.close()
+    r = json.loads(proc.stdout)
+    assert proc.returncode != 0 and r["ok"] is False
+    assert "time limit" in r["errors"][0]
+    assert elapsed < 15

@@ -64,25 +64,29 @@ fn suite(quick: bool) -> Vec<Case> {
         Case {
             id: "p2p-q0",
             title: "p2p QoS 0, 10 pairs",
-            args: a(format!("p2p -n 10 --qos 0 --size 64 --duration {d}")),
+            args: a(format!(
+                "p2p -n 10 --qos 0 --size 64 --duration {d} --time-limit 90"
+            )),
         },
         Case {
             id: "p2p-q1",
             title: "p2p QoS 1, 10 pairs",
             args: a(format!(
-                "p2p -n 10 --qos 1 --size 64 --window 100 --duration {d}"
+                "p2p -n 10 --qos 1 --size 64 --window 100 --duration {d} --time-limit 90"
             )),
         },
         Case {
             id: "fanout-q0",
             title: "fan-out 1→50 QoS 0",
-            args: a(format!("fanout -n 50 --qos 0 --size 64 --duration {d}")),
+            args: a(format!(
+                "fanout -n 50 --qos 0 --size 64 --duration {d} --time-limit 90"
+            )),
         },
         Case {
             id: "latency-q1",
             title: "latency at 10k msg/s QoS 1",
             args: a(format!(
-                "p2p -n 10 --qos 1 --size 64 --rate 1000 --window 100 --duration {d}"
+                "p2p -n 10 --qos 1 --size 64 --rate 1000 --window 100 --duration {d} --time-limit 90"
             )),
         },
         Case {

@@ -172,8 +172,11 @@ impl BenchConfig {
             }
             _ => {}
         }
-        if self.duration.is_some_and(|d| d >= self.time_limit) {
-            return bad("--duration must be shorter than --time-limit");
+        if self
+            .duration
+            .is_some_and(|d| d + self.drain_timeout + Duration::from_secs(1) >= self.time_limit)
+        {
+            return bad("--time-limit must exceed --duration plus --drain by more than 1 s");
         }
         if self.scenario == Scenario::Conn
             && self

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -55,8 +55,12 @@ pub fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
         .progress
         .then(|| crate::progress::start(cfg, live.clone()));
     let limit = cfg.time_limit;
+    let deadline = Instant::now() + limit;
+    // Traffic runs stop themselves before `deadline` and still report; this outer cap
+    // catches what cannot (a connect that never finishes).
+    let backstop = limit + cfg.drain_timeout + Duration::from_secs(5);
     let result = rt.block_on(async {
-        match tokio::time::timeout(limit, run_async(cfg, live.clone())).await {
+        match tokio::time::timeout(backstop, run_async(cfg, live.clone(), deadline)).await {
             Ok(r) => r,
             Err(_) => Err(BenchError::TimeLimit(limit.as_secs())),
         }
@@ -70,10 +74,18 @@ pub fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     result
 }
 
-async fn run_async(cfg: &BenchConfig, live: Arc<Live>) -> Result<Report, BenchError> {
+async fn run_async(
+    cfg: &BenchConfig,
+    live: Arc<Live>,
+    deadline: Instant,
+) -> Result<Report, BenchError> {
     match cfg.scenario {
-        Scenario::Conn => run_conn(cfg, live).await,
-        _ => run_traffic(cfg, live).await,
+        Scenario::Conn => match tokio::time::timeout_at(deadline.into(), run_conn(cfg, live)).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(BenchError::TimeLimit(cfg.time_limit.as_secs())),
+        },
+        _ => run_traffic(cfg, live, deadline).await,
     }
 }
 
@@ -351,7 +363,11 @@ fn template(cfg: &BenchConfig, topic: &str) -> Result<(Bytes, usize, Option<usiz
 }
 
 /// Every scenario that moves messages.
-async fn run_traffic(cfg: &BenchConfig, live: Arc<Live>) -> Result<Report, BenchError> {
+async fn run_traffic(
+    cfg: &BenchConfig,
+    live: Arc<Live>,
+    deadline: Instant,
+) -> Result<Report, BenchError> {
     let run = run_id();
     let base = format!("{}/{run}", cfg.topic_prefix);
     let npub = cfg.publisher_count();
@@ -437,6 +453,20 @@ async fn run_traffic(cfg: &BenchConfig, live: Arc<Live>) -> Result<Report, Bench
     let loaded = sample_broker(cfg);
     let load_before = procstat::sample_self();
     let cancel = CancellationToken::new();
+    // At the time limit (less the time publishers may wait for their last acknowledgements)
+    // everything stops and the run reports what it has, as a failure.
+    let cut_short = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let (cancel, cut_short) = (cancel.clone(), cut_short.clone());
+        let soft = deadline
+            .checked_sub(cfg.drain_timeout + Duration::from_secs(1))
+            .unwrap_or(deadline);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(soft.into()).await;
+            cut_short.store(true, Ordering::Relaxed);
+            cancel.cancel();
+        })
+    };
     let go = Instant::now() + START_DELAY;
     let go_ns = payload::now_ns() + START_DELAY.as_nanos() as u64;
     let mut sub_tasks = Vec::with_capacity(nsub as usize);
@@ -477,7 +507,7 @@ async fn run_traffic(cfg: &BenchConfig, live: Arc<Live>) -> Result<Report, Bench
         Scenario::Sub | Scenario::Conn => None,
     };
     if let Some(exp) = expected.filter(|_| scenario != Scenario::Sub) {
-        drain(&live, exp, cfg.drain_timeout).await;
+        drain(&live, exp, cfg.drain_timeout, &cancel).await;
     }
     cancel.cancel();
     let mut trackers = Vec::with_capacity(sub_tasks.len());
@@ -495,6 +525,13 @@ async fn run_traffic(cfg: &BenchConfig, live: Arc<Live>) -> Result<Report, Bench
     }
     let after = sample_broker(cfg);
     let load_after = procstat::sample_self();
+    watchdog.abort();
+    if cut_short.load(Ordering::Relaxed) {
+        errs.push(format!(
+            "time limit of {} s reached: the run was cut short",
+            cfg.time_limit.as_secs()
+        ));
+    }
     for o in &outcomes {
         if let Some(e) = &o.error {
             errs.push(format!("publisher: {e}"));
@@ -575,13 +612,13 @@ async fn run_traffic(cfg: &BenchConfig, live: Arc<Live>) -> Result<Report, Bench
     })
 }
 
-/// Waits until `expected` deliveries arrived or none arrived for `idle`.
-async fn drain(live: &Live, expected: u64, idle: Duration) {
+/// Waits until `expected` deliveries arrived, none arrived for `idle`, or `cancel`.
+async fn drain(live: &Live, expected: u64, idle: Duration, cancel: &CancellationToken) {
     let mut last = live.received.load(Ordering::Relaxed);
     let mut last_change = Instant::now();
     loop {
         let now = live.received.load(Ordering::Relaxed);
-        if now >= expected {
+        if now >= expected || cancel.is_cancelled() {
             return;
         }
         if now != last {
