@@ -5,13 +5,14 @@
 //! All packets the router has for the connection are encoded into one buffer and written
 //! with one call.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use tinsel_codec::{Packet, ProtocolVersion, decode_packet};
+use tinsel_codec::{DecodeError, Packet, ProtocolVersion, decode_packet};
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, watch};
 use tracing::{debug, warn};
 
@@ -25,7 +26,10 @@ use crate::transport::Transport;
 const READ_CHUNK: usize = 8192;
 
 /// Largest read buffer a busy connection grows to between decodes.
-const MAX_READ: usize = 256 * 1024;
+const MAX_READ: usize = 64 * 1024;
+
+/// While a publisher waits for a congested subscriber, how often it looks again.
+const PAUSE_POLL: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Everything a connection task needs.
 pub(crate) struct ConnParams<S> {
@@ -44,6 +48,8 @@ enum Event {
     Readable(std::io::Result<()>),
     Wake,
     Stop,
+    /// Paused for a congested subscriber: time to look again.
+    Recheck,
 }
 
 /// Serves one connection until it closes.
@@ -74,14 +80,25 @@ pub(crate) async fn serve<S: Transport>(params: ConnParams<S>) {
         seen_connect: false,
         outbox,
         read_hint: READ_CHUNK,
+        paused: false,
+        pending: VecDeque::new(),
+        error: None,
     };
     let why = loop {
         let event = tokio::select! {
-            r = stream.readable() => Event::Readable(r),
+            r = stream.readable(), if !conn.paused => Event::Readable(r),
+            _ = tokio::time::sleep(PAUSE_POLL), if conn.paused => Event::Recheck,
             _ = notify.notified() => Event::Wake,
             _ = stop.wait_for(|&s| s) => Event::Stop,
         };
         let out = match event {
+            Event::Recheck => {
+                conn.paused = shared.lock().router.congested(Instant::now());
+                if conn.paused {
+                    continue;
+                }
+                conn.process()
+            }
             Event::Readable(Err(e)) => break format!("read error: {e}"),
             Event::Readable(Ok(())) => match conn.read(&mut stream, capture.as_mut()) {
                 ReadResult::Packets(out) => out,
@@ -135,6 +152,14 @@ struct Conn {
     outbox: Outbox,
     /// How much to read next time (adapts between READ_CHUNK and MAX_READ).
     read_hint: usize,
+    /// Not reading: a subscriber of this publisher is congested (backpressure instead of
+    /// dropping its messages).
+    paused: bool,
+    /// Decoded packets not yet handed to the router (only while paused; at most one read's
+    /// worth).
+    pending: VecDeque<Packet>,
+    /// A decode error found after `pending`: reported once they are handled.
+    error: Option<DecodeError>,
 }
 
 impl Conn {
@@ -188,8 +213,6 @@ impl Conn {
         if let Some(c) = capture {
             c.inbound(&self.rbuf[before..]);
         }
-        let mut packets = Vec::new();
-        let mut error = None;
         loop {
             match decode_packet(&mut self.rbuf, self.version, self.shared.max_packet_size) {
                 Ok(Some(packet)) => {
@@ -200,12 +223,12 @@ impl Conn {
                         self.version = c.protocol;
                     }
                     debug!(peer = %self.peer, "<- {}", summary(&packet));
-                    packets.push(packet);
+                    self.pending.push_back(packet);
                 }
                 Ok(None) => break,
                 Err(e) => {
                     debug!(peer = %self.peer, "<- malformed: {e}");
-                    error = Some(e);
+                    self.error = Some(e);
                     break;
                 }
             }
@@ -214,17 +237,33 @@ impl Conn {
             // Idle connections hold no buffer.
             self.rbuf = BytesMut::new();
         }
+        ReadResult::Packets(self.process())
+    }
+
+    /// Hands decoded packets to the router under one lock, stopping early when one of them
+    /// found a congested subscriber (the rest wait until it catches up).
+    fn process(&mut self) -> Output {
         let mut state = self.shared.lock();
         let now = Instant::now();
-        for p in packets {
+        while let Some(p) = self.pending.pop_front() {
+            let publish = matches!(p, Packet::Publish(_));
             state.router.handle(now, self.id, p);
+            if publish && state.router.take_pressure() {
+                self.paused = true;
+                self.read_hint = READ_CHUNK;
+                break;
+            }
         }
-        if let Some(e) = &error {
-            state.router.decode_error(now, self.id, e);
+        if self.pending.is_empty() {
+            // Give the memory back while idle.
+            self.pending = VecDeque::new();
+            if let Some(e) = self.error.take() {
+                state.router.decode_error(now, self.id, &e);
+            }
         }
         state.wake(Some(self.id));
         drop(state);
-        ReadResult::Packets(self.take())
+        self.take()
     }
 
     /// Encodes every packet of `out` into one buffer and writes it with one call.

@@ -18,7 +18,7 @@
 //! Time only enters through the `now` arguments, so tests drive keep alive, will delay and
 //! session expiry with simulated time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,16 @@ use crate::topic_tree::TopicTree;
 /// Up to this many distinct subscribers per message, overlapping subscriptions are merged by
 /// a linear scan; beyond it, by a map.
 const LINEAR_TARGETS: usize = 16;
+
+/// A subscriber that acknowledged nothing for this long is stalled: it no longer makes
+/// publishers wait.
+const STALLED: Duration = Duration::from_millis(500);
+
+/// Queue length at which a connected subscriber makes publishers wait: half the queue
+/// limit, leaving the other half for what is already on its way.
+fn high_water(limits: &Limits) -> usize {
+    (limits.max_queued_messages / 2).max(1)
+}
 
 /// A shared subscription: (group, filter).
 type GroupKey = (Arc<str>, Arc<str>);
@@ -162,6 +172,12 @@ pub(crate) struct Router {
     next_sys: Option<Instant>,
     next_retained_sweep: Instant,
     assigned_ids: u64,
+    /// Set when a delivery found a congested subscriber; see [`Router::take_pressure`].
+    pressure: bool,
+    /// Subscribers that made publishers wait. Bounded by the number of sessions.
+    congested: HashSet<Arc<str>>,
+    /// The client whose PUBLISH is being routed: it never waits for itself.
+    publishing: Option<Arc<str>>,
 }
 
 impl Router {
@@ -190,6 +206,9 @@ impl Router {
             next_sys,
             next_retained_sweep: now,
             assigned_ids: 0,
+            pressure: false,
+            congested: HashSet::new(),
+            publishing: None,
         }
     }
 
@@ -568,10 +587,11 @@ impl Router {
         let session = self
             .sessions
             .entry(client.clone())
-            .or_insert_with(|| Session::new(expiry));
+            .or_insert_with(|| Session::new(expiry, now));
         session.conn = Some(conn);
         session.expiry = expiry;
         session.disconnected_at = None;
+        session.last_progress = now;
         self.store.session_opened(&client, expiry);
 
         let c = c_mut(&mut self.conns, conn);
@@ -720,7 +740,9 @@ impl Router {
             if p.retain {
                 self.store_retained(now, &p);
             }
+            self.publishing = Some(client.clone());
             matched = self.route(now, Some(client), &p);
+            self.publishing = None;
         }
         let reason = if !v5 {
             ReasonCode::SUCCESS
@@ -916,7 +938,8 @@ impl Router {
             None if p.qos == QoS::AtMostOnce => {
                 // QoS 0 is not queued for offline clients (as in Mosquitto by default).
             }
-            _ => {
+            other => {
+                let online = other.is_some();
                 let queued = Queued {
                     publish: p,
                     received,
@@ -925,14 +948,48 @@ impl Router {
                     // Queue full: the newest message is dropped.
                     self.stats.messages_dropped += 1;
                 }
+                // A connected subscriber that acknowledges, but slower than messages come:
+                // ask the publishers to wait (see `congested`) rather than drop later.
+                if online
+                    && self.publishing.as_ref() != Some(client)
+                    && session.queue.len() >= high_water(limits)
+                    && now.saturating_duration_since(session.last_progress) < STALLED
+                {
+                    self.pressure = true;
+                    self.congested.insert(client.clone());
+                }
             }
         }
+    }
+
+    /// True (once) if the packets handled since the last call queued messages for a
+    /// congested subscriber: the network layer should then pause reading from that
+    /// publisher until [`Router::congested`] says false.
+    pub(crate) fn take_pressure(&mut self) -> bool {
+        std::mem::take(&mut self.pressure)
+    }
+
+    /// True while a connected subscriber that is still acknowledging has a long queue
+    /// (above half of the high-water mark). A subscriber that has acknowledged nothing for
+    /// half a second does not count: it loses messages instead of stalling every publisher.
+    pub(crate) fn congested(&mut self, now: Instant) -> bool {
+        let low = high_water(&self.settings.limits) / 2;
+        let sessions = &self.sessions;
+        self.congested.retain(|client| {
+            sessions.get(client).is_some_and(|s| {
+                s.conn.is_some()
+                    && s.queue.len() > low
+                    && now.saturating_duration_since(s.last_progress) < STALLED
+            })
+        });
+        !self.congested.is_empty()
     }
 
     fn on_puback(&mut self, now: Instant, conn: ConnId, client: &Arc<str>, r: PubResp) {
         let Some(session) = self.sessions.get_mut(client) else {
             return;
         };
+        session.last_progress = now;
         if let Some(Inflight::Publish { publish, .. }) = session.inflight.get(&r.packet_id)
             && publish.qos == QoS::AtLeastOnce
         {
@@ -946,6 +1003,7 @@ impl Router {
         let Some(session) = self.sessions.get_mut(client) else {
             return;
         };
+        session.last_progress = now;
         let c = c_mut(&mut self.conns, conn);
         match session.inflight.get(&r.packet_id) {
             Some(Inflight::Publish { publish, .. }) if publish.qos == QoS::ExactlyOnce => {
@@ -983,6 +1041,7 @@ impl Router {
         let Some(session) = self.sessions.get_mut(client) else {
             return;
         };
+        session.last_progress = now;
         if let Some(Inflight::Release) = session.inflight.get(&r.packet_id) {
             session.inflight.remove(&r.packet_id);
             let c = c_mut(&mut self.conns, conn);
@@ -1851,6 +1910,59 @@ mod tests {
                 "{out:?}"
             );
         }
+    }
+
+    #[test]
+    fn slow_subscriber_makes_publishers_wait_stalled_one_does_not() {
+        let mut sim = Sim::new(|l| l.max_queued_messages = 10);
+        let mut c = connect("slow", ProtocolVersion::V5, 0);
+        c.properties.receive_maximum = Some(1);
+        let sub = sim.open(c);
+        sim.subscribe(sub, "t", QoS::AtLeastOnce);
+        let p = sim.open(connect("p", ProtocolVersion::V311, 0));
+        for pid in 1..=5 {
+            sim.r.handle(sim.now, p, msg("t", QoS::AtLeastOnce, pid));
+        }
+        assert!(
+            !sim.r.take_pressure(),
+            "1 in flight + 4 queued: below the high-water mark"
+        );
+        sim.r.handle(sim.now, p, msg("t", QoS::AtLeastOnce, 6));
+        assert!(sim.r.take_pressure());
+        assert!(!sim.r.take_pressure(), "reported once");
+        assert!(sim.r.congested(sim.now));
+        // The subscriber keeps acknowledging: the queue shrinks below half the mark.
+        for _ in 0..3 {
+            let pid = match &sim.out(sub)[..] {
+                [Packet::Publish(m)] => m.packet_id,
+                other => panic!("{other:?}"),
+            };
+            sim.r
+                .handle(sim.now, sub, Packet::PubAck(PubResp::new(pid)));
+        }
+        assert!(!sim.r.congested(sim.now));
+
+        // Congested again, then stalled: it stops holding publishers back.
+        for pid in 7..=12 {
+            sim.r.handle(sim.now, p, msg("t", QoS::AtLeastOnce, pid));
+        }
+        assert!(sim.r.take_pressure());
+        assert!(sim.r.congested(sim.now));
+        sim.advance(0.6);
+        assert!(!sim.r.congested(sim.now));
+    }
+
+    #[test]
+    fn a_client_never_waits_for_itself() {
+        let mut sim = Sim::new(|l| l.max_queued_messages = 4);
+        let mut c = connect("loop", ProtocolVersion::V5, 0);
+        c.properties.receive_maximum = Some(1);
+        let me = sim.open(c);
+        sim.subscribe(me, "t", QoS::AtLeastOnce);
+        for pid in 1..=6 {
+            sim.r.handle(sim.now, me, msg("t", QoS::AtLeastOnce, pid));
+        }
+        assert!(!sim.r.take_pressure());
     }
 
     #[test]

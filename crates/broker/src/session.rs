@@ -79,11 +79,14 @@ pub(crate) struct Session {
     /// Incoming QoS 2 packet identifiers between PUBLISH and PUBREL. Bounded: a client that
     /// opens more than the broker's Receive Maximum is disconnected (0x93).
     pub(crate) incoming_qos2: HashSet<u16>,
+    /// Last time the client acknowledged something (or connected): tells a slow subscriber
+    /// from a stalled one.
+    pub(crate) last_progress: Instant,
     next_pid: u16,
 }
 
 impl Session {
-    pub(crate) fn new(expiry: u32) -> Session {
+    pub(crate) fn new(expiry: u32, now: Instant) -> Session {
         Session {
             conn: None,
             expiry,
@@ -93,6 +96,7 @@ impl Session {
             queue: VecDeque::new(),
             queued_bytes: 0,
             incoming_qos2: HashSet::new(),
+            last_progress: now,
             next_pid: 1,
         }
     }
@@ -136,7 +140,7 @@ mod tests {
 
     #[test]
     fn pids_wrap_and_skip_inflight() {
-        let mut s = Session::new(0);
+        let mut s = Session::new(0, Instant::now());
         assert_eq!(s.alloc_pid(), Some(1));
         s.inflight.insert(2, Inflight::Release);
         assert_eq!(s.alloc_pid(), Some(3));
