@@ -6,6 +6,7 @@
 //! with one call.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,7 +14,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use tinsel_codec::{DecodeError, Packet, ProtocolVersion, decode_packet};
-use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use tracing::{debug, warn};
 
 use crate::capture::ConnCapture;
@@ -37,7 +38,6 @@ pub(crate) struct ConnParams<S> {
     pub(crate) stream: S,
     pub(crate) peer: SocketAddr,
     pub(crate) capture: Option<ConnCapture>,
-    pub(crate) stop: watch::Receiver<bool>,
     /// Released when the task ends: frees a slot under the connection cap.
     pub(crate) permit: OwnedSemaphorePermit,
     /// Dropped when the task ends: lets shutdown know.
@@ -47,19 +47,30 @@ pub(crate) struct ConnParams<S> {
 enum Event {
     Readable(std::io::Result<()>),
     Wake,
-    Stop,
     /// Paused for a congested subscriber: time to look again.
     Recheck,
 }
 
-/// Serves one connection until it closes.
-pub(crate) async fn serve<S: Transport>(params: ConnParams<S>) {
+/// A connection task's state, kept in one place so the task's future holds it once.
+struct Task<S> {
+    stream: S,
+    capture: Option<ConnCapture>,
+    notify: Arc<Notify>,
+    conn: Conn,
+    /// Held for the task's life: frees a slot under the connection cap when dropped.
+    _permit: OwnedSemaphorePermit,
+    /// Held for the task's life: shutdown waits until every one is dropped.
+    _done: mpsc::Sender<()>,
+}
+
+/// Registers the connection with the router and returns the task that serves it until it
+/// closes.
+pub(crate) fn serve<S: Transport>(params: ConnParams<S>) -> impl Future<Output = ()> + Send {
     let ConnParams {
         shared,
-        mut stream,
+        stream,
         peer,
-        mut capture,
-        mut stop,
+        capture,
         permit,
         done,
     } = params;
@@ -71,10 +82,10 @@ pub(crate) async fn serve<S: Transport>(params: ConnParams<S>) {
         (id, state.router.outbox(id).unwrap_or_default())
     };
     debug!(%peer, "accepted connection {id}");
-    let mut conn = Conn {
+    let conn = Conn {
         id,
         peer,
-        shared: shared.clone(),
+        shared,
         rbuf: BytesMut::new(),
         version: ProtocolVersion::V311,
         seen_connect: false,
@@ -84,56 +95,72 @@ pub(crate) async fn serve<S: Transport>(params: ConnParams<S>) {
         pending: VecDeque::new(),
         error: None,
     };
-    let why = loop {
-        let event = tokio::select! {
-            r = stream.readable(), if !conn.paused => Event::Readable(r),
-            _ = tokio::time::sleep(PAUSE_POLL), if conn.paused => Event::Recheck,
-            _ = notify.notified() => Event::Wake,
-            _ = stop.wait_for(|&s| s) => Event::Stop,
-        };
-        let out = match event {
-            Event::Recheck => {
-                conn.paused = shared.lock().router.congested(Instant::now());
-                if conn.paused {
-                    continue;
-                }
-                conn.process()
-            }
-            Event::Readable(Err(e)) => break format!("read error: {e}"),
-            Event::Readable(Ok(())) => match conn.read(&mut stream, capture.as_mut()) {
-                ReadResult::Packets(out) => out,
-                ReadResult::WouldBlock => continue,
-                ReadResult::Closed(why) => break why,
-            },
-            // Only this connection's outbox lock, not the router's.
-            Event::Wake => conn.take(),
-            Event::Stop => {
-                shared.lock().router.shutdown_conn(Instant::now(), id);
-                let out = conn.take();
-                let _ = Box::pin(conn.write(&mut stream, capture.as_mut(), out)).await;
-                break "broker shutting down".to_owned();
-            }
-        };
-        // Boxed: the write's state lives on the heap only while a write is under way, so an
-        // idle connection's task stays small.
-        match Box::pin(conn.write(&mut stream, capture.as_mut(), out)).await {
-            Ok(false) => {}
-            Ok(true) => {
-                let _ = stream.shutdown().await;
-                break "closed by the broker".to_owned();
-            }
-            Err(e) => break format!("write error: {e}"),
-        }
+    let mut task = Task {
+        stream,
+        capture,
+        notify,
+        conn,
+        _permit: permit,
+        _done: done,
     };
-    debug!(%peer, "connection {id} ended: {why}");
-    {
-        let mut state = shared.lock();
-        state.router.connection_lost(Instant::now(), id, &why);
-        state.unregister(id);
+    // The task state is captured once by this block and borrowed by `run` (an `async fn`
+    // taking it by value would hold it twice).
+    async move {
+        let why = task.run().await;
+        task.finish(&why);
+    }
+}
+
+impl<S: Transport> Task<S> {
+    /// Serves until the connection ends; returns why.
+    async fn run(&mut self) -> String {
+        let t = self;
+        loop {
+            let event = tokio::select! {
+                r = t.stream.readable(), if !t.conn.paused => Event::Readable(r),
+                _ = tokio::time::sleep(PAUSE_POLL), if t.conn.paused => Event::Recheck,
+                _ = t.notify.notified() => Event::Wake,
+            };
+            let out = match event {
+                Event::Recheck => {
+                    t.conn.paused = t.conn.shared.lock().router.congested(Instant::now());
+                    if t.conn.paused {
+                        continue;
+                    }
+                    t.conn.process()
+                }
+                Event::Readable(Err(e)) => break format!("read error: {e}"),
+                Event::Readable(Ok(())) => match t.conn.read(&mut t.stream, t.capture.as_mut()) {
+                    ReadResult::Packets(out) => out,
+                    ReadResult::WouldBlock => continue,
+                    ReadResult::Closed(why) => break why,
+                },
+                // Only this connection's outbox lock, not the router's.
+                Event::Wake => t.conn.take(),
+            };
+            // Boxed: the write's state lives on the heap only while a write is under way, so an
+            // idle connection's task stays small.
+            match Box::pin(t.conn.write(&mut t.stream, t.capture.as_mut(), out)).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    let _ = Box::pin(t.stream.shutdown()).await;
+                    break "closed by the broker".to_owned();
+                }
+                Err(e) => break format!("write error: {e}"),
+            }
+        }
+    }
+
+    /// Tells the router the connection is gone. Dropping the task afterwards frees its slot
+    /// under the connection cap and lets shutdown know.
+    fn finish(&mut self, why: &str) {
+        let conn = &self.conn;
+        debug!(peer = %conn.peer, "connection {} ended: {why}", conn.id);
+        let mut state = conn.shared.lock();
+        state.router.connection_lost(Instant::now(), conn.id, why);
+        state.unregister(conn.id);
         state.wake(None);
     }
-    drop(permit);
-    drop(done);
 }
 
 enum ReadResult {

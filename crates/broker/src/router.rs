@@ -178,6 +178,8 @@ pub(crate) struct Router {
     congested: HashSet<Arc<str>>,
     /// The client whose PUBLISH is being routed: it never waits for itself.
     publishing: Option<Arc<str>>,
+    /// Set by [`Router::shutdown`].
+    shutting_down: bool,
 }
 
 impl Router {
@@ -209,6 +211,7 @@ impl Router {
             pressure: false,
             congested: HashSet::new(),
             publishing: None,
+            shutting_down: false,
         }
     }
 
@@ -236,6 +239,9 @@ impl Router {
                 aliases_in: HashMap::new(),
             },
         );
+        if self.shutting_down {
+            self.close(now, id, None, false, "broker shutting down");
+        }
         id
     }
 
@@ -278,15 +284,20 @@ impl Router {
         self.conns.remove(&conn);
     }
 
-    /// The broker is shutting down: tells `conn` (MQTT 5: DISCONNECT 0x8B) and closes it.
-    pub(crate) fn shutdown_conn(&mut self, now: Instant, conn: ConnId) {
-        self.close(
-            now,
-            conn,
-            Some(ReasonCode::SERVER_SHUTTING_DOWN),
-            false,
-            "broker shutting down",
-        );
+    /// The broker is shutting down: tells every connection (MQTT 5: DISCONNECT 0x8B) and
+    /// closes it; connections accepted from now on are closed at once.
+    pub(crate) fn shutdown(&mut self, now: Instant) {
+        self.shutting_down = true;
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in ids {
+            self.close(
+                now,
+                conn,
+                Some(ReasonCode::SERVER_SHUTTING_DOWN),
+                false,
+                "broker shutting down",
+            );
+        }
     }
 
     /// The bytes from `conn` are malformed: closes only that connection (MQTT 5: DISCONNECT

@@ -190,6 +190,13 @@ impl Broker {
 
         shutdown.await;
         info!("shutting down");
+        {
+            // Every connection gets DISCONNECT 0x8B (MQTT 5) through its outbox and closes;
+            // one accepted from now on is closed at once.
+            let mut state = shared.lock();
+            state.router.shutdown(Instant::now());
+            state.wake(None);
+        }
         stop_tx.send_replace(true);
         drop(done_tx);
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, done_rx.recv()).await;
@@ -235,7 +242,6 @@ async fn accept_loop(
             stream,
             peer,
             capture: cap,
-            stop: stop.subscribe(),
             permit,
             done: done.clone(),
         }));
