@@ -178,3 +178,13 @@ def test_silent_broker_hits_the_time_limit(tinsel_bin):
     assert proc.returncode != 0 and r["ok"] is False
     assert "time limit" in r["errors"][0]
     assert elapsed < 15
+
+
+def test_overload_run_ends_cleanly(tinsel_bin, mosquitto_broker):
+    """Unlimited QoS 0 fan-out for a fixed time: publishers end under back-pressure without
+    errors, and every message written is accounted for."""
+    _, r = bench(tinsel_bin, mosquitto_broker.port, "fanout", "-n", "20", "--duration", "3",
+                 "--drain", "3")
+    assert r["errors"] == []
+    assert r["sent"] > 0 and r["expected"] == 20 * r["sent"]
+    assert r["received"] + r["lost"] == r["expected"]

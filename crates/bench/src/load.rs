@@ -19,6 +19,11 @@ use crate::conn::{Conn, Incoming, READ_CHUNK, WRITE_BATCH, consume, next_incomin
 use crate::payload::{self, Stamp};
 use crate::tracker::Tracker;
 
+/// After the last publish, how long a publisher waits for a broker that reads nothing
+/// before it gives up (an overloaded broker may pause reading for a while; one that
+/// stopped for good fails the run).
+const WRITE_STALL: Duration = Duration::from_secs(10);
+
 /// Counters the progress bar and the drain logic read while the run goes on.
 #[derive(Debug, Default)]
 pub(crate) struct Live {
@@ -129,12 +134,17 @@ async fn publish_loop(
     // MQTT 5 brokers say how many unacknowledged publishes they accept.
     let window = plan.window.min(u32::from(conn.receive_maximum)).max(1);
     let tlen = plan.template.len();
-    let mut last_ack = Instant::now();
+    // Last time the broker took bytes or acknowledged something (or we were still
+    // producing): bounds the wait at the end.
+    let mut last_progress = Instant::now();
     loop {
         let now = Instant::now();
         let producing = !cancel.is_cancelled()
             && plan.count.is_none_or(|c| st.seq < c)
             && stop_at.is_none_or(|t| now < t);
+        if producing {
+            last_progress = now;
+        }
         let mut rate_wake = None;
         let mut can_produce = false;
         if producing {
@@ -180,7 +190,11 @@ async fn publish_loop(
                 }
             }
         }
+        let unwritten = conn.wbuf.len();
         let flushed = conn.try_flush(now)?;
+        if conn.wbuf.len() < unwritten {
+            last_progress = now;
+        }
         // One shared-counter update per batch, for the progress line and the drain.
         if st.seq != st.reported {
             live.sent.fetch_add(st.seq - st.reported, Ordering::Relaxed);
@@ -190,7 +204,14 @@ async fn publish_loop(
         if finished_sending && conn.wbuf.is_empty() && st.inflight == 0 {
             return Ok(());
         }
-        if finished_sending && now.duration_since(last_ack) >= plan.ack_timeout {
+        let stalled = now.duration_since(last_progress);
+        if finished_sending && !conn.wbuf.is_empty() && stalled >= WRITE_STALL {
+            return Err(BenchError::Closed(format!(
+                "the broker read nothing from a publisher for {} s",
+                WRITE_STALL.as_secs()
+            )));
+        }
+        if finished_sending && conn.wbuf.is_empty() && stalled >= plan.ack_timeout {
             return Err(BenchError::Protocol(format!(
                 "{} publishes still unacknowledged {:.1} s after the last acknowledgement",
                 st.inflight,
@@ -211,7 +232,12 @@ async fn publish_loop(
             wake = wake.min(t);
         }
         if finished_sending {
-            wake = wake.min(last_ack + plan.ack_timeout);
+            let bound = if conn.wbuf.is_empty() {
+                plan.ack_timeout
+            } else {
+                WRITE_STALL
+            };
+            wake = wake.min(last_progress + bound);
         }
         conn.rbuf.reserve(READ_CHUNK);
         let want_write = !conn.wbuf.is_empty();
@@ -225,8 +251,8 @@ async fn publish_loop(
                 }
                 let before = st.acked;
                 handle_acks(conn, st)?;
-                if st.acked != before || finished_sending && st.inflight == 0 {
-                    last_ack = Instant::now();
+                if st.acked != before {
+                    last_progress = Instant::now();
                 }
             }
             r = wr.writable(), if want_write => r?,
