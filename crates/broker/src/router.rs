@@ -157,9 +157,11 @@ pub(crate) struct Router {
     settings: Settings,
     hooks: Arc<dyn AuthHook>,
     store: Arc<dyn SessionStore>,
-    conns: HashMap<ConnId, Conn>,
+    /// Boxed, like `sessions`: the maps' spare capacity then costs a pointer per slot,
+    /// not a whole entry (memory per idle connection).
+    conns: HashMap<ConnId, Box<Conn>>,
     next_conn: ConnId,
-    sessions: HashMap<Arc<str>, Session>,
+    sessions: HashMap<Arc<str>, Box<Session>>,
     subs: TopicTree<SubKey, SubEntry>,
     retained: RetainedStore<Retained>,
     /// Round-robin position per shared subscription (group, filter).
@@ -221,7 +223,7 @@ impl Router {
         self.next_conn += 1;
         self.conns.insert(
             id,
-            Conn {
+            Box::new(Conn {
                 state: ConnState::AwaitingConnect,
                 peer,
                 version: ProtocolVersion::V311,
@@ -237,7 +239,7 @@ impl Router {
                 alias_max: 0,
                 aliases_out: HashMap::new(),
                 aliases_in: HashMap::new(),
-            },
+            }),
         );
         if self.shutting_down {
             self.close(now, id, None, false, "broker shutting down");
@@ -598,7 +600,7 @@ impl Router {
         let session = self
             .sessions
             .entry(client.clone())
-            .or_insert_with(|| Session::new(expiry, now));
+            .or_insert_with(|| Box::new(Session::new(expiry, now)));
         session.conn = Some(conn);
         session.expiry = expiry;
         session.disconnected_at = None;
@@ -1352,7 +1354,7 @@ fn detach_will(w: Will) -> Will {
     }
 }
 
-fn c_mut(conns: &mut HashMap<ConnId, Conn>, id: ConnId) -> &mut Conn {
+fn c_mut(conns: &mut HashMap<ConnId, Box<Conn>>, id: ConnId) -> &mut Conn {
     // Callers only pass the id of the connection whose packet is being handled, which
     // exists until `connection_lost`.
     conns.get_mut(&id).expect("connection being handled exists")
