@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -15,6 +16,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tinsel_codec::{DecodeError, Packet, ProtocolVersion, decode_packet};
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
+use tokio::time::Sleep;
 use tracing::{debug, warn};
 
 use crate::capture::ConnCapture;
@@ -57,6 +59,8 @@ struct Task<S> {
     capture: Option<ConnCapture>,
     notify: Arc<Notify>,
     conn: Conn,
+    /// While paused: when to look again (boxed: idle connections never need it).
+    pause_timer: Option<Pin<Box<Sleep>>>,
     /// Held for the task's life: frees a slot under the connection cap when dropped.
     _permit: OwnedSemaphorePermit,
     /// Held for the task's life: shutdown waits until every one is dropped.
@@ -100,6 +104,7 @@ pub(crate) fn serve<S: Transport>(params: ConnParams<S>) -> impl Future<Output =
         capture,
         notify,
         conn,
+        pause_timer: None,
         _permit: permit,
         _done: done,
     };
@@ -118,7 +123,7 @@ impl<S: Transport> Task<S> {
         loop {
             let event = tokio::select! {
                 r = t.stream.readable(), if !t.conn.paused => Event::Readable(r),
-                _ = tokio::time::sleep(PAUSE_POLL), if t.conn.paused => Event::Recheck,
+                _ = recheck(&mut t.pause_timer), if t.conn.paused => Event::Recheck,
                 _ = t.notify.notified() => Event::Wake,
             };
             let out = match event {
@@ -127,6 +132,7 @@ impl<S: Transport> Task<S> {
                     if t.conn.paused {
                         continue;
                     }
+                    t.pause_timer = None;
                     t.conn.process()
                 }
                 Event::Readable(Err(e)) => break format!("read error: {e}"),
@@ -160,6 +166,18 @@ impl<S: Transport> Task<S> {
         state.router.connection_lost(Instant::now(), conn.id, why);
         state.unregister(conn.id);
         state.wake(None);
+    }
+}
+
+/// Waits [`PAUSE_POLL`] on the connection's pause timer, arming it first.
+async fn recheck(timer: &mut Option<Pin<Box<Sleep>>>) {
+    let deadline = tokio::time::Instant::now() + PAUSE_POLL;
+    match timer {
+        Some(sleep) => sleep.as_mut().reset(deadline),
+        None => *timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+    }
+    if let Some(sleep) = timer {
+        sleep.as_mut().await;
     }
 }
 
