@@ -73,10 +73,11 @@ impl Connect {
         let password_flag = flags & 0x40 != 0;
         let username_flag = flags & 0x80 != 0;
         if !will_flag && (will_qos != 0 || will_retain) {
-            // Without a will, Will QoS and Will Retain must be 0 [MQTT-3.1.2-11] [MQTT-3.1.2-13].
+            // Without a will, Will QoS and Will Retain must be 0: 5.0 [MQTT-3.1.2-11]
+            // [MQTT-3.1.2-13], 3.1.1 [MQTT-3.1.2-13] [MQTT-3.1.2-15].
             return bad_flags;
         }
-        // Will QoS 3 is a Malformed Packet [MQTT-3.1.2-12].
+        // Will QoS 3 is a Malformed Packet: 5.0 [MQTT-3.1.2-12], 3.1.1 [MQTT-3.1.2-14].
         let will_qos = QoS::from_u8(will_qos).ok_or(DecodeError::InvalidQoS)?;
         if protocol == ProtocolVersion::V311 && password_flag && !username_flag {
             // 3.1.1: no password without a user name [MQTT-3.1.2-22].
@@ -97,7 +98,8 @@ impl Connect {
                 Properties::default()
             };
             let topic = read_string(b)?;
-            // The will topic is a topic name: no wildcards, not empty [MQTT-3.1.3-11] [MQTT-4.7.3-1].
+            // The will topic is a topic name: no wildcards, not empty [MQTT-3.1.3-11]
+            // [MQTT-4.7.3-1]. (Mosquitto refuses a wildcard will topic too.)
             if !valid_topic_name(&topic) {
                 return Err(DecodeError::InvalidTopicName);
             }

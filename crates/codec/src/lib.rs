@@ -8,6 +8,11 @@
 //! packet model for all three versions. Payloads and topics are [`bytes::Bytes`] slices of
 //! the buffer they were decoded from: decoding copies no payload.
 //!
+//! Decoding is two steps: [`check_frame`] reads the fixed header and applies the size
+//! limit before the body is buffered, then [`decode_packet`] (or [`decode_body`]) parses the
+//! whole packet without re-scanning. [`encode_packet`] writes a packet; [`EncodedPublish`]
+//! encodes a PUBLISH once for many subscribers that differ only in packet identifier.
+//!
 //! # Decoding a stream
 //!
 //! ```

@@ -24,6 +24,10 @@ pub struct Publish {
     /// MQTT 5 properties.
     pub properties: Properties,
     /// The payload: a slice of the buffer it was decoded from.
+    ///
+    /// Being a slice, it keeps that whole read buffer's allocation alive. Something stored
+    /// for long (a retained message, an offline queue) is better copied out with
+    /// `Bytes::copy_from_slice` so a small message does not pin a large buffer.
     pub payload: Bytes,
 }
 
