@@ -417,4 +417,34 @@ proptest! {
             prop_assert_eq!(again, p);
         }
     }
+
+    #[test]
+    fn encoding_any_publish_never_panics_and_never_writes_malformed_flags(
+        v in version(),
+        dup: bool,
+        q in 0u8..3,
+        retain: bool,
+        packet_id: u16,
+        topic in byte_str(),
+        payload in binary(),
+    ) {
+        let p = Packet::Publish(Publish {
+            dup,
+            qos: QoS::from_u8(q).unwrap(),
+            retain,
+            topic,
+            packet_id,
+            properties: Properties::default(),
+            payload,
+        });
+        let mut buf = BytesMut::new();
+        if encode_packet(&p, v, &mut buf).is_ok() {
+            // Flags are always valid; the topic may not be (encoding does not judge it).
+            let h = check_frame(&buf, u32::MAX).unwrap().unwrap();
+            prop_assert_eq!(h.frame_len(), buf.len());
+            let _ = decode_packet(&mut buf, v, u32::MAX);
+        } else {
+            prop_assert!(q > 0 && packet_id == 0);
+        }
+    }
 }

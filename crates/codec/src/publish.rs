@@ -45,9 +45,11 @@ impl Publish {
         }
     }
 
-    /// The low nibble of the first byte: DUP, QoS, RETAIN (section 3.3.1).
+    /// The low nibble of the first byte: DUP, QoS, RETAIN (section 3.3.1). DUP is never
+    /// written at QoS 0 [MQTT-3.3.1-2], whatever `dup` says.
     pub(crate) fn flags(&self) -> u8 {
-        (u8::from(self.dup) << 3) | (self.qos.as_u8() << 1) | u8::from(self.retain)
+        let dup = self.dup && self.qos != QoS::AtMostOnce;
+        (u8::from(dup) << 3) | (self.qos.as_u8() << 1) | u8::from(self.retain)
     }
 
     /// Decodes a PUBLISH body; `flags` were checked by [`crate::check_frame`].
