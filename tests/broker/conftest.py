@@ -34,17 +34,23 @@ def connected(peers):
 
 @pytest.fixture(params=["tinsel", "mosquitto"])
 def broker_factory(request, start_tinsel, start_mosquitto):
-    """Factory: start(sys_interval=None) -> a broker of the param's kind with these settings."""
+    """Factory: start(sys_interval=None, max_keepalive=None) -> a broker of the param's kind
+    with these settings (the same meaning in tinsel's TOML and mosquitto.conf)."""
 
-    def start(sys_interval=None):
+    def start(sys_interval=None, max_keepalive=None):
         if request.param == "tinsel":
-            settings = {}
+            top, limits = "", ""
             if sys_interval is not None:
-                settings["sys_interval"] = sys_interval
-            return start_tinsel(config=tinsel_config("{port}", **settings).replace("'{port}'", "{port}"))
+                top += f"sys_interval = {sys_interval}\n"
+            if max_keepalive is not None:
+                limits += f"max_keep_alive = {max_keepalive}\n"
+            body = top + (f"[limits]\n{limits}" if limits else "")
+            return start_tinsel(config=tinsel_config("{port}", body))
         extra = ""
         if sys_interval is not None:
             extra += f"sys_interval {sys_interval}\n"
+        if max_keepalive is not None:
+            extra += f"max_keepalive {max_keepalive}\n"
         return start_mosquitto(extra)
 
     return start

@@ -10,31 +10,36 @@ from paho.mqtt.packettypes import PacketTypes
 TOPICS = ["a", "a/b", "a/b/c", "a/x/c", "b/b", "a//c", "/a"]
 
 
-@pytest.mark.parametrize(
-    "filt, matches",
-    [
-        ("a/b", ["a/b"]),
-        ("a/+", ["a/b"]),
-        ("a/+/c", ["a/b/c", "a/x/c", "a//c"]),
-        ("+/b", ["a/b", "b/b"]),
-        ("a/#", ["a", "a/b", "a/b/c", "a/x/c", "a//c"]),
-        ("#", TOPICS),
-        ("+", ["a"]),
-        ("+/+", ["a/b", "b/b", "/a"]),
-        ("/+", ["/a"]),
-        ("+/#", TOPICS),
-    ],
-)
-def test_wildcards(any_broker, connected, filt, matches):
-    base = topic_base()  # a prefix keeps tests apart; `#`/`+` filters get the same prefix
-    sub = connected(any_broker)
-    sub.subscribe(f"{base}/{filt}", qos=1)
+WILDCARD_CASES = [
+    ("a/b", ["a/b"]),
+    ("a/+", ["a/b"]),
+    ("a/+/c", ["a/b/c", "a/x/c", "a//c"]),
+    ("+/b", ["a/b", "b/b"]),
+    ("a/#", ["a", "a/b", "a/b/c", "a/x/c", "a//c"]),
+    ("#", TOPICS),
+    ("+", ["a"]),
+    ("+/+", ["a/b", "b/b", "/a"]),
+    ("/+", ["/a"]),
+    ("+/#", TOPICS),
+]
+
+
+def test_wildcards(any_broker, connected):
+    """One subscriber per filter (all under a per-test prefix); each gets exactly its matches."""
+    base = topic_base()
+    subs = []
+    for filt, matches in WILDCARD_CASES:
+        sub = connected(any_broker)
+        sub.subscribe(f"{base}/{filt}", qos=1)
+        subs.append((filt, matches, sub))
     pub = connected(any_broker)
     for t in TOPICS:
         pub.publish(f"{base}/{t}", t.encode(), qos=1)
-    got = sorted(m.payload.decode() for m in sub.expect_n(len(matches)))
-    assert got == sorted(matches)
-    sub.expect_none(0.3)
+    for filt, matches, sub in subs:
+        got = sorted(m.payload.decode() for m in sub.expect_n(len(matches)))
+        assert got == sorted(matches), filt
+    for filt, matches, sub in subs:
+        sub.expect_none(0.05)
 
 
 def test_dollar_topics_not_matched_by_leading_wildcards(any_broker, connected):
