@@ -227,3 +227,99 @@ def test_pubrel_resent_after_reconnect(any_broker, connected, version):
     with pytest.raises(TimeoutError):
         c2.recv(timeout=0.5)
     c2.close()
+
+
+def test_v5_inflight_and_queued_all_delivered_after_reconnect(any_broker, connected, peers):
+    """Receive Maximum 2, five QoS 1 messages: two in flight unacknowledged, three queued; after a
+    connection loss everything arrives, the two in-flight ones with DUP."""
+    t = topic_base() + "/rm"
+    cid = uid("rmq")
+    rm = props(PacketTypes.CONNECT, ReceiveMaximum=2, SessionExpiryInterval=60)
+    sub = peers(any_broker, client_id=cid, protocol=V5, manual_ack=True, connect_props=rm)
+    sub.connect()
+    sub.subscribe(t, qos=1)
+    pub = connected(any_broker)
+    for i in range(5):
+        pub.publish(t, str(i).encode(), qos=1)
+    first = sub.expect_n(2)
+    assert [m.payload for m in first] == [b"0", b"1"]
+    sub.drop()
+    back = peers(any_broker, client_id=cid, protocol=V5, clean=False, session_expiry=60)
+    flags, _, _ = back.connect()
+    assert flags.session_present is True
+    got = back.expect_n(5)
+    assert [m.payload for m in got] == [b"0", b"1", b"2", b"3", b"4"]
+    assert [m.dup for m in got[:2]] == [True, True]
+    assert [m.dup for m in got[2:]] == [False, False, False]
+    back.expect_none()
+
+
+def test_queued_retained_publish_has_retain_0(any_broker, connected, peers):
+    """A retained PUBLISH that matched an existing (offline) subscription is not 'retained' to it."""
+    t = topic_base() + "/qr"
+    cid = uid("qr")
+    sub = peers(any_broker, client_id=cid, protocol=V311, clean=False)
+    sub.connect()
+    sub.subscribe(t, qos=1)
+    sub.disconnect()
+    connected(any_broker).publish(t, b"was-retained", qos=1, retain=True)
+    back = peers(any_broker, client_id=cid, protocol=V311, clean=False)
+    back.connect()
+    m = back.expect()
+    assert (m.payload, m.retain) == (b"was-retained", False)
+    back.expect_none()
+
+
+def test_v5_subscription_identifier_survives_session_resume(any_broker, connected, peers):
+    t = topic_base() + "/sid"
+    cid = uid("sid")
+    sub = peers(any_broker, client_id=cid, protocol=V5, session_expiry=60)
+    sub.connect()
+    sub.subscribe(t, qos=1, properties=props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=9))
+    sub.disconnect()
+    pub = connected(any_broker)
+    pub.publish(t, b"queued", qos=1)
+    back = peers(any_broker, client_id=cid, protocol=V5, clean=False, session_expiry=60)
+    back.connect()
+    m = back.expect()
+    assert m.payload == b"queued"
+    assert prop(m, "SubscriptionIdentifier") == [9]
+    pub.publish(t, b"live", qos=1)
+    m = back.expect()
+    assert (m.payload, prop(m, "SubscriptionIdentifier")) == (b"live", [9])
+
+
+def test_v5_topic_aliases_reset_on_new_connection(any_broker, connected, peers):
+    """Outgoing topic aliases belong to one network connection: after a reconnect with the same
+    session, every message must still resolve using only the new connection's aliases."""
+    base = topic_base()
+    cid = uid("alias")
+    cp = props(PacketTypes.CONNECT, TopicAliasMaximum=5, SessionExpiryInterval=60)
+    pub = connected(any_broker, protocol=V5)
+
+    def check(peer, rounds):
+        aliases = {}
+        for m in peer.expect_n(2 * rounds):
+            alias, topic = prop(m, "TopicAlias"), m.topic
+            if alias is not None and topic:
+                aliases[alias] = topic
+            elif alias is not None:
+                assert alias in aliases, f"alias {alias} not set on this connection"
+                topic = aliases[alias]
+            assert m.payload.decode().startswith(topic + "|"), (topic, m.payload)
+
+    sub = peers(any_broker, client_id=cid, protocol=V5, connect_props=cp)
+    sub.connect()
+    sub.subscribe(f"{base}/#", qos=1)
+    for i in range(3):
+        for t in ("a", "b"):
+            pub.publish(f"{base}/{t}", f"{base}/{t}|{i}".encode(), qos=1)
+    check(sub, 3)
+    sub.disconnect()
+    cp2 = props(PacketTypes.CONNECT, TopicAliasMaximum=5, SessionExpiryInterval=60)
+    back = peers(any_broker, client_id=cid, protocol=V5, clean=False, connect_props=cp2)
+    back.connect()
+    for i in range(3):
+        for t in ("a", "b"):
+            pub.publish(f"{base}/{t}", f"{base}/{t}|{i}".encode(), qos=1)
+    check(back, 3)

@@ -171,3 +171,18 @@ def test_keep_alive_capped_with_server_keep_alive(broker_factory, peers):
     q = peers(srv, protocol=V5, keepalive=5)
     _, _, cprops = q.connect()
     assert prop(cprops, "ServerKeepAlive") in (None, 5)
+
+
+def test_v5_will_published_on_session_takeover(any_broker, connected, peers):
+    """MQTT 5 3.1.4: on takeover the old connection's will is published (no will delay here)."""
+    t = topic_base() + "/will"
+    watcher = connected(any_broker)
+    watcher.subscribe(t, qos=1)
+    cid = uid("tw")
+    old = peers(any_broker, client_id=cid, protocol=V5, will=(t, b"taken-over", 1, False))
+    old.connect()
+    new = peers(any_broker, client_id=cid, protocol=V5)
+    new.connect()
+    m = watcher.expect()
+    assert m.payload == b"taken-over"
+    watcher.expect_none()
