@@ -128,3 +128,29 @@ def test_takeover_keeps_persistent_session(any_broker, peers):
     pub.publish("keep/" + cid, b"still-subscribed", qos=1)
     m = second.expect()
     assert (m.payload, m.qos) == (b"still-subscribed", 1)
+
+
+@pytest.mark.parametrize("version", [4, 5], ids=["v311", "v5"])
+def test_two_empty_client_ids_are_different_clients(any_broker, connected, version):
+    """Each empty-id client gets its own identity: the second does not take over the first."""
+    t = "anon/" + uid()
+    a = raw.RawClient(any_broker.port, version=version)
+    b = raw.RawClient(any_broker.port, version=version)
+    assert a.connect("", clean=True).return_code == 0
+    assert b.connect("", clean=True).return_code == 0
+    for c in (a, b):
+        c.send(raw.subscribe(1, [(t, 0)], version=version))
+        c.expect(raw.SUBACK)
+    connected(any_broker).publish(t, b"both", qos=1)
+    for c in (a, b):
+        topic, qos, _, _, _, payload = c.expect(raw.PUBLISH).publish_fields()
+        assert (topic, payload) == (t, b"both")
+        c.close()
+
+
+def test_username_password_accepted_without_auth(any_broker, peers):
+    """With no authentication configured (Mosquitto: allow_anonymous), credentials are ignored."""
+    p = peers(any_broker, protocol=V311)
+    p.c.username_pw_set("someone", "secret")
+    _, rc, _ = p.connect()
+    assert rc == 0
