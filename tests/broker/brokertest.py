@@ -214,9 +214,9 @@ class Peer:
             try:
                 out.append(self.messages.get(timeout=max(0.0, left)))
             except queue.Empty:
+                shown = [(m.topic, m.payload[:40]) for m in out[:10]]
                 raise AssertionError(
-                    f"{self.client_id}: got {len(out)} of {n} messages in {timeout}s: "
-                    f"{[(m.topic, m.payload) for m in out]}"
+                    f"{self.client_id}: got {len(out)} of {n} messages in {timeout}s; first: {shown}"
                 ) from None
         return out
 

@@ -172,3 +172,26 @@ def test_burst_exactly_once(request, any_broker, connected, mix):
 
 def _qos(mix, i):
     return mix if mix in (1, 2) else 1 + i % 2
+
+
+@pytest.mark.parametrize("qos", [1])  # QoS 0 may be dropped for a busy subscriber (both brokers do)
+def test_stalled_subscriber_does_not_stall_others(any_broker, connected, qos):
+    """A subscriber that stops reading (its TCP buffers fill) must not block the publisher or a
+    healthy subscriber: 20 batches of 500 x 1 KB messages (10 MB) all reach the healthy one.
+    (Batches keep the Python subscriber from being the bottleneck.)"""
+    t = topic_base() + "/stall"
+    stalled = connected(any_broker)
+    stalled.subscribe(t, qos=qos)
+    stalled.pause()
+    healthy = connected(any_broker)
+    healthy.subscribe(t, qos=qos)
+    pub = connected(any_broker)
+    body = b"s" * 1000
+    batch = 500
+    for b in range(20):
+        infos = [pub.publish(t, body + f"{b}:{i}".encode(), qos=qos, wait=False) for i in range(batch)]
+        for info in infos:
+            info.wait_for_publish(timeout=10)
+        got = healthy.expect_n(batch, timeout=10)
+        assert [m.payload[1000:] for m in got] == [f"{b}:{i}".encode() for i in range(batch)], f"batch {b}"
+    healthy.expect_none()
