@@ -6,7 +6,7 @@ import pytest
 
 import rawmqtt as raw
 
-from brokertest import V5, V31, V311, prop, props, topic_base, uid
+from brokertest import V5, V31, V311, prop, props, topic_base, uid, xfail_on_mosquitto
 from paho.mqtt.packettypes import PacketTypes
 
 
@@ -186,3 +186,24 @@ def test_v5_will_published_on_session_takeover(any_broker, connected, peers):
     m = watcher.expect()
     assert m.payload == b"taken-over"
     watcher.expect_none()
+
+
+@pytest.mark.parametrize("violation", ["wildcard-topic", "second-connect"])
+@pytest.mark.parametrize("version", [4, 5], ids=["v311", "v5"])
+def test_will_on_protocol_error(request, any_broker, connected, version, violation):
+    """The broker closing a connection for a protocol violation publishes its will (3.1.2.5)."""
+    if violation == "second-connect":
+        xfail_on_mosquitto(request, any_broker, "drops the will when a second CONNECT closes the connection")
+    t = topic_base() + "/will"
+    watcher = connected(any_broker)
+    watcher.subscribe(t, qos=1)
+    c = raw.RawClient(any_broker.port, version=version)
+    assert c.connect(uid("bad"), will=(t, "violated", 1, False)).return_code == 0
+    if violation == "second-connect":
+        c.send(raw.connect(uid("again"), version=version))
+    else:
+        c.send(raw.publish("a/+/b", b"x", version=version))
+    c.wait_closed()
+    c.close()
+    m = watcher.expect(timeout=2)
+    assert (m.topic, m.payload, m.qos) == (t, b"violated", 1)
