@@ -251,7 +251,7 @@ fn start_broker(
 }
 
 /// One measurement's outcome.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Measurement {
     mode: String,
     broker: String,
@@ -335,6 +335,76 @@ fn run_case(cfg: &CompareConfig, broker: &str, mode: &str, case: &Case, dir: &Pa
     m
 }
 
+/// What `results.json` holds: the run's settings and every measurement, enough to render
+/// `results.md` and the charts again ([`render`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Saved {
+    quick: bool,
+    nice: i32,
+    brokers: Vec<String>,
+    modes: Vec<String>,
+    cases: Vec<String>,
+    machine: String,
+    versions: String,
+    took_s: f64,
+    measurements: Vec<Measurement>,
+}
+
+/// Writes `results.md`, `results.json` and the charts for `saved` into `out`.
+fn write_outputs(out: &Path, saved: &Saved) -> Result<(), BenchError> {
+    let cfg = CompareConfig {
+        quick: saved.quick,
+        brokers: saved.brokers.clone(),
+        modes: saved.modes.clone(),
+        cases: saved.cases.clone(),
+        tinsel: PathBuf::from("tinsel"),
+        mosquitto: PathBuf::from("mosquitto"),
+        rumqttd: PathBuf::from("rumqttd"),
+        out: out.to_path_buf(),
+        verbose: false,
+        nice: saved.nice,
+    };
+    let cases: Vec<Case> = suite(saved.quick)
+        .into_iter()
+        .filter(|c| saved.cases.iter().any(|id| id == c.id))
+        .collect();
+    std::fs::create_dir_all(out)?;
+    let md = markdown(&cfg, &cases, saved);
+    std::fs::write(out.join("results.md"), &md)?;
+    let json = serde_json::to_string_pretty(saved)
+        .map_err(|e| BenchError::Io(std::io::Error::other(e)))?;
+    std::fs::write(out.join("results.json"), json)?;
+    for mode in &saved.modes {
+        let rows = chart_rows(&cfg, &cases, &saved.measurements, mode);
+        let path = out.join(format!("chart-{mode}.svg"));
+        chart::draw(
+            &path,
+            &format!("{mode}: × Mosquitto (higher is better)"),
+            &saved.brokers,
+            &rows,
+        )
+        .map_err(|e| BenchError::Io(std::io::Error::other(e.to_string())))?;
+    }
+    Ok(())
+}
+
+/// Renders `results.md` and the charts again from a saved `results.json` into `out`
+/// (after a change to the report layout, without measuring again).
+pub fn render(results_json: &Path, out: &Path) -> Result<String, BenchError> {
+    let text = std::fs::read_to_string(results_json)?;
+    let saved: Saved = serde_json::from_str(&text).map_err(|e| {
+        BenchError::Config(format!(
+            "{}: not a compare results file: {e}",
+            results_json.display()
+        ))
+    })?;
+    write_outputs(out, &saved)?;
+    Ok(format!(
+        "wrote {}/results.md and chart-*.svg",
+        out.display()
+    ))
+}
+
 /// Runs the suite and writes the results; returns a short summary.
 pub fn run(cfg: &CompareConfig) -> Result<String, BenchError> {
     let cases: Vec<Case> = suite(cfg.quick)
@@ -391,29 +461,44 @@ pub fn run(cfg: &CompareConfig) -> Result<String, BenchError> {
             }
         }
     }
-    std::fs::create_dir_all(&cfg.out)?;
-    let md = markdown(cfg, &cases, &results, started.elapsed());
-    std::fs::write(cfg.out.join("results.md"), &md)?;
-    let json = serde_json::to_string_pretty(&results)
-        .map_err(|e| BenchError::Io(std::io::Error::other(e)))?;
-    std::fs::write(cfg.out.join("results.json"), json)?;
-    for mode in &cfg.modes {
-        let rows = chart_rows(cfg, &cases, &results, mode);
-        let path = cfg.out.join(format!("chart-{mode}.svg"));
-        chart::draw(
-            &path,
-            &format!("{mode}: × Mosquitto (higher is better)"),
-            &cfg.brokers,
-            &rows,
-        )
-        .map_err(|e| BenchError::Io(std::io::Error::other(e.to_string())))?;
-    }
+    let saved = Saved {
+        quick: cfg.quick,
+        nice: cfg.nice,
+        brokers: cfg.brokers.clone(),
+        modes: cfg.modes.clone(),
+        cases: cases.iter().map(|c| c.id.to_string()).collect(),
+        machine: machine(),
+        versions: versions(cfg),
+        took_s: started.elapsed().as_secs_f64(),
+        measurements: results,
+    };
+    write_outputs(&cfg.out, &saved)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(format!(
         "wrote {}/results.md, results.json and chart-*.svg in {:.0} s",
         cfg.out.display(),
         started.elapsed().as_secs_f64()
     ))
+}
+
+/// A report's error list (a JSON array of strings) with repeats counted:
+/// `8× publisher: ...; subscriber: ...`. Anything else is returned as it is.
+fn grouped_errors(e: &str) -> String {
+    let Ok(list) = serde_json::from_str::<Vec<String>>(e) else {
+        return e.to_string();
+    };
+    let mut groups: Vec<(String, usize)> = Vec::new();
+    for item in list {
+        match groups.iter_mut().find(|(g, _)| *g == item) {
+            Some((_, n)) => *n += 1,
+            None => groups.push((item, 1)),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(g, n)| if n > 1 { format!("{n}× {g}") } else { g })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn summary_line(m: &Measurement) -> String {
@@ -424,7 +509,7 @@ fn summary_line(m: &Measurement) -> String {
         }
     }
     if let Some(e) = &m.error {
-        let _ = write!(s, "ERROR {e}");
+        let _ = write!(s, "ERROR {}", grouped_errors(e));
     }
     s
 }
@@ -584,12 +669,8 @@ fn chart_rows(
     rows
 }
 
-fn markdown(
-    cfg: &CompareConfig,
-    cases: &[Case],
-    results: &[Measurement],
-    took: Duration,
-) -> String {
+fn markdown(cfg: &CompareConfig, cases: &[Case], saved: &Saved) -> String {
+    let results = &saved.measurements[..];
     let mut s = String::new();
     let _ = writeln!(s, "# Broker comparison\n");
     let _ = writeln!(
@@ -601,9 +682,9 @@ fn markdown(
         } else {
             String::new()
         },
-        machine(),
-        took.as_secs_f64(),
-        versions(cfg)
+        saved.machine,
+        saved.took_s,
+        saved.versions
     );
     let _ = writeln!(
         s,
@@ -662,7 +743,7 @@ fn markdown(
                 m.mode,
                 m.case,
                 m.broker,
-                m.error.as_deref().unwrap_or_default()
+                grouped_errors(m.error.as_deref().unwrap_or_default())
             );
         }
         let _ = writeln!(s);
@@ -724,110 +805,86 @@ fn targets(s: &mut String, cfg: &CompareConfig, results: &[Measurement]) {
     }
     let _ = writeln!(
         s,
-        "| target | tinsel | mosquitto | rumqttd | met? |\n|---|---|---|---|---|"
+        "| target | placement | tinsel | mosquitto | rumqttd | met? |\n|---|---|---|---|---|---|"
     );
     let v = |mode: &str, case: &str, b: &str, metric: &str| value(results, mode, case, b, metric);
-    let mut row =
-        |name: String, t: Option<f64>, m: Option<f64>, r: Option<f64>, met: Option<bool>| {
-            let c = |x: Option<f64>| x.map_or("–".to_string(), fmt_num);
-            let verdict = match met {
-                Some(true) => "yes",
-                Some(false) => "**no**",
-                None => "not measured",
-            };
-            let _ = writeln!(s, "| {name} | {} | {} | {} | {verdict} |", c(t), c(m), c(r));
-        };
-    let pinned = if cfg.modes.iter().any(|m| m == "pinned") {
-        "pinned"
-    } else {
-        "unpinned"
-    };
-    for (case, factor) in [("p2p-q0", 4.0), ("p2p-q1", 6.0), ("fanout-q0", 11.0)] {
+    let mut row = |name: &str,
+                   mode: &str,
+                   case: &str,
+                   metric: &str,
+                   test: &dyn Fn(f64, f64, Option<f64>) -> bool| {
         let (t, m, r) = (
-            v(pinned, case, "tinsel", "msg/CPU-s"),
-            v(pinned, case, "mosquitto", "msg/CPU-s"),
-            v(pinned, case, "rumqttd", "msg/CPU-s"),
+            v(mode, case, "tinsel", metric),
+            v(mode, case, "mosquitto", metric),
+            v(mode, case, "rumqttd", metric),
         );
         let met = match (t, m) {
-            (Some(t), Some(m)) => Some(t >= factor * m && r.is_none_or(|r| t > r)),
+            (Some(t), Some(m)) => Some(test(t, m, r)),
             _ => None,
         };
-        row(
-            format!("{case} msg per broker CPU-s ≥ {factor}× Mosquitto and > rumqttd ({pinned})"),
-            t,
-            m,
-            r,
-            met,
+        let c = |x: Option<f64>| x.map_or("–".to_string(), fmt_num);
+        let verdict = match met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "not measured",
+        };
+        let _ = writeln!(
+            s,
+            "| {name} | {mode} | {} | {} | {} | {verdict} |",
+            c(t),
+            c(m),
+            c(r)
         );
-    }
-    if cfg.modes.iter().any(|m| m == "unpinned") {
-        for case in ["p2p-q0", "p2p-q1", "fanout-q0"] {
-            let (t, m, r) = (
-                v("unpinned", case, "tinsel", "msg/s"),
-                v("unpinned", case, "mosquitto", "msg/s"),
-                v("unpinned", case, "rumqttd", "msg/s"),
-            );
-            let met = match (t, m) {
-                (Some(t), Some(m)) => Some(t >= 2.0 * m && r.is_none_or(|r| t > r)),
-                _ => None,
-            };
+    };
+    for mode in &cfg.modes {
+        for (case, factor) in [("p2p-q0", 4.0), ("p2p-q1", 6.0), ("fanout-q0", 11.0)] {
             row(
-                format!("{case} throughput unpinned ≥ 2× Mosquitto and > rumqttd"),
-                t,
-                m,
-                r,
-                met,
+                &format!("{case}: msg per broker CPU-s ≥ {factor}× Mosquitto and > rumqttd"),
+                mode,
+                case,
+                "msg/CPU-s",
+                &|t, m, r| t >= factor * m && r.is_none_or(|r| t > r),
             );
         }
     }
-    let (t, m, r) = (
-        v(pinned, "latency-q1", "tinsel", "p99 µs"),
-        v(pinned, "latency-q1", "mosquitto", "p99 µs"),
-        v(pinned, "latency-q1", "rumqttd", "p99 µs"),
-    );
-    let met = match (t, m) {
-        (Some(t), Some(m)) => Some(t < m && r.is_none_or(|r| t < r)),
-        _ => None,
-    };
-    row(
-        format!("p99 latency µs at 10k msg/s QoS 1 below both ({pinned})"),
-        t,
-        m,
-        r,
-        met,
-    );
-    let (t, m, r) = (
-        v(pinned, "idle-conn", "tinsel", "KiB/conn"),
-        v(pinned, "idle-conn", "mosquitto", "KiB/conn"),
-        v(pinned, "idle-conn", "rumqttd", "KiB/conn"),
-    );
-    let met = match (t, m) {
-        (Some(t), Some(m)) => Some(t <= m),
-        _ => None,
-    };
-    row(
-        format!("RSS KiB per idle connection ≤ Mosquitto ({pinned})"),
-        t,
-        m,
-        r,
-        met,
-    );
-    let (t, m, r) = (
-        v(pinned, "idle-conn", "tinsel", "conn/s"),
-        v(pinned, "idle-conn", "mosquitto", "conn/s"),
-        v(pinned, "idle-conn", "rumqttd", "conn/s"),
-    );
-    let met = match (t, m) {
-        (Some(t), Some(m)) => Some(t >= 2.0 * m),
-        _ => None,
-    };
-    row(
-        format!("connect rate ≥ 2× Mosquitto ({pinned})"),
-        t,
-        m,
-        r,
-        met,
-    );
+    if cfg.modes.iter().any(|m| m == "unpinned") {
+        for case in ["p2p-q0", "p2p-q1", "fanout-q0"] {
+            row(
+                &format!("{case}: throughput ≥ 2× Mosquitto and > rumqttd"),
+                "unpinned",
+                case,
+                "msg/s",
+                &|t, m, r| t >= 2.0 * m && r.is_none_or(|r| t > r),
+            );
+        }
+    }
+    for mode in &cfg.modes {
+        row(
+            "p99 latency µs at 10k msg/s QoS 1 below both",
+            mode,
+            "latency-q1",
+            "p99 µs",
+            &|t, m, r| t < m && r.is_none_or(|r| t < r),
+        );
+    }
+    for mode in &cfg.modes {
+        row(
+            "RSS KiB per idle connection ≤ Mosquitto",
+            mode,
+            "idle-conn",
+            "KiB/conn",
+            &|t, m, _| t <= m,
+        );
+    }
+    for mode in &cfg.modes {
+        row(
+            "connect rate ≥ 2× Mosquitto",
+            mode,
+            "idle-conn",
+            "conn/s",
+            &|t, m, _| t >= 2.0 * m,
+        );
+    }
     let bad: Vec<String> = results
         .iter()
         .filter(|m| m.broker == "tinsel")
@@ -846,7 +903,7 @@ fn targets(s: &mut String, cfg: &CompareConfig, results: &[Measurement]) {
         .any(|m| m.broker == "tinsel" && m.report.is_some() && m.case.contains("q1"));
     let _ = writeln!(
         s,
-        "| no loss, duplicates or reordering at QoS 1 | {} | | | {} |",
+        "| no loss, duplicates or reordering at QoS 1 | all | {} | | | {} |",
         if bad.is_empty() {
             "none".to_string()
         } else {

@@ -26,6 +26,9 @@ pub enum BenchError {
     /// The broker closed a connection in the middle of the run.
     #[error("broker closed a connection during the run ({0})")]
     Closed(String),
+    /// The broker stopped taking part: it read nothing, or acknowledged nothing, for too long.
+    #[error("broker stalled: {0}")]
+    Stalled(String),
     /// A socket or process error on this machine.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -206,13 +206,13 @@ async fn publish_loop(
         }
         let stalled = now.duration_since(last_progress);
         if finished_sending && !conn.wbuf.is_empty() && stalled >= WRITE_STALL {
-            return Err(BenchError::Closed(format!(
-                "the broker read nothing from a publisher for {} s",
+            return Err(BenchError::Stalled(format!(
+                "it read nothing from a publisher for {} s",
                 WRITE_STALL.as_secs()
             )));
         }
         if finished_sending && conn.wbuf.is_empty() && stalled >= plan.ack_timeout {
-            return Err(BenchError::Protocol(format!(
+            return Err(BenchError::Stalled(format!(
                 "{} publishes still unacknowledged {:.1} s after the last acknowledgement",
                 st.inflight,
                 plan.ack_timeout.as_secs_f64()

@@ -146,6 +146,9 @@ struct CompareArgs {
     /// Print each measurement as it finishes.
     #[arg(short, long)]
     verbose: bool,
+    /// Measure nothing: render results.md and the charts again from this results.json.
+    #[arg(long, value_name = "RESULTS_JSON")]
+    render: Option<PathBuf>,
     /// Run brokers and load generator under `nice -n N` (negative needs root): on a shared
     /// machine it keeps other work from taking their CPU.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
@@ -238,6 +241,18 @@ fn config(scenario: Scenario, a: RunArgs) -> Result<BenchConfig, String> {
 }
 
 fn run_compare(c: CompareArgs) -> ExitCode {
+    if let Some(json) = &c.render {
+        return match compare::render(json, &c.out) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tinsel bench compare: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_default();
