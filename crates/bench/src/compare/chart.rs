@@ -73,7 +73,11 @@ pub(super) fn draw(
             let val = (*v.get(bi)?)?;
             let x0 = i as f64 + 0.1 + bi as f64 * bar_w;
             Some(Text::new(
-                format!("{val:.1}"),
+                if val < 0.1 {
+                    format!("{val:.2}")
+                } else {
+                    format!("{val:.1}")
+                },
                 (x0, val + top * 0.02),
                 ("sans-serif", 11).into_font(),
             ))
