@@ -91,3 +91,24 @@ def test_hash_does_not_receive_sys(broker_factory, connected):
     sub = connected(server)
     sub.subscribe("#", qos=0)
     sub.expect_none(1.5)
+
+
+def test_sys_counts_exact(broker_factory, connected, peers):
+    server = broker_factory(sys_interval=1)
+    watcher = connected(server)
+    watcher.subscribe("$SYS/broker/#", qos=0)
+    C, S, R = "$SYS/broker/clients/connected", "$SYS/broker/subscriptions/count", "$SYS/broker/retained messages/count"
+    first = _collect(watcher, lambda v: v.get(C) == "1" and v.get(S) == "1" and R in v)
+    retained0 = int(first[R])
+    base = topic_base()
+    a = connected(server)
+    a.subscribe(f"{base}/x", qos=1)
+    a.subscribe(f"{base}/y/#", qos=0)
+    b = connected(server)
+    b.publish(f"{base}/r1", b"1", qos=1, retain=True)
+    b.publish(f"{base}/r2", b"2", qos=1, retain=True)
+    # (the retained count includes the broker's own $SYS topics, which may grow: compare deltas)
+    _collect(watcher, lambda v: v.get(C) == "3" and v.get(S) == "3" and int(v.get(R, 0)) >= retained0 + 2)
+    a.disconnect()
+    b.publish(f"{base}/r1", b"", qos=1, retain=True)
+    _collect(watcher, lambda v: v.get(C) == "2" and v.get(S) == "1")
