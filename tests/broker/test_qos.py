@@ -195,3 +195,35 @@ def test_stalled_subscriber_does_not_stall_others(any_broker, connected, qos):
         got = healthy.expect_n(batch, timeout=10)
         assert [m.payload[1000:] for m in got] == [f"{b}:{i}".encode() for i in range(batch)], f"batch {b}"
     healthy.expect_none()
+
+
+@pytest.mark.parametrize("version", [4, 5], ids=["v311", "v5"])
+def test_pubrel_for_unknown_id_gets_pubcomp(any_broker, version):
+    c = raw.RawClient(any_broker.port, version=version)
+    assert c.connect(uid("rel")).return_code == 0
+    c.send(raw.ack(raw.PUBREL, 77))
+    comp = c.expect(raw.PUBCOMP)
+    assert comp.packet_id == 77
+    if version == 5 and len(comp.body) > 2:
+        assert comp.body[2] in (0x00, 0x92)
+    c.close()
+
+
+def test_v5_pubrec_with_error_ends_the_qos2_flow(any_broker, connected):
+    """A PUBREC with a reason code >= 0x80 ends the exchange: no PUBREL, and delivery goes on."""
+    t = topic_base() + "/pubrec"
+    s = raw.RawClient(any_broker.port, version=5)
+    assert s.connect(uid("pe")).return_code == 0
+    s.send(raw.subscribe(1, [(t, 2)], version=5))
+    s.expect(raw.SUBACK)
+    pub = connected(any_broker)
+    pub.publish(t, b"refused", qos=2)
+    *_, pid, payload = s.expect(raw.PUBLISH).publish_fields()
+    assert payload == b"refused"
+    s.send(raw.packet(raw.PUBREC, 0, raw.u16(pid) + bytes([0x80]) + raw.props()))
+    with pytest.raises(TimeoutError):
+        s.recv(timeout=0.5)
+    pub.publish(t, b"next", qos=2)
+    topic, qos, _, dup, pid2, payload = s.expect(raw.PUBLISH).publish_fields()
+    assert (topic, qos, dup, payload) == (t, 2, False, b"next")
+    s.close()

@@ -323,3 +323,13 @@ def test_v5_topic_aliases_reset_on_new_connection(any_broker, connected, peers):
         for t in ("a", "b"):
             pub.publish(f"{base}/{t}", f"{base}/{t}|{i}".encode(), qos=1)
     check(back, 3)
+
+
+def test_v5_disconnect_cannot_set_expiry_when_connect_had_zero(any_broker):
+    """MQTT-3.14.2-2: Session Expiry 0 at CONNECT and non-zero at DISCONNECT is a protocol error."""
+    c = raw.RawClient(any_broker.port, version=5)
+    assert c.connect(uid("de")).return_code == 0
+    c.send(raw.disconnect(5, 0, raw.props((0x11, raw.u32(60)))))
+    seen = c.wait_closed()
+    assert [(p.type, p.reason) for p in seen] == [(raw.DISCONNECT, 0x82)]
+    c.close()
