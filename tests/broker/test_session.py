@@ -333,3 +333,51 @@ def test_v5_disconnect_cannot_set_expiry_when_connect_had_zero(any_broker):
     seen = c.wait_closed()
     assert [(p.type, p.reason) for p in seen] == [(raw.DISCONNECT, 0x82)]
     c.close()
+
+
+@pytest.mark.parametrize("protocol", [V311, V5], ids=["v311", "v5"])
+def test_takeover_resends_in_flight_messages(any_broker, connected, peers, protocol):
+    """Unacknowledged QoS 1 messages of the old connection are resent (DUP) on the new one."""
+    t = topic_base() + "/tk"
+    cid = uid("tk")
+    extra = {"session_expiry": 60} if protocol == V5 else {}
+    old = peers(any_broker, client_id=cid, protocol=protocol, clean=False, manual_ack=True, **extra)
+    old.connect()
+    old.subscribe(t, qos=1)
+    pub = connected(any_broker)
+    pub.publish(t, b"a", qos=1)
+    pub.publish(t, b"b", qos=1)
+    assert [m.payload for m in old.expect_n(2)] == [b"a", b"b"]
+    new = peers(any_broker, client_id=cid, protocol=protocol, clean=False, **extra)
+    flags, _, _ = new.connect()
+    assert flags.session_present is True
+    got = new.expect_n(2)
+    assert [(m.payload, m.dup) for m in got] == [(b"a", True), (b"b", True)]
+    new.expect_none()
+
+
+def test_v5_resent_messages_do_not_use_old_connection_aliases(any_broker, connected, peers):
+    base = topic_base()
+    cid = uid("ra")
+    cp = props(PacketTypes.CONNECT, TopicAliasMaximum=5, SessionExpiryInterval=60)
+    sub = peers(any_broker, client_id=cid, protocol=V5, manual_ack=True, connect_props=cp)
+    sub.connect()
+    sub.subscribe(f"{base}/#", qos=1)
+    pub = connected(any_broker)
+    for i in range(3):
+        pub.publish(f"{base}/same", str(i).encode(), qos=1)
+    sub.expect_n(3)
+    sub.drop()  # none acknowledged
+    cp2 = props(PacketTypes.CONNECT, TopicAliasMaximum=5, SessionExpiryInterval=60)
+    back = peers(any_broker, client_id=cid, protocol=V5, clean=False, connect_props=cp2)
+    back.connect()
+    aliases = {}
+    for m in back.expect_n(3):
+        alias, topic = prop(m, "TopicAlias"), m.topic
+        if alias is not None and topic:
+            aliases[alias] = topic
+        elif alias is not None:
+            assert alias in aliases, f"resent message uses alias {alias} from the old connection"
+            topic = aliases[alias]
+        assert topic == f"{base}/same"
+        assert m.dup is True

@@ -339,3 +339,23 @@ def test_publish_to_wildcard_topic_refused(any_broker, connected, version):
         assert seen == []
     c.close()
     watcher.expect_none()
+
+
+@pytest.mark.parametrize("protocol", [V311, V5], ids=["v311", "v5"])
+def test_many_filters_in_one_subscribe_and_unsubscribe(any_broker, connected, protocol):
+    base = topic_base()
+    sub = connected(any_broker, protocol=protocol)
+    filters = [(f"{base}/f{i}", i % 3) for i in range(60)]
+    assert sub.subscribe(filters) == [i % 3 for i in range(60)]
+    pub = connected(any_broker)
+    pub.publish(f"{base}/f59", b"last", qos=2)
+    m = sub.expect()
+    assert (m.topic, m.qos) == (f"{base}/f59", 2)
+    rcs = sub.unsubscribe([f for f, _ in filters[:30]] + [f"{base}/never"])
+    if protocol == V5:
+        assert [int(r.value) for r in rcs] == [0] * 30 + [0x11]
+    pub.publish(f"{base}/f0", b"gone", qos=1)
+    pub.publish(f"{base}/f30", b"kept", qos=1)
+    m = sub.expect()
+    assert (m.topic, m.payload) == (f"{base}/f30", b"kept")
+    sub.expect_none()
