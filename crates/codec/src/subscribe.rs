@@ -178,6 +178,51 @@ mod tests {
         assert_eq!(encode(&Packet::Subscribe(p), V311), bytes);
     }
 
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn golden_from_mosquitto_sub() {
+        let f = |s: &'static str, q| (ByteStr::from_static(s), SubscriptionOptions::new(q));
+        // `mosquitto_sub -V mqttv311 -t 'a/+' -t 'b/#' -q 1`
+        let bytes = hex("820e00010003612f2b010003622f2301");
+        let p = Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            properties: Properties::default(),
+            filters: vec![f("a/+", QoS::AtLeastOnce), f("b/#", QoS::AtLeastOnce)],
+        });
+        assert_eq!(decode(&bytes, V311).unwrap(), p);
+        assert_eq!(encode(&p, V311), bytes);
+        // `-V mqttv31 -t 'a/+' -q 2`
+        let bytes = hex("820800010003612f2b02");
+        let p = Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            properties: Properties::default(),
+            filters: vec![f("a/+", QoS::ExactlyOnce)],
+        });
+        assert_eq!(decode(&bytes, V31).unwrap(), p);
+        assert_eq!(encode(&p, V31), bytes);
+        // `-V mqttv5 -t 'a/+' -q 1 -D subscribe subscription-identifier 7
+        //  -D subscribe user-property k v`
+        let bytes = hex("82120001090b072600016b0001760003612f2b01");
+        let mut properties = Properties::default();
+        properties.subscription_identifiers.push(7);
+        properties
+            .user_properties
+            .push((ByteStr::from_static("k"), ByteStr::from_static("v")));
+        let p = Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            properties,
+            filters: vec![f("a/+", QoS::AtLeastOnce)],
+        });
+        assert_eq!(decode(&bytes, V5).unwrap(), p);
+        assert_eq!(encode(&p, V5), bytes);
+    }
+
     #[test]
     fn v5_options_and_identifier() {
         let opts = SubscriptionOptions {
