@@ -274,3 +274,44 @@ def test_offline_queue_bounded_by_bytes(start_tinsel, peers, connected):
     got = [m.payload[:1] for m in back.expect_n(3)]
     back.expect_none()
     assert got == [b"0", b"1", b"2"]
+
+
+def test_default_listener_is_localhost_1883(tinsel_bin, tmp_path):
+    """`tinsel broker` with no arguments listens on 127.0.0.1:1883 (skipped if 1883 is busy)."""
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", 1883))
+        except OSError:
+            pytest.skip("port 1883 is in use on this machine")
+    log = open(tmp_path / "default.log", "wb")
+    proc = subprocess.Popen([str(tinsel_bin), "broker"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            assert proc.poll() is None, (tmp_path / "default.log").read_text()
+            try:
+                c = raw.RawClient(1883, version=4, timeout=1)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "nothing on 127.0.0.1:1883"
+                time.sleep(0.05)
+        assert c.connect(uid("default")).return_code == 0
+        c.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+        log.close()
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_clean_exit_on_signal(start_tinsel, connected, sig):
+    import signal
+
+    srv = start_tinsel()
+    c = connected(srv)
+    srv.proc.send_signal(getattr(signal, sig))
+    assert srv.proc.wait(timeout=5) == 0
+    c.expect_disconnect(timeout=3)
+    assert "panic" not in srv.log().lower()
