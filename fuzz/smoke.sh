@@ -18,8 +18,15 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 
+# A failing `cargo fuzz list` must fail the script (a `for` over `$(...)` would hide it).
+targets="$(cargo fuzz list)"
+if [ -z "$targets" ]; then
+    echo "no fuzz targets found" >&2
+    exit 1
+fi
+
 status=0
-for target in $(cargo fuzz list); do
+for target in $targets; do
     corpus="corpus/$target"
     mkdir -p "$corpus"
     seeds=()
