@@ -130,6 +130,20 @@ impl Publish {
 /// topic or alias, properties) and then writes it to each subscriber with
 /// [`EncodedPublish::write_to`], which copies the prepared bytes and patches in the packet
 /// identifier. The payload is kept as a shared [`Bytes`], never copied until written.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use tinsel_codec::{ByteStr, EncodedPublish, ProtocolVersion, Publish, QoS};
+///
+/// let mut p = Publish::new(ByteStr::from_static("a/b"), &b"hi"[..]);
+/// p.qos = QoS::AtLeastOnce;
+/// let shared = EncodedPublish::new(&p, ProtocolVersion::V311).unwrap();
+/// let mut out = BytesMut::new();
+/// shared.write_to(7, false, &mut out).unwrap(); // subscriber 1, packet id 7
+/// shared.write_to(9, true, &mut out).unwrap(); // subscriber 2, a redelivery with id 9
+/// assert_eq!(&out[..11], &[0x32, 9, 0, 3, b'a', b'/', b'b', 0, 7, b'h', b'i']);
+/// assert_eq!(out[11], 0x3A); // DUP set
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedPublish {
     /// Fixed header and topic name.
