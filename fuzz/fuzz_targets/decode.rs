@@ -9,7 +9,11 @@ use libfuzzer_sys::fuzz_target;
 use tinsel_codec::{ProtocolVersion, decode_packet, encode_packet};
 
 fuzz_target!(|data: &[u8]| {
-    for version in [ProtocolVersion::V31, ProtocolVersion::V311, ProtocolVersion::V5] {
+    for version in [
+        ProtocolVersion::V31,
+        ProtocolVersion::V311,
+        ProtocolVersion::V5,
+    ] {
         let mut buf = BytesMut::from(data);
         // Decode every packet in the input, as a connection's read loop would.
         while let Ok(Some(packet)) = decode_packet(&mut buf, version, 1 << 20) {
