@@ -98,6 +98,10 @@ pub enum DecodeError {
     /// Present is set with a non-zero reason code [MQTT-3.2.2-4].
     #[error("invalid CONNACK flags 0x{0:02X}")]
     InvalidConnAckFlags(u8),
+    /// An MQTT 5 PUBLISH with a zero-length topic name and no Topic Alias
+    /// (section 3.3.2.1: a Protocol Error).
+    #[error("empty topic name without a topic alias")]
+    MissingTopicAlias,
     /// The first packet on a connection must be CONNECT, and only once.
     #[error("expected CONNECT first")]
     ExpectedConnect,
@@ -115,8 +119,12 @@ impl DecodeError {
             }
             // "It is a Protocol Error to include ... more than once / the value 0 / a value
             // other than 0 or 1" (MQTT 5 section 3.x.2.2).
+            // "A SUBSCRIBE / UNSUBSCRIBE packet with no Payload is a Protocol Error"
+            // (sections 3.8.3 and 3.10.3); so is an empty topic without an alias (3.3.2.1).
             DecodeError::DuplicateProperty(_)
             | DecodeError::InvalidPropertyValue(_)
+            | DecodeError::NoTopicFilters
+            | DecodeError::MissingTopicAlias
             | DecodeError::ExpectedConnect => ReasonCode::PROTOCOL_ERROR,
             // Subscription options: reserved bits set is malformed [MQTT-3.8.3-5]; a
             // Maximum QoS or Retain Handling of 3 is a Protocol Error (section 3.8.3.1).

@@ -78,7 +78,7 @@ impl Publish {
         };
         // "It is a Protocol Error if the Topic Name is zero length and there is no Topic Alias."
         if topic.is_empty() && properties.topic_alias.is_none() {
-            return Err(DecodeError::InvalidTopicName);
+            return Err(DecodeError::MissingTopicAlias);
         }
         Ok(Publish {
             dup: flags & 0x08 != 0,
@@ -311,8 +311,8 @@ mod tests {
         reject(
             &[0x30, 3, 0, 0, 0],
             V5,
-            DecodeError::InvalidTopicName,
-            ReasonCode::TOPIC_NAME_INVALID,
+            DecodeError::MissingTopicAlias,
+            ReasonCode::PROTOCOL_ERROR,
         );
         // QoS 3 [MQTT-3.3.1-4].
         reject(

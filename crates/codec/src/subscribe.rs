@@ -269,8 +269,18 @@ mod tests {
             mal,
         );
         // No filters [MQTT-3.8.3-3].
-        reject(&[0x82, 2, 0, 1], V311, E::NoTopicFilters, mal);
-        reject(&[0x82, 3, 0, 1, 0], V5, E::NoTopicFilters, mal);
+        reject(
+            &[0x82, 2, 0, 1],
+            V311,
+            E::NoTopicFilters,
+            ReasonCode::PROTOCOL_ERROR,
+        );
+        reject(
+            &[0x82, 3, 0, 1, 0],
+            V5,
+            E::NoTopicFilters,
+            ReasonCode::PROTOCOL_ERROR,
+        );
         // Packet identifier 0.
         reject(&[0x82, 6, 0, 0, 0, 1, b'a', 0], V311, E::ZeroPacketId, mal);
         // Options byte missing.

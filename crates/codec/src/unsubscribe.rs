@@ -94,7 +94,12 @@ mod tests {
         use DecodeError as E;
         let mal = ReasonCode::MALFORMED_PACKET;
         // No filters [MQTT-3.10.3-2].
-        reject(&[0xA2, 2, 0, 1], V311, E::NoTopicFilters, mal);
+        reject(
+            &[0xA2, 2, 0, 1],
+            V311,
+            E::NoTopicFilters,
+            ReasonCode::PROTOCOL_ERROR,
+        );
         // Flags 0010 [MQTT-3.10.1-1].
         reject(
             &[0xA0, 5, 0, 1, 0, 1, b'a'],
