@@ -1,7 +1,6 @@
 """Tinsel-only behaviour: the `-c` TOML config (listeners, limits, sys_interval), `-v` packet logs,
-the CONNECT timeout, bounded offline queues."""
+the keep-alive cap enforcement, the CONNECT timeout, bounded offline queues, signals, default port."""
 
-import re
 import subprocess
 import time
 
@@ -9,7 +8,6 @@ import pytest
 
 import rawmqtt as raw
 from brokertest import V5, V311, Peer, free_port_number, prop, tinsel_config, topic_base, uid
-from paho.mqtt.packettypes import PacketTypes
 
 
 _config = tinsel_config

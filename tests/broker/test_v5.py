@@ -1,8 +1,6 @@
 """MQTT 5 features: properties passed through, topic aliases both ways, Receive Maximum,
 Maximum Packet Size, message expiry on forward, AUTH."""
 
-import time
-
 import pytest
 
 import rawmqtt as raw
