@@ -166,3 +166,41 @@ def test_wareville_lights_topic(any_broker, connected):
     _pub(any_broker, "-t", t, "-m", "on")
     m = lights.expect()
     assert (m.topic, m.payload) == (t, b"on")
+
+
+def test_remove_retained_with_mosquitto_sub(any_broker, connected):
+    base = topic_base()
+    for i in range(3):
+        _pub(any_broker, "-r", "-q", "1", "-t", f"{base}/{i}", "-m", f"r{i}")
+    r = run_cli(_sub_args(any_broker, "-t", f"{base}/#", "--remove-retained", "--retained-only", "-W", "2"), timeout=6)
+    assert sorted(r.stdout.split()) == [b"r0", b"r1", b"r2"]
+    late = connected(any_broker)
+    late.subscribe(f"{base}/#", qos=1)
+    late.expect_none(0.5)
+
+
+def test_large_payload_from_file(any_broker, connected, tmp_path):
+    t = topic_base() + "/file"
+    data = bytes(range(256)) * 4096  # 1 MiB
+    f = tmp_path / "payload.bin"
+    f.write_bytes(data)
+    sub = connected(any_broker)
+    sub.subscribe(t, qos=1)
+    _pub(any_broker, "-q", "1", "-t", t, "-f", str(f))
+    m = sub.expect(timeout=10)
+    assert m.payload == data
+
+
+@pytest.mark.parametrize("version", ["mqttv311", "mqttv5"])
+def test_mosquitto_sub_will_fires_when_killed(any_broker, sub_proc, connected, version):
+    t = topic_base() + "/clientwill"
+    watcher = connected(any_broker)
+    watcher.subscribe(t, qos=1)
+    sp = _start_synced_sub(
+        any_broker, sub_proc, connected, "-V", version, "-t", topic_base(),
+        "--will-topic", t, "--will-payload", "sub-died", "--will-qos", "1",
+    )  # fmt: skip
+    watcher.expect_none(0.2)
+    sp.proc.kill()
+    m = watcher.expect()
+    assert (m.topic, m.payload, m.qos) == (t, b"sub-died", 1)
