@@ -5,7 +5,7 @@ import time
 import pytest
 
 import rawmqtt as raw
-from brokertest import V5, V311, prop, props, topic_base, uid
+from brokertest import V5, V31, V311, prop, props, topic_base, uid
 from paho.mqtt.packettypes import PacketTypes
 
 
@@ -33,19 +33,20 @@ def _check_queued(sub, base):
     sub.expect_none()
 
 
-def test_v311_persistent_session_resume_with_queued_messages(any_broker, connected, peers):
+@pytest.mark.parametrize("protocol", [V31, V311], ids=["v31", "v311"])
+def test_v311_persistent_session_resume_with_queued_messages(any_broker, connected, peers, protocol):
     base = topic_base()
     cid = uid("persist")
-    sub = peers(any_broker, client_id=cid, protocol=V311, clean=False)
+    sub = peers(any_broker, client_id=cid, protocol=protocol, clean=False)
     flags, _, _ = sub.connect()
     assert flags.session_present is False
     sub.subscribe(f"{base}/q1", qos=1)
     sub.subscribe(f"{base}/q2", qos=2)
     sub.disconnect()
     _queue_while_offline(any_broker, connected, base)
-    back = peers(any_broker, client_id=cid, protocol=V311, clean=False)
+    back = peers(any_broker, client_id=cid, protocol=protocol, clean=False)
     flags, _, _ = back.connect()
-    assert flags.session_present is True
+    assert flags.session_present is (protocol == V311)  # MQTT 3.1 has no session present flag
     _check_queued(back, base)
     # The subscriptions are part of the session: live messages flow without re-subscribing.
     pub = connected(any_broker)
