@@ -1,14 +1,15 @@
 //! The client handle, its event stream, and the connection task behind them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use bytes::Buf;
 use bytes::{Bytes, BytesMut};
 use tinsel_codec::{
     ByteStr, ConnAck, Connect, Disconnect, Packet, Properties, Publish, QoS, SubAck, Subscribe,
     SubscriptionOptions, UnsubAck, Unsubscribe, decode_packet, encode_packet, topic,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -22,6 +23,11 @@ const COMMAND_QUEUE: usize = 64;
 /// more from the socket, so a slow reader slows the broker down instead of growing memory.
 /// An application must therefore keep calling [`Events::recv`] (or drop [`Events`]).
 const EVENT_QUEUE: usize = 1024;
+
+/// Publishes taken beyond the in-flight window while an event waits for the application.
+/// When full, further such publishes fail at once with [`Error::Overloaded`]: blocking
+/// instead could deadlock an application that publishes from its event loop.
+const BACKLOG: usize = 4096;
 
 /// Something that happened on the connection.
 #[derive(Debug)]
@@ -37,6 +43,11 @@ pub enum Event {
 }
 
 /// Receives [`Event`]s from the connection task.
+///
+/// Keep calling [`recv`](Events::recv) (or drop this): while 1,024 events wait unread, the
+/// connection task stops reading from the broker, so acknowledgements stop arriving too.
+/// Publishing from the event loop is fine with [`Client::send_publish`]; awaiting a QoS 1/2
+/// acknowledgement there holds up the events behind it.
 #[derive(Debug)]
 pub struct Events {
     rx: mpsc::Receiver<Event>,
@@ -103,6 +114,8 @@ impl Client {
             pending_unsub: HashMap::new(),
             written: Vec::new(),
             limits: ServerLimits::default(),
+            closing: None,
+            backlog: VecDeque::new(),
         };
         let mut conn = conn;
         task.after_connect(&mut conn, connack).await;
@@ -256,17 +269,38 @@ impl Client {
     }
 }
 
-/// An open stream with its buffers.
+/// An open stream with its buffers. Split in two so the connection task can write and
+/// read at the same time: writing while not reading could deadlock with a broker that is
+/// itself blocked writing to us.
 struct Conn {
-    io: Box<dyn Io>,
+    rd: ReadHalf<Box<dyn Io>>,
+    wr: WriteHalf<Box<dyn Io>>,
     rbuf: BytesMut,
+    /// Encoded packets not yet written. Bounded: commands are not taken above
+    /// [`BATCH`], and the socket is not read above [`WBUF_LIMIT`].
     wbuf: BytesMut,
+    /// Bytes were written since the last flush (TLS holds records until flushed).
+    unflushed: bool,
 }
+
+/// Commands are taken until this much is waiting to be written.
+const BATCH: usize = 64 * 1024;
+/// Above this much waiting to be written (answers to what we read), reading pauses until
+/// the broker takes some.
+const WBUF_LIMIT: usize = 4 * 1024 * 1024;
 
 /// Free space wanted in the read buffer before each read, so one read takes in many packets.
 const READ_CHUNK: usize = 16 * 1024;
 
 impl Conn {
+    /// Writes what is pending (a final DISCONNECT) and closes; errors do not matter now.
+    async fn close(&mut self) {
+        let _ = self.wr.write_all(&self.wbuf).await;
+        self.wbuf.clear();
+        let _ = self.wr.flush().await;
+        let _ = self.wr.shutdown().await;
+    }
+
     /// Ensures room for a large read. The buffer holds at most one partial packet beyond
     /// what was just read, and a packet is at most `max_packet_size` ([`check_frame`]
     /// rejects larger ones from the header), so it stays bounded.
@@ -283,10 +317,13 @@ impl Conn {
 async fn establish(opts: &ClientOptions) -> Result<(Conn, ConnAck), Error> {
     let attempt = async {
         let io = transport::open(opts).await?;
+        let (rd, wr) = tokio::io::split(io);
         let mut conn = Conn {
-            io,
+            rd,
+            wr,
             rbuf: BytesMut::with_capacity(4096),
             wbuf: BytesMut::with_capacity(256),
+            unflushed: false,
         };
         let connect = Packet::from(Connect {
             protocol: opts.version,
@@ -307,8 +344,8 @@ async fn establish(opts: &ClientOptions) -> Result<(Conn, ConnAck), Error> {
         });
         log(opts, true, &connect);
         encode_packet(&connect, opts.version, &mut conn.wbuf)?;
-        conn.io.write_all(&conn.wbuf).await?;
-        conn.io.flush().await?;
+        conn.wr.write_all(&conn.wbuf).await?;
+        conn.wr.flush().await?;
         conn.wbuf.clear();
         loop {
             if let Some(p) = decode_packet(&mut conn.rbuf, opts.version, opts.max_packet_size)? {
@@ -330,7 +367,7 @@ async fn establish(opts: &ClientOptions) -> Result<(Conn, ConnAck), Error> {
                 };
             }
             conn.make_room();
-            if conn.io.read_buf(&mut conn.rbuf).await? == 0 {
+            if conn.rd.read_buf(&mut conn.rbuf).await? == 0 {
                 return Err(Error::ConnectionClosed);
             }
         }
@@ -378,6 +415,12 @@ struct Task {
     written: Vec<Waiter<()>>,
     /// What the broker's CONNACK allows (MQTT 5).
     limits: ServerLimits,
+    /// QoS 1/2 publishes taken while the window was full, during [`Task::emit`]; sent in
+    /// order as the window frees up. Bounded by [`BACKLOG`].
+    backlog: VecDeque<(Publish, Waiter<()>)>,
+    /// Set when the application asked to close (its DISCONNECT waiter; `None` when every
+    /// handle was dropped) while the task was busy handing it an event.
+    closing: Option<Option<Waiter<()>>>,
 }
 
 /// The limits an MQTT 5 broker announces in CONNACK; a publish beyond them is refused
@@ -446,24 +489,42 @@ impl Task {
             let err = match self.serve(&mut conn).await {
                 Ended::Closed => {
                     self.fail_pending(|| Error::Closed);
+                    self.fail_backlog(|| Error::Closed);
                     self.session.fail_all(|| Error::Closed);
                     return;
                 }
                 Ended::Lost(e) => e,
             };
             self.fail_pending(|| Error::ConnectionClosed);
-            let _ = self.events.send(Event::Disconnected(err)).await;
+            self.emit(Event::Disconnected(err), None).await;
+            if let Some(w) = self.closing.take() {
+                if let Some(w) = w {
+                    let _ = w.send(Ok(()));
+                }
+                self.fail_backlog(|| Error::Closed);
+                self.session.fail_all(|| Error::Closed);
+                return;
+            }
             let Some(backoff) = self.opts.reconnect else {
+                self.fail_backlog(|| Error::ConnectionClosed);
                 self.session.fail_all(|| Error::ConnectionClosed);
                 return;
             };
             match self.reconnect(backoff).await {
                 Some(c) => conn = c,
                 None => {
+                    self.fail_backlog(|| Error::Closed);
                     self.session.fail_all(|| Error::Closed);
                     return;
                 }
             }
+        }
+    }
+
+    /// Fails the publishes waiting in the backlog (the client is closing for good).
+    fn fail_backlog(&mut self, err: impl Fn() -> Error) {
+        for (_, w) in self.backlog.drain(..) {
+            let _ = w.send(Err(err()));
         }
     }
 
@@ -523,7 +584,8 @@ impl Task {
         for p in &out {
             self.encode(p, &mut conn.wbuf);
         }
-        let _ = self.events.send(Event::Connected(connack)).await;
+        self.emit(Event::Connected(connack), Some(&mut conn.wbuf))
+            .await;
     }
 
     fn encode(&self, p: &Packet, wbuf: &mut BytesMut) {
@@ -539,16 +601,28 @@ impl Task {
         let mut last_sent = Instant::now();
         let mut ping_sent: Option<Instant> = None;
         loop {
-            if !conn.wbuf.is_empty() {
-                let w = async {
-                    conn.io.write_all(&conn.wbuf).await?;
-                    conn.io.flush().await
-                };
-                if let Err(e) = w.await {
-                    return Ended::Lost(e.into());
+            if let Some(waiter) = self.closing.take() {
+                // The application closed the client while an event was being handed over.
+                if waiter.is_none() {
+                    self.encode(&Packet::Disconnect(Disconnect::default()), &mut conn.wbuf);
                 }
-                conn.wbuf.clear();
-                last_sent = Instant::now();
+                conn.close().await;
+                for w in self.written.drain(..) {
+                    let _ = w.send(Ok(()));
+                }
+                if let Some(w) = waiter {
+                    let _ = w.send(Ok(()));
+                }
+                return Ended::Closed;
+            }
+            while self.session.inflight() < self.window {
+                let Some((p, w)) = self.backlog.pop_front() else {
+                    break;
+                };
+                // A publish never yields a DISCONNECT waiter.
+                let _ = self.command(Command::Publish(p, w), &mut conn.wbuf);
+            }
+            if conn.wbuf.is_empty() && !conn.unflushed {
                 for w in self.written.drain(..) {
                     let _ = w.send(Ok(()));
                 }
@@ -558,10 +632,15 @@ impl Task {
                 Some(t) => t + ka,
                 None => last_sent + ka,
             };
-            let can_take = self.session.inflight() < self.window;
+            let can_take = self.session.inflight() < self.window
+                && self.backlog.is_empty()
+                && conn.wbuf.len() < BATCH;
+            let can_read = conn.wbuf.len() < WBUF_LIMIT;
+            let can_write = !conn.wbuf.is_empty();
+            let can_flush = !can_write && conn.unflushed;
             conn.make_room();
             tokio::select! {
-                r = conn.io.read_buf(&mut conn.rbuf) => {
+                r = conn.rd.read_buf(&mut conn.rbuf), if can_read => {
                     match r {
                         Ok(0) => return Ended::Lost(Error::ConnectionClosed),
                         Ok(_) => {}
@@ -582,25 +661,43 @@ impl Task {
                         }
                     }
                 }
+                // Write what is pending (cancel safe: `write` either wrote `n` bytes or
+                // nothing), then flush once it is all out.
+                w = async {
+                    if can_write {
+                        conn.wr.write(&conn.wbuf).await.map(Some)
+                    } else {
+                        conn.wr.flush().await.map(|()| None)
+                    }
+                }, if can_write || can_flush => match w {
+                    Ok(Some(0)) => return Ended::Lost(Error::ConnectionClosed),
+                    Ok(Some(n)) => {
+                        conn.wbuf.advance(n);
+                        conn.unflushed = true;
+                        last_sent = Instant::now();
+                    }
+                    Ok(None) => conn.unflushed = false,
+                    Err(e) => return Ended::Lost(e.into()),
+                },
                 cmd = self.cmd_rx.recv(), if can_take => {
                     let Some(cmd) = cmd else {
                         // Every handle is gone: close politely.
                         self.encode(&Packet::Disconnect(Disconnect::default()), &mut conn.wbuf);
-                        let _ = conn.io.write_all(&conn.wbuf).await;
-                        let _ = conn.io.shutdown().await;
+                        conn.close().await;
                         return Ended::Closed;
                     };
                     let mut next = Some(cmd);
                     // Batch what is already queued into one write.
                     while let Some(cmd) = next.take() {
                         if let Some(done) = self.command(cmd, &mut conn.wbuf) {
-                            let _ = conn.io.write_all(&conn.wbuf).await;
-                            let _ = conn.io.flush().await;
-                            let _ = conn.io.shutdown().await;
+                            conn.close().await;
+                            for w in self.written.drain(..) {
+                                let _ = w.send(Ok(()));
+                            }
                             let _ = done.send(Ok(()));
                             return Ended::Closed;
                         }
-                        if self.session.inflight() < self.window && conn.wbuf.len() < 64 * 1024 {
+                        if self.session.inflight() < self.window && conn.wbuf.len() < BATCH {
                             next = self.cmd_rx.try_recv().ok();
                         }
                     }
@@ -709,7 +806,7 @@ impl Task {
                 }
                 if let Some(msg) = inc.deliver {
                     // Nobody listening is fine: the message is dropped.
-                    let _ = self.events.send(Event::Message(msg)).await;
+                    self.emit(Event::Message(msg), Some(wbuf)).await;
                 }
             }
             Packet::PubAck(a) => self.session.on_puback(&a),
@@ -764,6 +861,76 @@ impl Task {
         Ok(())
     }
 
+    /// Hands an event to the application. While the event queue is full it keeps taking
+    /// commands (into `wbuf` when connected), so an application that publishes from its
+    /// event loop can never deadlock with this task: it waits for us, we wait for it.
+    /// A request to close is noted in `closing` and acted on by the caller.
+    async fn emit(&mut self, event: Event, mut wbuf: Option<&mut BytesMut>) {
+        let mut event = Some(event);
+        // A second handle, so the permit does not borrow `self` while commands are handled.
+        let events = self.events.clone();
+        while event.is_some() {
+            let can_take = self.closing.is_none();
+            tokio::select! {
+                biased;
+                permit = events.reserve() => {
+                    // Err: the application dropped `Events`; the event is dropped too.
+                    if let (Ok(permit), Some(e)) = (permit, event.take()) {
+                        permit.send(e);
+                    }
+                    event = None;
+                }
+                cmd = self.cmd_rx.recv(), if can_take => match (cmd, wbuf.as_deref_mut()) {
+                    (None, _) => self.closing = Some(None),
+                    (Some(Command::Disconnect(d, w)), Some(buf)) => {
+                        self.encode(&Packet::Disconnect(d), buf);
+                        self.closing = Some(Some(w));
+                    }
+                    (Some(Command::Publish(p, w)), Some(_))
+                        if p.qos != QoS::AtMostOnce
+                            && (self.session.inflight() >= self.window || !self.backlog.is_empty()) =>
+                    {
+                        if self.backlog.len() < BACKLOG {
+                            self.backlog.push_back((p, w));
+                        } else {
+                            let _ = w.send(Err(Error::Overloaded));
+                        }
+                    }
+                    (Some(cmd), Some(buf)) => {
+                        // Never `Some`: DISCONNECT is matched above.
+                        let _ = self.command(cmd, buf);
+                    }
+                    (Some(cmd), None) => self.offline_command(cmd),
+                },
+            }
+        }
+    }
+
+    /// A command while there is no connection: QoS 1/2 publishes are queued (sent once
+    /// connected) while the window has room; the rest fail with [`Error::NotConnected`]. A
+    /// DISCONNECT is noted in `closing`.
+    fn offline_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Disconnect(_, w) => self.closing = Some(Some(w)),
+            Command::Publish(p, w)
+                if p.qos != QoS::AtMostOnce && self.session.inflight() < self.window =>
+            {
+                if let Err((e, Some(w))) = self.session.send_publish(p, Some(w)) {
+                    let _ = w.send(Err(e));
+                }
+            }
+            Command::Publish(_, w) => {
+                let _ = w.send(Err(Error::NotConnected));
+            }
+            Command::Subscribe(_, w) => {
+                let _ = w.send(Err(Error::NotConnected));
+            }
+            Command::Unsubscribe(_, w) => {
+                let _ = w.send(Err(Error::NotConnected));
+            }
+        }
+    }
+
     /// Waits and reconnects with back-off. Meanwhile QoS 1/2 publishes are queued (sent
     /// once connected) and other commands fail with [`Error::NotConnected`]. `None` if the
     /// application closed the client meanwhile.
@@ -778,20 +945,15 @@ impl Task {
                     _ = &mut sleep => break,
                     cmd = self.cmd_rx.recv() => match cmd {
                         None => return None,
-                        Some(Command::Disconnect(_, w)) => {
-                            let _ = w.send(Ok(()));
-                            return None;
-                        }
-                        Some(Command::Publish(p, w))
-                            if p.qos != QoS::AtMostOnce && self.session.inflight() < self.window =>
-                        {
-                            if let Err((e, Some(w))) = self.session.send_publish(p, Some(w)) {
-                                let _ = w.send(Err(e));
+                        Some(cmd) => {
+                            self.offline_command(cmd);
+                            if let Some(w) = self.closing.take() {
+                                if let Some(w) = w {
+                                    let _ = w.send(Ok(()));
+                                }
+                                return None;
                             }
                         }
-                        Some(Command::Publish(_, w)) => { let _ = w.send(Err(Error::NotConnected)); }
-                        Some(Command::Subscribe(_, w)) => { let _ = w.send(Err(Error::NotConnected)); }
-                        Some(Command::Unsubscribe(_, w)) => { let _ = w.send(Err(Error::NotConnected)); }
                     }
                 }
             }

@@ -76,6 +76,10 @@ pub enum Error {
     /// retain available, maximum packet size).
     #[error("not supported by the broker: {0}")]
     NotSupported(String),
+    /// Too many publishes are waiting: the application publishes faster than the broker
+    /// acknowledges while not reading its events. The publish was dropped.
+    #[error("too many publishes waiting for the broker; this one was dropped")]
+    Overloaded,
     /// The client is between connections (reconnecting) and the operation cannot wait.
     #[error("not connected")]
     NotConnected,

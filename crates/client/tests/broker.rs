@@ -16,13 +16,15 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// A broker on `port` (0: any free one), stopped when the returned sender is dropped.
 async fn broker(port: u16) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let config = Config {
+    let mut config = Config {
         listeners: vec![ListenerConfig {
             port,
             ..ListenerConfig::default()
         }],
         ..Config::default()
     };
+    // Floods in these tests must not be cut by the broker's per-session queue limit.
+    config.limits.max_queued_messages = 1_000_000;
     let broker = Broker::bind(config).await.expect("bind");
     let addr = broker.local_addrs()[0];
     let (tx, rx) = oneshot::channel::<()>();
@@ -290,4 +292,103 @@ async fn reconnects_and_resubscribes_after_broker_restart() {
         .await
         .unwrap();
     assert_eq!(&next_message(&mut ce).await.payload[..], b"queued");
+}
+
+/// An application that publishes from its event loop (without waiting for the
+/// acknowledgements) while a flood arrives must never deadlock with the connection task,
+/// even when both the event queue and the in-flight window are full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_from_the_event_loop_under_a_flood_does_not_deadlock() {
+    let (addr, _stop, _task) = broker(0).await;
+    let (app, mut events) = Client::connect(
+        opts(addr, ProtocolVersion::V5)
+            .with_client_id("echo")
+            .with_max_inflight(2),
+    )
+    .await
+    .unwrap();
+    app.subscribe(vec![
+        (
+            "echo/in".into(),
+            SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..Default::default()
+            },
+        ),
+        ("echo/out".into(), SubscriptionOptions::default()),
+    ])
+    .await
+    .unwrap();
+    const N: usize = 5_000;
+    let (flooder, _fe) = Client::connect(opts(addr, ProtocolVersion::V5).with_max_inflight(100))
+        .await
+        .unwrap();
+    let flood = tokio::spawn(async move {
+        let mut tokens = Vec::with_capacity(N);
+        for i in 0..N {
+            let p = Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic: "echo/in".try_into().unwrap(),
+                packet_id: 0,
+                properties: Default::default(),
+                payload: i.to_string().into(),
+            };
+            tokens.push(flooder.send_publish(p).await.unwrap());
+        }
+        for t in tokens {
+            t.wait().await.unwrap();
+        }
+    });
+    let mut echoed = 0;
+    let mut requests = 0;
+    let mut tokens = Vec::with_capacity(N);
+    timeout(Duration::from_secs(20), async {
+        while requests < N {
+            match events.recv().await {
+                Some(Event::Message(m)) if m.topic == "echo/in" => {
+                    requests += 1;
+                    let mut out = m.clone();
+                    out.topic = "echo/out".try_into().unwrap();
+                    out.properties = Default::default();
+                    tokens.push(app.send_publish(out).await.unwrap());
+                }
+                Some(Event::Message(_)) => echoed += 1,
+                Some(_) => {}
+                None => panic!("client closed"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!("deadlock: the echo stalled at {requests} requests, {echoed} echoes")
+    });
+    flood.await.unwrap();
+    // Keep reading events while the acknowledgements come in (an application must).
+    let counter = tokio::spawn(async move {
+        let mut echoed = echoed;
+        while let Ok(Some(e)) = timeout(Duration::from_secs(3), events.recv()).await {
+            if let Event::Message(m) = e {
+                if m.topic == "echo/out" {
+                    echoed += 1;
+                }
+            }
+        }
+        echoed
+    });
+    let mut delivered = 0;
+    let total = tokens.len();
+    for (i, t) in tokens.into_iter().enumerate() {
+        let r = timeout(WAIT, t.wait())
+            .await
+            .unwrap_or_else(|_| panic!("token {i} of {total} unresolved"));
+        match r {
+            Ok(()) => delivered += 1,
+            Err(Error::Overloaded) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(delivered > 0);
+    assert_eq!(counter.await.unwrap(), delivered);
 }
