@@ -43,6 +43,7 @@ pub mod config;
 mod connection;
 mod error;
 mod hooks;
+mod level_map;
 mod outbox;
 pub mod retained;
 mod router;

@@ -17,7 +17,9 @@
 use std::collections::HashMap;
 use std::collections::hash_map;
 
-use crate::topic_tree::{INLINE_FRAMES, InlineStack, level_at, shrink_if_sparse};
+use crate::level_map::{
+    INLINE_FRAMES, InlineStack, LevelNode, level_at, remove_and_prune, shrink_if_sparse,
+};
 
 /// Retained messages: at most one per topic name.
 pub struct RetainedStore<M> {
@@ -37,6 +39,30 @@ impl<M> Node<M> {
             children: HashMap::new(),
             msg: None,
         }
+    }
+}
+
+impl<M> LevelNode for Node<M> {
+    fn child(&self, level: &str) -> Option<&Self> {
+        self.children.get(level)
+    }
+
+    fn child_mut(&mut self, level: &str) -> Option<&mut Self> {
+        self.children.get_mut(level)
+    }
+
+    fn take_child(&mut self, level: &str) -> Option<Self> {
+        let child = self.children.remove(level);
+        shrink_if_sparse(&mut self.children);
+        child
+    }
+
+    fn degree(&self) -> usize {
+        self.children.len()
+    }
+
+    fn is_bare(&self) -> bool {
+        self.msg.is_none()
     }
 }
 
@@ -106,53 +132,13 @@ impl<M> RetainedStore<M> {
     /// Removes the message retained for `topic`; nodes left without a message and
     /// children are removed, so churn does not grow the tree.
     pub fn remove(&mut self, topic: &str) -> Option<M> {
-        // First pass, read-only: find the message and the shallowest node from which the
-        // whole branch down to it becomes empty once it is gone.
-        let mut node = &self.root;
-        let mut prune_from: Option<usize> = None;
-        let mut depth = 0;
-        let mut levels = topic.split('/').peekable();
-        while let Some(level) = levels.next() {
-            node = node.children.get(level)?;
-            depth += 1;
-            let removable = if levels.peek().is_some() {
-                node.msg.is_none() && node.children.len() == 1
-            } else {
-                node.children.is_empty()
-            };
-            if !removable {
-                prune_from = None;
-            } else if prune_from.is_none() {
-                prune_from = Some(depth);
-            }
-        }
-        node.msg.as_ref()?;
-
-        // Second pass: detach the dead branch (or just take the message).
-        let msg = match prune_from {
-            Some(prune_depth) => {
-                let mut levels = topic.split('/');
-                let mut parent = &mut self.root;
-                for _ in 1..prune_depth {
-                    parent = parent.children.get_mut(levels.next()?)?;
-                }
-                let mut branch = parent.children.remove(levels.next()?)?;
-                shrink_if_sparse(&mut parent.children);
-                let mut n = &mut branch;
-                for level in levels {
-                    n = n.children.get_mut(level)?;
-                }
-                n.msg.take()
-            }
-            None => {
-                let mut n = &mut self.root;
-                for level in topic.split('/') {
-                    n = n.children.get_mut(level)?;
-                }
-                n.msg.take()
-            }
-        };
-        let (_, msg) = msg?;
+        let (_, msg) = remove_and_prune(
+            &mut self.root,
+            topic,
+            |n| n.msg.is_some(),
+            |n| n.msg.is_some(),
+            |n| n.msg.take(),
+        )?;
         self.len -= 1;
         Some(msg)
     }
@@ -295,6 +281,7 @@ impl<M> RetainedStore<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::level_map::test_support::{filter, level_prefixes, topic};
     use proptest::prelude::*;
     use tinsel_codec::topic::matches;
 
@@ -404,31 +391,6 @@ mod tests {
         drop(r);
     }
 
-    fn level() -> impl Strategy<Value = String> {
-        prop_oneof![
-            Just(String::new()),
-            Just("a".to_string()),
-            Just("b".to_string()),
-            Just("$s".to_string()),
-            Just("ab".to_string()),
-        ]
-    }
-
-    fn topic() -> impl Strategy<Value = String> {
-        prop::collection::vec(level(), 1..5).prop_map(|l| l.join("/"))
-    }
-
-    fn filter() -> impl Strategy<Value = String> {
-        let l = prop_oneof![3 => level(), 2 => Just("+".to_string())];
-        (prop::collection::vec(l, 1..5), any::<bool>()).prop_map(|(mut levels, hash)| {
-            if hash {
-                let last = levels.len() - 1;
-                levels[last] = "#".to_string();
-            }
-            levels.join("/")
-        })
-    }
-
     proptest! {
         #[test]
         fn matches_like_the_reference(
@@ -472,15 +434,7 @@ mod tests {
             for (t, m) in &model {
                 prop_assert_eq!(r.get(t), Some(m));
             }
-            let mut paths = std::collections::HashSet::new();
-            for t in model.keys() {
-                let mut end = 0;
-                for level in t.split('/') {
-                    end += level.len();
-                    paths.insert(t[..end].to_string());
-                    end += 1;
-                }
-            }
+            let paths = level_prefixes(model.keys().map(String::as_str));
             prop_assert_eq!(r.node_count(), paths.len());
         }
     }

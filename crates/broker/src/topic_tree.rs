@@ -24,79 +24,9 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
-/// Pending branches a walk keeps on the call stack before spilling to the heap.
-pub(crate) const INLINE_FRAMES: usize = 32;
-
-/// A LIFO stack that keeps its first `N` items inline and spills the rest into a `Vec`, so
-/// tree walks allocate nothing in the common case but still have no depth limit.
-pub(crate) struct InlineStack<T, const N: usize> {
-    inline: [Option<T>; N],
-    len: usize,
-    /// Items beyond the first `N`; unbounded on purpose: its length is bounded by the depth
-    /// (or width) of the tree being walked, which is bounded by what the tree holds.
-    spill: Vec<T>,
-}
-
-impl<T, const N: usize> InlineStack<T, N> {
-    pub(crate) fn new() -> Self {
-        InlineStack {
-            inline: std::array::from_fn(|_| None),
-            len: 0,
-            spill: Vec::new(),
-        }
-    }
-
-    pub(crate) fn push(&mut self, item: T) {
-        if self.len < N {
-            self.inline[self.len] = Some(item);
-        } else {
-            self.spill.push(item);
-        }
-        self.len += 1;
-    }
-
-    pub(crate) fn pop(&mut self) -> Option<T> {
-        if self.len == 0 {
-            return None;
-        }
-        self.len -= 1;
-        if self.len < N {
-            self.inline[self.len].take()
-        } else {
-            self.spill.pop()
-        }
-    }
-
-    pub(crate) fn last_mut(&mut self) -> Option<&mut T> {
-        if self.len == 0 {
-            None
-        } else if self.len <= N {
-            self.inline[self.len - 1].as_mut()
-        } else {
-            self.spill.last_mut()
-        }
-    }
-}
-
-/// Splits the level that starts at byte `pos` of `s` off the rest: returns the level and the
-/// start of the next level (`None` when this was the last level).
-#[inline]
-pub(crate) fn level_at(s: &str, pos: usize) -> (&str, Option<usize>) {
-    let rest = &s[pos..];
-    match rest.find('/') {
-        Some(i) => (&rest[..i], Some(pos + i + 1)),
-        None => (rest, None),
-    }
-}
-
-/// Gives memory back after a map shrank to a quarter of its capacity, so a node that once
-/// held many children or entries does not keep the peak allocation forever. Halving the
-/// capacity at a quarter keeps the cost amortised.
-pub(crate) fn shrink_if_sparse<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
-    if map.capacity() > 32 && map.len() * 4 < map.capacity() {
-        map.shrink_to(map.len() * 2);
-    }
-}
+use crate::level_map::{
+    INLINE_FRAMES, InlineStack, LevelNode, level_at, remove_and_prune, shrink_if_sparse,
+};
 
 /// Subscriptions keyed by topic filter: one value per `(filter, key)` pair.
 pub struct TopicTree<K, V> {
@@ -125,6 +55,31 @@ impl<K, V> Node<K, V> {
         }
     }
 
+    fn child_or_insert(&mut self, level: &str) -> &mut Node<K, V> {
+        match level {
+            "+" => self.plus.get_or_insert_with(|| Box::new(Node::new())),
+            "#" => self.hash.get_or_insert_with(|| Box::new(Node::new())),
+            _ => {
+                // Look up first so an existing level costs no allocation.
+                if !self.children.contains_key(level) {
+                    self.children.insert(level.into(), Node::new());
+                }
+                self.children
+                    .get_mut(level)
+                    .expect("child was just looked up or inserted")
+            }
+        }
+    }
+
+    /// Moves every child into `out`, leaving this node without children.
+    fn drain_children_into(&mut self, out: &mut Vec<Node<K, V>>) {
+        out.extend(self.children.drain().map(|(_, n)| n));
+        out.extend(self.plus.take().map(|b| *b));
+        out.extend(self.hash.take().map(|b| *b));
+    }
+}
+
+impl<K, V> LevelNode for Node<K, V> {
     /// Number of child nodes (exact, `+` and `#`).
     fn degree(&self) -> usize {
         self.children.len() + usize::from(self.plus.is_some()) + usize::from(self.hash.is_some())
@@ -146,22 +101,6 @@ impl<K, V> Node<K, V> {
         }
     }
 
-    fn child_or_insert(&mut self, level: &str) -> &mut Node<K, V> {
-        match level {
-            "+" => self.plus.get_or_insert_with(|| Box::new(Node::new())),
-            "#" => self.hash.get_or_insert_with(|| Box::new(Node::new())),
-            _ => {
-                // Look up first so an existing level costs no allocation.
-                if !self.children.contains_key(level) {
-                    self.children.insert(level.into(), Node::new());
-                }
-                self.children
-                    .get_mut(level)
-                    .expect("child was just looked up or inserted")
-            }
-        }
-    }
-
     fn take_child(&mut self, level: &str) -> Option<Node<K, V>> {
         match level {
             "+" => self.plus.take().map(|b| *b),
@@ -174,11 +113,8 @@ impl<K, V> Node<K, V> {
         }
     }
 
-    /// Moves every child into `out`, leaving this node without children.
-    fn drain_children_into(&mut self, out: &mut Vec<Node<K, V>>) {
-        out.extend(self.children.drain().map(|(_, n)| n));
-        out.extend(self.plus.take().map(|b| *b));
-        out.extend(self.hash.take().map(|b| *b));
+    fn is_bare(&self) -> bool {
+        self.entries.is_empty()
     }
 }
 
@@ -228,55 +164,17 @@ impl<K: Eq + Hash + Clone, V> TopicTree<K, V> {
     /// Removes the entry for `(filter, key)` and returns its value; nodes left without
     /// entries and children are removed, so churn does not grow the tree.
     pub fn remove(&mut self, filter: &str, key: &K) -> Option<V> {
-        // First pass, read-only: find the entry and the shallowest node from which the
-        // whole branch down to the entry becomes empty once the entry is gone.
-        let mut node = &self.root;
-        let mut prune_from: Option<usize> = None;
-        let mut depth = 0;
-        let mut levels = filter.split('/').peekable();
-        while let Some(level) = levels.next() {
-            node = node.child(level)?;
-            depth += 1;
-            let removable = if levels.peek().is_some() {
-                node.entries.is_empty() && node.degree() == 1
-            } else {
-                node.degree() == 0 && node.entries.len() == 1 && node.entries.contains_key(key)
-            };
-            if !removable {
-                prune_from = None;
-            } else if prune_from.is_none() {
-                prune_from = Some(depth);
-            }
-        }
-        if !node.entries.contains_key(key) {
-            return None;
-        }
-
-        // Second pass: detach the dead branch (or just remove the entry).
-        let value = match prune_from {
-            Some(prune_depth) => {
-                let mut levels = filter.split('/');
-                let mut parent = &mut self.root;
-                for _ in 1..prune_depth {
-                    parent = parent.child_mut(levels.next()?)?;
-                }
-                let mut branch = parent.take_child(levels.next()?)?;
-                let mut n = &mut branch;
-                for level in levels {
-                    n = n.child_mut(level)?;
-                }
-                n.entries.remove(key)
-            }
-            None => {
-                let mut n = &mut self.root;
-                for level in filter.split('/') {
-                    n = n.child_mut(level)?;
-                }
+        let value = remove_and_prune(
+            &mut self.root,
+            filter,
+            |n| n.entries.contains_key(key),
+            |n| n.entries.len() == 1 && n.entries.contains_key(key),
+            |n| {
                 let value = n.entries.remove(key);
                 shrink_if_sparse(&mut n.entries);
                 value
-            }
-        };
+            },
+        );
         if value.is_some() {
             self.len -= 1;
         }
@@ -390,6 +288,7 @@ impl<K: Eq + Hash + Clone, V> TopicTree<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::level_map::test_support::{filter, level_prefixes, topic};
     use proptest::prelude::*;
     use tinsel_codec::topic::matches;
 
@@ -507,32 +406,6 @@ mod tests {
         drop(t); // the deep empty-level branch drops without recursion
     }
 
-    /// Filters and topics over a small alphabet so that they collide often.
-    fn level() -> impl Strategy<Value = String> {
-        prop_oneof![
-            Just(String::new()),
-            Just("a".to_string()),
-            Just("b".to_string()),
-            Just("$s".to_string()),
-            Just("ab".to_string()),
-        ]
-    }
-
-    fn topic() -> impl Strategy<Value = String> {
-        prop::collection::vec(level(), 1..5).prop_map(|l| l.join("/"))
-    }
-
-    fn filter() -> impl Strategy<Value = String> {
-        let l = prop_oneof![3 => level(), 2 => Just("+".to_string())];
-        (prop::collection::vec(l, 1..5), any::<bool>()).prop_map(|(mut levels, hash)| {
-            if hash {
-                let last = levels.len() - 1;
-                levels[last] = "#".to_string();
-            }
-            levels.join("/")
-        })
-    }
-
     proptest! {
         #[test]
         fn matches_like_the_reference(
@@ -576,15 +449,7 @@ mod tests {
                 prop_assert_eq!(t.get(f, key), Some(value));
             }
             // Every node lies on the path of a stored filter.
-            let mut paths = std::collections::HashSet::new();
-            for (f, _) in model.keys() {
-                let mut end = 0;
-                for level in f.split('/') {
-                    end += level.len();
-                    paths.insert(f[..end].to_string());
-                    end += 1;
-                }
-            }
+            let paths = level_prefixes(model.keys().map(|(f, _)| f.as_str()));
             prop_assert_eq!(t.node_count(), paths.len());
             let keys: Vec<_> = model.keys().cloned().collect();
             for (f, key) in keys {
