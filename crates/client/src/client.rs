@@ -753,40 +753,34 @@ impl Task {
                 None
             }
             Command::Subscribe(mut s, w) => {
-                let Some(id) = self.session.reserve_id() else {
-                    let _ = w.send(Err(Error::Protocol("no free packet identifier".into())));
-                    return None;
-                };
-                s.packet_id = id;
-                let p = Packet::Subscribe(s.clone());
-                let mark = wbuf.len();
-                log(&self.opts, true, &p);
-                if let Err(e) = encode_packet(&p, self.opts.version, wbuf) {
-                    wbuf.truncate(mark);
-                    self.session.release_id(id);
-                    let _ = w.send(Err(e.into()));
-                    return None;
+                let encoded = self.encode_with_new_id(wbuf, |id| {
+                    s.packet_id = id;
+                    Packet::Subscribe(s.clone())
+                });
+                match encoded {
+                    Ok(id) => {
+                        self.pending_sub.insert(id, (s, Some(w)));
+                    }
+                    Err(e) => {
+                        let _ = w.send(Err(e));
+                    }
                 }
-                self.pending_sub.insert(id, (s, Some(w)));
                 None
             }
             Command::Unsubscribe(mut u, w) => {
-                let Some(id) = self.session.reserve_id() else {
-                    let _ = w.send(Err(Error::Protocol("no free packet identifier".into())));
-                    return None;
-                };
-                u.packet_id = id;
-                let p = Packet::Unsubscribe(u.clone());
-                let mark = wbuf.len();
-                log(&self.opts, true, &p);
-                if let Err(e) = encode_packet(&p, self.opts.version, wbuf) {
-                    wbuf.truncate(mark);
-                    self.session.release_id(id);
-                    let _ = w.send(Err(e.into()));
-                    return None;
+                let encoded = self.encode_with_new_id(wbuf, |id| {
+                    u.packet_id = id;
+                    Packet::Unsubscribe(u.clone())
+                });
+                match encoded {
+                    Ok(id) => {
+                        self.subs.retain(|s| !u.filters.contains(&s.filter));
+                        self.pending_unsub.insert(id, w);
+                    }
+                    Err(e) => {
+                        let _ = w.send(Err(e));
+                    }
                 }
-                self.subs.retain(|s| !u.filters.contains(&s.filter));
-                self.pending_unsub.insert(id, w);
                 None
             }
             Command::Disconnect(d, w) => {
@@ -794,6 +788,28 @@ impl Task {
                 Some(w)
             }
         }
+    }
+
+    /// Reserves a packet identifier, gives it to the packet `make` builds and encodes that
+    /// packet into `wbuf`. On failure nothing is written and the identifier is free again.
+    fn encode_with_new_id(
+        &mut self,
+        wbuf: &mut BytesMut,
+        make: impl FnOnce(u16) -> Packet,
+    ) -> Result<u16, Error> {
+        let id = self
+            .session
+            .reserve_id()
+            .ok_or_else(|| Error::Protocol("no free packet identifier".into()))?;
+        let p = make(id);
+        let mark = wbuf.len();
+        log(&self.opts, true, &p);
+        if let Err(e) = encode_packet(&p, self.opts.version, wbuf) {
+            wbuf.truncate(mark);
+            self.session.release_id(id);
+            return Err(e.into());
+        }
+        Ok(id)
     }
 
     /// Handles a packet from the broker, appending any answer to `wbuf`.
