@@ -290,6 +290,8 @@ impl Conn {
     fn process(&mut self) -> Output {
         let mut state = self.shared.lock();
         let now = Instant::now();
+        // Pressure raised by something else (a will, $SYS) is not this publisher's.
+        state.router.take_pressure();
         while let Some(p) = self.pending.pop_front() {
             let publish = matches!(p, Packet::Publish(_));
             state.router.handle(now, self.id, p);
