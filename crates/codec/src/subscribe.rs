@@ -97,26 +97,15 @@ impl SubscriptionOptions {
 }
 
 impl Subscribe {
-    pub(crate) fn decode(mut b: Bytes, version: ProtocolVersion) -> Result<Subscribe, DecodeError> {
-        let b = &mut b;
-        let packet_id = read_packet_id(b)?;
-        let properties = if version.is_v5() {
-            Properties::decode(b, Allowed::SUBSCRIBE)?
-        } else {
-            Properties::default()
-        };
-        let mut filters = Vec::new();
-        while !b.is_empty() {
-            // Only the string is checked here: the broker judges the filter's syntax, so it
-            // can answer 0x8F Topic Filter invalid in MQTT 5.
-            let filter = read_string(b)?;
-            let options = SubscriptionOptions::from_byte(read_u8(b)?, version)?;
-            filters.push((filter, options));
-        }
-        // At least one filter [MQTT-3.8.3-3].
-        if filters.is_empty() {
-            return Err(DecodeError::NoTopicFilters);
-        }
+    pub(crate) fn decode(b: Bytes, version: ProtocolVersion) -> Result<Subscribe, DecodeError> {
+        let (packet_id, properties, filters) =
+            decode_filter_list(b, version, Allowed::SUBSCRIBE, |b| {
+                // Only the string is checked here: the broker judges the filter's syntax, so
+                // it can answer 0x8F Topic Filter invalid in MQTT 5.
+                let filter = read_string(b)?;
+                let options = SubscriptionOptions::from_byte(read_u8(b)?, version)?;
+                Ok((filter, options))
+            })?;
         Ok(Subscribe {
             packet_id,
             properties,
@@ -125,11 +114,12 @@ impl Subscribe {
     }
 
     pub(crate) fn body_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
-        check_packet_id(self.packet_id)?;
-        let mut n = 2;
-        if version.is_v5() {
-            n += self.properties.encoded_len(Allowed::SUBSCRIBE)?;
-        }
+        let mut n = header_len(
+            self.packet_id,
+            &self.properties,
+            version,
+            Allowed::SUBSCRIBE,
+        )?;
         for (f, _) in &self.filters {
             n += string_len(f) + 1;
         }
@@ -137,14 +127,72 @@ impl Subscribe {
     }
 
     pub(crate) fn encode(&self, version: ProtocolVersion, dst: &mut impl BufMut) {
-        dst.put_u16(self.packet_id);
-        if version.is_v5() {
-            self.properties.encode(Allowed::SUBSCRIBE, dst);
-        }
+        encode_header(
+            self.packet_id,
+            &self.properties,
+            version,
+            Allowed::SUBSCRIBE,
+            dst,
+        );
         for (f, o) in &self.filters {
             write_string(dst, f);
             dst.put_u8(o.to_byte(version));
         }
+    }
+}
+
+/// Decodes the layout SUBSCRIBE and UNSUBSCRIBE share: the packet identifier, the MQTT 5
+/// properties, then one entry per topic filter, each read by `entry`, up to the end.
+pub(crate) fn decode_filter_list<T>(
+    mut b: Bytes,
+    version: ProtocolVersion,
+    allowed: Allowed,
+    mut entry: impl FnMut(&mut Bytes) -> Result<T, DecodeError>,
+) -> Result<(u16, Properties, Vec<T>), DecodeError> {
+    let b = &mut b;
+    let packet_id = read_packet_id(b)?;
+    let properties = if version.is_v5() {
+        Properties::decode(b, allowed)?
+    } else {
+        Properties::default()
+    };
+    let mut entries = Vec::new();
+    while !b.is_empty() {
+        entries.push(entry(b)?);
+    }
+    // At least one filter [MQTT-3.8.3-3] [MQTT-3.10.3-2].
+    if entries.is_empty() {
+        return Err(DecodeError::NoTopicFilters);
+    }
+    Ok((packet_id, properties, entries))
+}
+
+/// Length of the packet identifier and MQTT 5 properties that open SUBSCRIBE and UNSUBSCRIBE.
+pub(crate) fn header_len(
+    packet_id: u16,
+    properties: &Properties,
+    version: ProtocolVersion,
+    allowed: Allowed,
+) -> Result<usize, EncodeError> {
+    check_packet_id(packet_id)?;
+    let mut n = 2;
+    if version.is_v5() {
+        n += properties.encoded_len(allowed)?;
+    }
+    Ok(n)
+}
+
+/// Writes the packet identifier and MQTT 5 properties that open SUBSCRIBE and UNSUBSCRIBE.
+pub(crate) fn encode_header(
+    packet_id: u16,
+    properties: &Properties,
+    version: ProtocolVersion,
+    allowed: Allowed,
+    dst: &mut impl BufMut,
+) {
+    dst.put_u16(packet_id);
+    if version.is_v5() {
+        properties.encode(allowed, dst);
     }
 }
 

@@ -2,8 +2,9 @@
 
 use bytes::{BufMut, Bytes};
 
-use crate::primitives::{check_packet_id, read_packet_id, read_string, string_len, write_string};
+use crate::primitives::{read_string, string_len, write_string};
 use crate::properties::Allowed;
+use crate::subscribe::{decode_filter_list, encode_header, header_len};
 use crate::{ByteStr, DecodeError, EncodeError, Properties, ProtocolVersion};
 
 /// An UNSUBSCRIBE packet.
@@ -18,26 +19,10 @@ pub struct Unsubscribe {
 }
 
 impl Unsubscribe {
-    pub(crate) fn decode(
-        mut b: Bytes,
-        version: ProtocolVersion,
-    ) -> Result<Unsubscribe, DecodeError> {
-        let b = &mut b;
-        let packet_id = read_packet_id(b)?;
-        let properties = if version.is_v5() {
-            Properties::decode(b, Allowed::UNSUBSCRIBE)?
-        } else {
-            Properties::default()
-        };
-        let mut filters = Vec::new();
-        while !b.is_empty() {
-            // Strings only; the broker judges filter syntax.
-            filters.push(read_string(b)?);
-        }
-        // At least one filter [MQTT-3.10.3-2].
-        if filters.is_empty() {
-            return Err(DecodeError::NoTopicFilters);
-        }
+    pub(crate) fn decode(b: Bytes, version: ProtocolVersion) -> Result<Unsubscribe, DecodeError> {
+        // Strings only; the broker judges filter syntax.
+        let (packet_id, properties, filters) =
+            decode_filter_list(b, version, Allowed::UNSUBSCRIBE, read_string)?;
         Ok(Unsubscribe {
             packet_id,
             properties,
@@ -46,19 +31,23 @@ impl Unsubscribe {
     }
 
     pub(crate) fn body_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
-        check_packet_id(self.packet_id)?;
-        let mut n = 2;
-        if version.is_v5() {
-            n += self.properties.encoded_len(Allowed::UNSUBSCRIBE)?;
-        }
+        let n = header_len(
+            self.packet_id,
+            &self.properties,
+            version,
+            Allowed::UNSUBSCRIBE,
+        )?;
         Ok(n + self.filters.iter().map(string_len).sum::<usize>())
     }
 
     pub(crate) fn encode(&self, version: ProtocolVersion, dst: &mut impl BufMut) {
-        dst.put_u16(self.packet_id);
-        if version.is_v5() {
-            self.properties.encode(Allowed::UNSUBSCRIBE, dst);
-        }
+        encode_header(
+            self.packet_id,
+            &self.properties,
+            version,
+            Allowed::UNSUBSCRIBE,
+            dst,
+        );
         for f in &self.filters {
             write_string(dst, f);
         }
