@@ -280,34 +280,27 @@ impl std::fmt::Debug for ConnCapture {
 impl ConnCapture {
     /// Records bytes read from the client, exactly as read.
     pub fn inbound(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
-        }
-        let seq = self.client_seq;
-        self.client_seq = seq.wrapping_add(stream_len(bytes.len()));
-        self.record(
-            true,
-            seq,
-            self.server_seq,
-            TCP_PSH | TCP_ACK,
-            bytes.to_vec(),
-        );
+        self.data(true, bytes);
     }
 
     /// Records bytes written to the client, exactly as written.
     pub fn outbound(&mut self, bytes: &[u8]) {
+        self.data(false, bytes);
+    }
+
+    /// Records stream data sent by one side and advances that side's sequence number.
+    fn data(&mut self, from_client: bool, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
-        let seq = self.server_seq;
-        self.server_seq = seq.wrapping_add(stream_len(bytes.len()));
-        self.record(
-            false,
-            seq,
-            self.client_seq,
-            TCP_PSH | TCP_ACK,
-            bytes.to_vec(),
-        );
+        let (own_seq, ack) = if from_client {
+            (&mut self.client_seq, self.server_seq)
+        } else {
+            (&mut self.server_seq, self.client_seq)
+        };
+        let seq = *own_seq;
+        *own_seq = seq.wrapping_add(stream_len(bytes.len()));
+        self.record(from_client, seq, ack, TCP_PSH | TCP_ACK, bytes.to_vec());
     }
 
     fn record(&mut self, from_client: bool, seq: u32, ack: u32, flags: u8, payload: Vec<u8>) {
@@ -648,6 +641,15 @@ mod tests {
         )
     }
 
+    /// A capture in a fresh file named `name` and one connection between [`addrs`].
+    fn open(name: &str) -> (std::path::PathBuf, Capture, ConnCapture) {
+        let path = temp_path(name);
+        let capture = Capture::create(&path).unwrap();
+        let (client, server) = addrs();
+        let conn = capture.connection(client, server);
+        (path, capture, conn)
+    }
+
     fn temp_path(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("tinsel-capture-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -657,25 +659,28 @@ mod tests {
     /// MQTT 3.1.1 CONNECT with a client id.
     fn connect_bytes(client_id: &str) -> Vec<u8> {
         let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60];
-        body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
-        body.extend_from_slice(client_id.as_bytes());
+        put_str(&mut body, client_id);
         with_header(0x10, body)
     }
 
     fn subscribe_bytes(filter: &str) -> Vec<u8> {
         let mut body = vec![0, 1];
-        body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
-        body.extend_from_slice(filter.as_bytes());
+        put_str(&mut body, filter);
         body.push(0);
         with_header(0x82, body)
     }
 
     fn publish_bytes(topic: &str, payload: &[u8]) -> Vec<u8> {
         let mut body = Vec::new();
-        body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
-        body.extend_from_slice(topic.as_bytes());
+        put_str(&mut body, topic);
         body.extend_from_slice(payload);
         with_header(0x30, body)
+    }
+
+    /// Appends an MQTT string: two length bytes, then the bytes.
+    fn put_str(body: &mut Vec<u8>, s: &str) {
+        body.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        body.extend_from_slice(s.as_bytes());
     }
 
     fn with_header(first: u8, body: Vec<u8>) -> Vec<u8> {
@@ -744,10 +749,8 @@ mod tests {
 
     #[test]
     fn handshake_data_and_close_have_consistent_sequence_numbers() {
-        let path = temp_path("seq.pcapng");
-        let capture = Capture::create(&path).unwrap();
+        let (path, capture, mut conn) = open("seq.pcapng");
         let (client, server) = addrs();
-        let mut conn = capture.connection(client, server);
         let big = vec![0xAB; 3000];
         conn.inbound(&big);
         conn.outbound(b"\x20\x02\x00\x00");
@@ -833,10 +836,7 @@ mod tests {
 
     #[test]
     fn tshark_decodes_mqtt_including_packets_that_span_segments() {
-        let path = temp_path("mqtt.pcapng");
-        let capture = Capture::create(&path).unwrap();
-        let (client, server) = addrs();
-        let mut conn = capture.connection(client, server);
+        let (path, capture, mut conn) = open("mqtt.pcapng");
         // CONNECT and SUBSCRIBE in one read, the way a client often sends them.
         let mut first = connect_bytes("wareville-lights");
         first.extend(subscribe_bytes("d2FyZXZpbGxl/Y2hyaXN0bWFzbGlnaHRz"));
@@ -974,10 +974,7 @@ mod tests {
             payload: Bytes::from_static(b"on"),
         });
 
-        let path = temp_path("codec5.pcapng");
-        let capture = Capture::create(&path).unwrap();
-        let (client, server) = addrs();
-        let mut conn = capture.connection(client, server);
+        let (path, capture, mut conn) = open("codec5.pcapng");
         conn.inbound(&bytes(connect));
         conn.outbound(&bytes(Packet::ConnAck(ConnAck::new(
             false,
@@ -1040,10 +1037,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_counts_instead_of_blocking() {
-        let path = temp_path("full.pcapng");
-        let capture = Capture::create(&path).unwrap();
-        let (client, server) = addrs();
-        let mut conn = capture.connection(client, server);
+        let (_path, capture, mut conn) = open("full.pcapng");
         // More than QUEUE_BYTES at once: some of it must be dropped, and none of it blocks.
         let chunk = vec![0u8; 1024 * 1024];
         let started = Instant::now();
@@ -1061,10 +1055,7 @@ mod tests {
 
     #[test]
     fn the_file_is_readable_while_the_capture_is_open() {
-        let path = temp_path("live.pcapng");
-        let capture = Capture::create(&path).unwrap();
-        let (client, server) = addrs();
-        let mut conn = capture.connection(client, server);
+        let (path, _capture, mut conn) = open("live.pcapng");
         conn.inbound(&connect_bytes("live"));
         // No explicit flush: the writer flushes once it has caught up.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -1080,10 +1071,7 @@ mod tests {
 
     #[test]
     fn dropping_the_last_handle_completes_the_file() {
-        let path = temp_path("close.pcapng");
-        let capture = Capture::create(&path).unwrap();
-        let (client, server) = addrs();
-        let mut conn = capture.connection(client, server);
+        let (path, capture, mut conn) = open("close.pcapng");
         conn.inbound(&connect_bytes("bye"));
         drop(capture);
         drop(conn);
