@@ -242,16 +242,7 @@ fn config(scenario: Scenario, a: RunArgs) -> Result<BenchConfig, String> {
 
 fn run_compare(c: CompareArgs) -> ExitCode {
     if let Some(json) = &c.render {
-        return match compare::render(json, &c.out) {
-            Ok(summary) => {
-                println!("{summary}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("tinsel bench compare: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return compare_outcome(compare::render(json, &c.out));
     }
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
@@ -277,7 +268,12 @@ fn run_compare(c: CompareArgs) -> ExitCode {
         verbose: c.verbose,
         nice: c.nice,
     };
-    match compare::run(&cfg) {
+    compare_outcome(compare::run(&cfg))
+}
+
+/// Prints a comparison's summary, or its error as one line.
+fn compare_outcome(result: Result<impl std::fmt::Display, impl std::fmt::Display>) -> ExitCode {
+    match result {
         Ok(summary) => {
             println!("{summary}");
             ExitCode::SUCCESS
