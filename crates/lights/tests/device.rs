@@ -8,6 +8,7 @@ use std::time::Duration;
 use tinsel_client::{Client, ClientOptions, Event, Events, QoS, SubscriptionOptions};
 use tinsel_lights::{Device, DeviceState, Scenario};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -87,6 +88,16 @@ async fn observer(port: u16, topic: &str) -> (Client, Events) {
 }
 
 /// The next message's payload, as text.
+/// Asks the device to shut down and waits until its task has ended without an error.
+async fn stop(shutdown: &CancellationToken, task: JoinHandle<Result<(), tinsel_lights::Error>>) {
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("the device did not stop in time")
+        .expect("the device task panicked")
+        .expect("the device failed");
+}
+
 async fn next_message(events: &mut Events) -> String {
     tokio::time::timeout(WAIT, async {
         loop {
@@ -147,12 +158,7 @@ async fn obeys_exact_words_and_reports_its_state() {
     assert_eq!(next_message(&mut events).await, "off");
 
     // Shutdown says goodbye: status offline, retained.
-    shutdown.cancel();
-    tokio::time::timeout(WAIT, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop(&shutdown, task).await;
     assert_eq!(next_message(&mut events).await, "offline");
     assert!(!state.borrow().connected);
 }
@@ -194,10 +200,5 @@ async fn waits_for_the_broker_and_reconnects_after_losing_it() {
     .await
     .expect("the device did not obey after reconnecting");
 
-    shutdown.cancel();
-    tokio::time::timeout(WAIT, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop(&shutdown, task).await;
 }
