@@ -157,6 +157,10 @@ class Peer:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, daemon=True)
             self._thread.start()
+            # Tell paho a network thread exists: publish() from the test thread then only queues
+            # packets (and wakes that thread) instead of writing concurrently with it, which
+            # could reorder packets on the wire.
+            self.c._thread = self._thread
         try:
             flags, rc, p = self.connacks.get(timeout=timeout)
         except queue.Empty:

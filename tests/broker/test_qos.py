@@ -192,8 +192,14 @@ def test_stalled_subscriber_does_not_stall_others(any_broker, connected, qos):
         infos = [pub.publish(t, body + f"{b}:{i}".encode(), qos=qos, wait=False) for i in range(batch)]
         for info in infos:
             info.wait_for_publish(timeout=10)
-        got = healthy.expect_n(batch, timeout=10)
-        assert [m.payload[1000:] for m in got] == [f"{b}:{i}".encode() for i in range(batch)], f"batch {b}"
+        got = [m.payload[1000:] for m in healthy.expect_n(batch, timeout=10)]
+        want = [f"{b}:{i}".encode() for i in range(batch)]
+        if got != want:
+            missing = sorted(set(want) - set(got))
+            extra = [x for x in got if x not in want or got.count(x) > 1]
+            moved = [(i, x) for i, x in enumerate(got) if x in want and want.index(x) != i]
+            moved = moved[:3] + moved[-3:]
+            raise AssertionError(f"batch {b}: missing {missing[:10]}, extra {extra[:10]}, out of place {moved}")
     healthy.expect_none()
 
 
