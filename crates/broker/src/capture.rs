@@ -731,6 +731,26 @@ mod tests {
         Some(String::from_utf8(output.stdout).unwrap())
     }
 
+    /// tshark's `fields` output for the MQTT frames (port 18830) of a capture: one line per
+    /// frame, the `fields` separated by tabs; `options` go before them.
+    fn mqtt_fields(path: &Path, options: &[&str], fields: &[&str]) -> Option<String> {
+        let mut args = vec![
+            "-r",
+            path.to_str().unwrap(),
+            "-d",
+            "tcp.port==18830,mqtt",
+            "-Y",
+            "mqtt",
+            "-T",
+            "fields",
+        ];
+        args.extend_from_slice(options);
+        for field in fields {
+            args.extend(["-e", field]);
+        }
+        tshark(&args)
+    }
+
     #[test]
     fn checksum_matches_rfc1071_example() {
         // RFC 1071 section 3: the sum of these words is 0xddf2, the checksum its complement.
@@ -860,28 +880,11 @@ mod tests {
         capture.flush().unwrap();
 
         let path_str = path.to_str().unwrap();
-        let Some(out) = tshark(&[
-            "-r",
-            path_str,
-            "-d",
-            "tcp.port==18830,mqtt",
-            "-Y",
-            "mqtt",
-            "-T",
-            "fields",
-            "-E",
-            "occurrence=a",
-            "-E",
-            "aggregator=|",
-            "-e",
-            "mqtt.msgtype",
-            "-e",
-            "mqtt.clientid",
-            "-e",
-            "mqtt.topic",
-            "-e",
-            "mqtt.len",
-        ]) else {
+        let Some(out) = mqtt_fields(
+            &path,
+            &["-E", "occurrence=a", "-E", "aggregator=|"],
+            &["mqtt.msgtype", "mqtt.clientid", "mqtt.topic", "mqtt.len"],
+        ) else {
             return;
         };
         let lines: Vec<&str> = out.lines().collect();
@@ -1003,24 +1006,11 @@ mod tests {
         drop(conn);
         capture.flush().unwrap();
 
-        let Some(out) = tshark(&[
-            "-r",
-            path.to_str().unwrap(),
-            "-d",
-            "tcp.port==18830,mqtt",
-            "-Y",
-            "mqtt",
-            "-T",
-            "fields",
-            "-e",
-            "mqtt.msgtype",
-            "-e",
-            "mqtt.ver",
-            "-e",
-            "mqtt.willtopic",
-            "-e",
-            "mqtt.topic",
-        ]) else {
+        let Some(out) = mqtt_fields(
+            &path,
+            &[],
+            &["mqtt.msgtype", "mqtt.ver", "mqtt.willtopic", "mqtt.topic"],
+        ) else {
             return;
         };
         let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();

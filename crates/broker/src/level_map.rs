@@ -94,6 +94,22 @@ pub(crate) trait LevelNode: Sized {
     fn degree(&self) -> usize;
     /// True if the node itself holds nothing (no entries, no message).
     fn is_bare(&self) -> bool;
+    /// Every child, in unspecified order (for tests of pruning).
+    #[cfg(test)]
+    fn children(&self) -> impl Iterator<Item = &Self>;
+}
+
+/// Number of nodes below `root` (for tests: pruning keeps this proportional to what the
+/// tree holds).
+#[cfg(test)]
+pub(crate) fn count_nodes<N: LevelNode>(root: &N) -> usize {
+    let mut count = 0;
+    let mut stack = vec![root];
+    while let Some(n) = stack.pop() {
+        stack.extend(n.children());
+        count += 1;
+    }
+    count - 1
 }
 
 /// Removes what `take` takes from the node at `path` (levels separated by `/`) and detaches

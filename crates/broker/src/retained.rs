@@ -64,6 +64,11 @@ impl<M> LevelNode for Node<M> {
     fn is_bare(&self) -> bool {
         self.msg.is_none()
     }
+
+    #[cfg(test)]
+    fn children(&self) -> impl Iterator<Item = &Self> {
+        self.children.values()
+    }
 }
 
 impl<M> Drop for Node<M> {
@@ -268,13 +273,7 @@ impl<M> RetainedStore<M> {
     /// Number of nodes below the root (for tests of pruning).
     #[cfg(test)]
     fn node_count(&self) -> usize {
-        let mut count = 0;
-        let mut stack = vec![&self.root];
-        while let Some(n) = stack.pop() {
-            stack.extend(n.children.values());
-            count += 1;
-        }
-        count - 1
+        crate::level_map::count_nodes(&self.root)
     }
 }
 

@@ -116,6 +116,14 @@ impl<K, V> LevelNode for Node<K, V> {
     fn is_bare(&self) -> bool {
         self.entries.is_empty()
     }
+
+    #[cfg(test)]
+    fn children(&self) -> impl Iterator<Item = &Self> {
+        self.children
+            .values()
+            .chain(self.plus.as_deref())
+            .chain(self.hash.as_deref())
+    }
 }
 
 impl<K, V> Drop for Node<K, V> {
@@ -273,15 +281,7 @@ impl<K: Eq + Hash + Clone, V> TopicTree<K, V> {
     /// number of entries).
     #[cfg(test)]
     fn node_count(&self) -> usize {
-        let mut count = 0;
-        let mut stack = vec![&self.root];
-        while let Some(n) = stack.pop() {
-            stack.extend(n.children.values());
-            stack.extend(n.plus.as_deref());
-            stack.extend(n.hash.as_deref());
-            count += 1;
-        }
-        count - 1
+        crate::level_map::count_nodes(&self.root)
     }
 }
 
