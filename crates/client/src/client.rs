@@ -80,6 +80,14 @@ impl PublishToken {
     }
 }
 
+/// Checks a topic filter given to subscribe or unsubscribe and converts it for the packet.
+fn checked_filter(f: String) -> Result<ByteStr, Error> {
+    if !topic::valid_topic_filter(&f) {
+        return Err(Error::InvalidFilter(f));
+    }
+    ByteStr::try_from(f.as_str()).map_err(|_| Error::InvalidFilter(f.clone()))
+}
+
 #[derive(Debug)]
 enum Command {
     Publish(Publish, Waiter<()>),
@@ -191,26 +199,17 @@ impl Client {
     ) -> Result<SubAck, Error> {
         let mut list = Vec::with_capacity(filters.len());
         for (f, o) in filters {
-            if !topic::valid_topic_filter(&f) {
-                return Err(Error::InvalidFilter(f));
-            }
-            let f = ByteStr::try_from(f.as_str()).map_err(|_| Error::InvalidFilter(f.clone()))?;
-            list.push((f, o));
+            list.push((checked_filter(f)?, o));
         }
         if list.is_empty() {
             return Err(Error::InvalidFilter(String::new()));
         }
-        let (tx, rx) = oneshot::channel();
         let sub = Subscribe {
             packet_id: 0,
             properties,
             filters: list,
         };
-        self.tx
-            .send(Command::Subscribe(sub, tx))
-            .await
-            .map_err(|_| Error::Closed)?;
-        rx.await.unwrap_or(Err(Error::Closed))
+        self.request(|tx| Command::Subscribe(sub, tx)).await
     }
 
     /// Unsubscribes; resolves with the broker's UNSUBACK.
@@ -224,26 +223,25 @@ impl Client {
         filters: Vec<String>,
         properties: Properties,
     ) -> Result<UnsubAck, Error> {
-        let mut list = Vec::with_capacity(filters.len());
-        for f in filters {
-            if !topic::valid_topic_filter(&f) {
-                return Err(Error::InvalidFilter(f));
-            }
-            list.push(ByteStr::try_from(f.as_str()).map_err(|_| Error::InvalidFilter(f.clone()))?);
-        }
+        let list = filters
+            .into_iter()
+            .map(checked_filter)
+            .collect::<Result<Vec<_>, _>>()?;
         if list.is_empty() {
             return Err(Error::InvalidFilter(String::new()));
         }
-        let (tx, rx) = oneshot::channel();
         let unsub = Unsubscribe {
             packet_id: 0,
             properties,
             filters: list,
         };
-        self.tx
-            .send(Command::Unsubscribe(unsub, tx))
-            .await
-            .map_err(|_| Error::Closed)?;
+        self.request(|tx| Command::Unsubscribe(unsub, tx)).await
+    }
+
+    /// Hands `command` to the connection task and waits for its answer.
+    async fn request<T>(&self, command: impl FnOnce(Waiter<T>) -> Command) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(command(tx)).await.map_err(|_| Error::Closed)?;
         rx.await.unwrap_or(Err(Error::Closed))
     }
 
