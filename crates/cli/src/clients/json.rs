@@ -269,6 +269,35 @@ impl Parser<'_> {
         }
     }
 
+    /// Parses the comma-separated items of an array or object, from its opening byte up to
+    /// and including `close`; `item` reads one item.
+    fn sequence<T>(
+        &mut self,
+        close: &[u8],
+        mut item: impl FnMut(&mut Self) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        self.i += 1;
+        self.depth += 1;
+        let mut items = Vec::new();
+        self.ws();
+        if !self.eat(close) {
+            loop {
+                self.ws();
+                items.push(item(self)?);
+                self.ws();
+                if self.eat(b",") {
+                    continue;
+                }
+                if self.eat(close) {
+                    break;
+                }
+                return None;
+            }
+        }
+        self.depth -= 1;
+        Some(items)
+    }
+
     fn value(&mut self) -> Option<Json> {
         // Bounded nesting: a hostile payload cannot overflow the stack.
         if self.depth > 1000 {
@@ -279,64 +308,21 @@ impl Parser<'_> {
             b't' => self.eat(b"true").then_some(Json::Bool(true)),
             b'f' => self.eat(b"false").then_some(Json::Bool(false)),
             b'"' => self.string().map(Json::String),
-            b'[' => {
-                self.i += 1;
-                self.depth += 1;
-                let mut items = Vec::new();
-                self.ws();
-                if self.eat(b"]") {
-                    self.depth -= 1;
-                    return Some(Json::Array(items));
-                }
-                loop {
-                    self.ws();
-                    items.push(self.value()?);
-                    self.ws();
-                    if self.eat(b",") {
-                        continue;
-                    }
-                    if self.eat(b"]") {
-                        break;
-                    }
-                    return None;
-                }
-                self.depth -= 1;
-                Some(Json::Array(items))
-            }
-            b'{' => {
-                self.i += 1;
-                self.depth += 1;
-                let mut members = Vec::new();
-                self.ws();
-                if self.eat(b"}") {
-                    self.depth -= 1;
-                    return Some(Json::Object(members));
-                }
-                loop {
-                    self.ws();
-                    if self.s.get(self.i) != Some(&b'"') {
+            b'[' => self.sequence(b"]", Self::value).map(Json::Array),
+            b'{' => self
+                .sequence(b"}", |p| {
+                    if p.s.get(p.i) != Some(&b'"') {
                         return None;
                     }
-                    let k = self.string()?;
-                    self.ws();
-                    if !self.eat(b":") {
+                    let k = p.string()?;
+                    p.ws();
+                    if !p.eat(b":") {
                         return None;
                     }
-                    self.ws();
-                    let v = self.value()?;
-                    members.push((k, v));
-                    self.ws();
-                    if self.eat(b",") {
-                        continue;
-                    }
-                    if self.eat(b"}") {
-                        break;
-                    }
-                    return None;
-                }
-                self.depth -= 1;
-                Some(Json::Object(members))
-            }
+                    p.ws();
+                    Some((k, p.value()?))
+                })
+                .map(Json::Object),
             b'-' | b'0'..=b'9' => {
                 let start = self.i;
                 while self.i < self.s.len()
