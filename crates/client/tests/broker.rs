@@ -121,13 +121,8 @@ async fn many_qos1_publishes_pipelined_past_the_id_space() {
     let mut tokens = std::collections::VecDeque::new();
     for i in 0..70_000u32 {
         let p = Publish {
-            dup: false,
             qos: QoS::AtLeastOnce,
-            retain: false,
-            topic: "bulk".try_into().unwrap(),
-            packet_id: 0,
-            properties: Default::default(),
-            payload: i.to_string().into(),
+            ..Publish::new("bulk".try_into().unwrap(), i.to_string())
         };
         tokens.push_back(client.send_publish(p).await.unwrap());
         if tokens.len() > 500 {
@@ -327,13 +322,8 @@ async fn publishing_from_the_event_loop_under_a_flood_does_not_deadlock() {
         let mut tokens = Vec::with_capacity(N);
         for i in 0..N {
             let p = Publish {
-                dup: false,
                 qos: QoS::AtLeastOnce,
-                retain: false,
-                topic: "echo/in".try_into().unwrap(),
-                packet_id: 0,
-                properties: Default::default(),
-                payload: i.to_string().into(),
+                ..Publish::new("echo/in".try_into().unwrap(), i.to_string())
             };
             tokens.push(flooder.send_publish(p).await.unwrap());
         }
