@@ -183,10 +183,10 @@ fn free_port() -> u16 {
 // Hand-written packets
 // ---------------------------------------------------------------------------------------
 
-/// A packet: first byte, remaining length, body.
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+/// A fixed header: first byte, then the remaining length as a variable byte integer.
+fn fixed_header(first: u8, remaining: usize) -> Vec<u8> {
     let mut out = vec![first];
-    let mut len = body.len();
+    let mut len = remaining;
     loop {
         let mut byte = (len % 128) as u8;
         len /= 128;
@@ -198,6 +198,12 @@ fn packet(first: u8, body: &[u8]) -> Vec<u8> {
             break;
         }
     }
+    out
+}
+
+/// A packet: first byte, remaining length, body.
+fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = fixed_header(first, body.len());
     out.extend_from_slice(body);
     out
 }
@@ -923,20 +929,7 @@ fn packet_over_the_maximum_size_gets_packet_too_large() {
     // A PUBLISH one byte over the limit: header first, then the body while the broker
     // still reads (it may decide from the header alone and close early).
     let remaining = max as usize; // with the fixed header the packet is > max
-    let mut header = vec![0x30];
-    let mut len = remaining;
-    loop {
-        let mut b = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            b |= 0x80;
-        }
-        header.push(b);
-        if len == 0 {
-            break;
-        }
-    }
-    client.send(&header);
+    client.send(&fixed_header(0x30, remaining));
     if remaining <= 1 << 20 {
         let mut body = field(b"a/b");
         body.push(0);
