@@ -172,7 +172,7 @@ def test_remove_retained_with_mosquitto_sub(any_broker, connected):
     base = topic_base()
     for i in range(3):
         _pub(any_broker, "-r", "-q", "1", "-t", f"{base}/{i}", "-m", f"r{i}")
-    r = run_cli(_sub_args(any_broker, "-t", f"{base}/#", "--remove-retained", "--retained-only", "-W", "2"), timeout=6)
+    r = run_cli(_sub_args(any_broker, "-t", f"{base}/#", "--remove-retained", "--retained-only", "-W", "1"), timeout=6)
     assert sorted(r.stdout.split()) == [b"r0", b"r1", b"r2"]
     late = connected(any_broker)
     late.subscribe(f"{base}/#", qos=1)

@@ -110,7 +110,7 @@ def test_v5_will_delay_cancelled_by_reconnect(any_broker, connected, peers):
     back = peers(any_broker, client_id=cid, protocol=V5, clean=False, session_expiry=60)
     flags, _, _ = back.connect()
     assert flags.session_present is True
-    watcher.expect_none(3.0)
+    watcher.expect_none(2.6)
 
 
 def test_v5_will_sent_at_session_end_if_shorter_than_delay(any_broker, connected, peers):
