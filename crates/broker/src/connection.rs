@@ -95,6 +95,7 @@ pub(crate) fn serve<S: Transport>(params: ConnParams<S>) -> impl Future<Output =
         seen_connect: false,
         outbox,
         read_hint: READ_CHUNK,
+        full_read: false,
         paused: false,
         pending: VecDeque::new(),
         error: None,
@@ -154,6 +155,16 @@ impl<S: Transport> Task<S> {
                 }
                 Err(e) => break format!("write error: {e}"),
             }
+            // Readiness and wake-ups do not count against tokio's cooperative budget: a
+            // client that always has more bytes buffered would keep this task running, and
+            // every other task on its worker (its subscribers among them) waiting, for as
+            // long as it sends. Let the others run after a read that filled the buffer
+            // (more is likely waiting), and at the latest when the budget runs out.
+            if std::mem::take(&mut t.conn.full_read) {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::task::coop::consume_budget().await;
+            }
         }
     }
 
@@ -197,6 +208,8 @@ struct Conn {
     outbox: Outbox,
     /// How much to read next time (adapts between READ_CHUNK and MAX_READ).
     read_hint: usize,
+    /// The last read filled the buffer: the socket probably holds more.
+    full_read: bool,
     /// Not reading: a subscriber of this publisher is congested (backpressure instead of
     /// dropping its messages).
     paused: bool,
@@ -247,6 +260,7 @@ impl Conn {
             Err(e) => return ReadResult::Closed(format!("read error: {e}")),
         }
         let n = self.rbuf.len() - before;
+        self.full_read = n >= spare;
         self.read_hint = if n >= spare {
             (self.read_hint * 2).min(MAX_READ)
         } else if n < self.read_hint / 4 {

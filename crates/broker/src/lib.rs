@@ -20,7 +20,10 @@
 //!   `limits.max_queued_messages` and `limits.max_queued_bytes`; when full the newest
 //!   message is dropped (QoS 0 is never queued for an offline client);
 //! - per connection, QoS 0 messages not yet written: `limits.max_queued_messages`; further
-//!   ones are dropped (a reader too slow for QoS 0 loses messages, never memory);
+//!   ones are dropped (a reader too slow for QoS 0 loses messages, never memory). Before
+//!   that, from half of it, the publishers feeding a subscriber that is still reading stop
+//!   being read until it catches up, so TCP slows them down; a subscriber whose connection
+//!   wrote nothing for half a second (its client does not read) holds nobody back;
 //! - messages in flight: the client's Receive Maximum (MQTT 5) or `limits.max_inflight`;
 //! - incoming QoS 2 awaiting PUBREL: `limits.max_inflight`, beyond that DISCONNECT 0x93;
 //! - a connection's own replies: the task stops reading while it writes, so a client that

@@ -5,6 +5,7 @@
 //! task only ever takes its outbox's lock alone.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tinsel_codec::{ByteStr, EncodedPublish, Packet, QoS};
@@ -39,6 +40,9 @@ struct Inner {
     /// QoS 0 PUBLISHes in `packets` (the router bounds them).
     qos0: usize,
     close: bool,
+    /// When the router first offered a QoS 0 PUBLISH since the connection last took its
+    /// packets: how long the subscriber has kept messages waiting (see `qos0_backlog`).
+    since: Option<Instant>,
 }
 
 /// A cloneable handle on one connection's outgoing packets.
@@ -69,9 +73,21 @@ impl Outbox {
         was_empty
     }
 
-    /// QoS 0 PUBLISHes waiting.
-    pub(crate) fn qos0_len(&self) -> usize {
-        self.lock().qos0
+    /// For the router about to offer a QoS 0 PUBLISH at `now`: the QoS 0 PUBLISHes waiting,
+    /// and since when the connection has not taken its packets (`now` if it took them
+    /// since the last offer). A connection task that takes nothing for long is blocked
+    /// writing to a client that does not read.
+    pub(crate) fn qos0_backlog(&self, now: Instant) -> (usize, Instant) {
+        let mut inner = self.lock();
+        let since = *inner.since.get_or_insert(now);
+        (inner.qos0, since)
+    }
+
+    /// Like [`Outbox::qos0_backlog`] without offering anything: None if the connection took
+    /// its packets since the last offer.
+    pub(crate) fn qos0_waiting(&self) -> (usize, Option<Instant>) {
+        let inner = self.lock();
+        (inner.qos0, inner.since)
     }
 
     /// Asks the connection to close once it has written what is queued.
@@ -83,6 +99,7 @@ impl Outbox {
     pub(crate) fn take(&self) -> (Vec<Out>, bool) {
         let mut inner = self.lock();
         inner.qos0 = 0;
+        inner.since = None;
         (std::mem::take(&mut inner.packets), inner.close)
     }
 }

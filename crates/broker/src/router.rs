@@ -922,7 +922,19 @@ impl Router {
             .and_then(|id| self.conns.get_mut(&id).map(|c| (id, c)));
         match conn {
             Some((id, c)) if p.qos == QoS::AtMostOnce => {
-                if c.out.qos0_len() >= limits.max_queued_messages {
+                let (waiting, since) = c.out.qos0_backlog(now);
+                // A subscriber whose connection keeps taking its packets, but slower than
+                // they come: ask the publishers to wait (see `congested`), so that TCP slows
+                // them down instead of their messages being dropped. One that took nothing
+                // for `STALLED` (its client does not read) only loses messages.
+                if waiting + 1 >= high_water(limits)
+                    && self.publishing.as_ref() != Some(client)
+                    && now.saturating_duration_since(since) < STALLED
+                {
+                    self.pressure = true;
+                    self.congested.insert(client.clone());
+                }
+                if waiting >= limits.max_queued_messages {
                     // The connection is not keeping up: QoS 0 is dropped.
                     self.stats.messages_dropped += 1;
                     return;
@@ -982,18 +994,26 @@ impl Router {
         std::mem::take(&mut self.pressure)
     }
 
-    /// True while a connected subscriber that is still acknowledging has a long queue
-    /// (above half of the high-water mark). A subscriber that has acknowledged nothing for
-    /// half a second does not count: it loses messages instead of stalling every publisher.
+    /// True while a connected subscriber that is still making progress has a long queue or
+    /// a long QoS 0 backlog on its connection (above half of the high-water mark). A
+    /// subscriber that has acknowledged nothing (queue) or whose connection has taken
+    /// nothing (QoS 0) for half a second does not count: it loses messages instead of
+    /// stalling every publisher.
     pub(crate) fn congested(&mut self, now: Instant) -> bool {
         let low = high_water(&self.settings.limits) / 2;
         let sessions = &self.sessions;
+        let conns = &self.conns;
+        let fresh = |t: Instant| now.saturating_duration_since(t) < STALLED;
         self.congested.retain(|client| {
-            sessions.get(client).is_some_and(|s| {
-                s.conn.is_some()
-                    && s.queue.len() > low
-                    && now.saturating_duration_since(s.last_progress) < STALLED
-            })
+            let Some(s) = sessions.get(client) else {
+                return false;
+            };
+            let Some(c) = s.conn.and_then(|id| conns.get(&id)) else {
+                return false;
+            };
+            let (qos0, since) = c.out.qos0_waiting();
+            (s.queue.len() > low && fresh(s.last_progress))
+                || (qos0 > low && since.is_some_and(fresh))
         });
         !self.congested.is_empty()
     }
@@ -1963,6 +1983,52 @@ mod tests {
         assert!(sim.r.congested(sim.now));
         sim.advance(0.6);
         assert!(!sim.r.congested(sim.now));
+    }
+
+    #[test]
+    fn slow_qos0_subscriber_makes_publishers_wait_stalled_one_does_not() {
+        let mut sim = Sim::new(|l| l.max_queued_messages = 10);
+        let sub = sim.open(connect("slow", ProtocolVersion::V311, 0));
+        sim.subscribe(sub, "t", QoS::AtMostOnce);
+        let p = sim.open(connect("p", ProtocolVersion::V311, 0));
+        for _ in 0..4 {
+            sim.r.handle(sim.now, p, msg("t", QoS::AtMostOnce, 0));
+        }
+        assert!(
+            !sim.r.take_pressure(),
+            "4 waiting: below the high-water mark"
+        );
+        sim.r.handle(sim.now, p, msg("t", QoS::AtMostOnce, 0));
+        assert!(
+            sim.r.take_pressure(),
+            "5 waiting: the publisher should wait"
+        );
+        assert!(sim.r.congested(sim.now));
+        // The connection takes its packets: the publisher may go on, nothing was lost.
+        assert_eq!(sim.out(sub).len(), 5);
+        assert!(!sim.r.congested(sim.now));
+        assert_eq!(sim.r.stats.messages_dropped, 0);
+
+        // Congested again, then the connection takes nothing for half a second (its client
+        // does not read): it stops holding publishers back and loses the excess instead.
+        for _ in 0..5 {
+            sim.r.handle(sim.now, p, msg("t", QoS::AtMostOnce, 0));
+        }
+        assert!(sim.r.take_pressure());
+        assert!(sim.r.congested(sim.now));
+        sim.advance(0.6);
+        assert!(!sim.r.congested(sim.now));
+        for _ in 0..10 {
+            sim.r.handle(sim.now, p, msg("t", QoS::AtMostOnce, 0));
+        }
+        assert!(!sim.r.take_pressure(), "a stalled subscriber never pauses");
+        assert_eq!(sim.r.stats.messages_dropped, 5);
+        assert_eq!(sim.out(sub).len(), 10);
+        // Taking its packets makes it count again.
+        for _ in 0..5 {
+            sim.r.handle(sim.now, p, msg("t", QoS::AtMostOnce, 0));
+        }
+        assert!(sim.r.take_pressure());
     }
 
     #[test]
