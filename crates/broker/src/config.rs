@@ -161,7 +161,11 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, Error> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        Config::from_toml_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        Config::from_toml_str(&text).map_err(|e| match e {
+            // Name the file once, ahead of the parser's message (which has its own line/column).
+            Error::Config(msg) => Error::Config(format!("{}: {msg}", path.display())),
+            other => other,
+        })
     }
 
     fn validate(&self) -> Result<(), Error> {
