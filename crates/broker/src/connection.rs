@@ -49,7 +49,8 @@ pub(crate) struct ConnParams<S> {
 enum Event {
     Readable(std::io::Result<()>),
     Wake,
-    /// Paused for a congested subscriber: time to look again.
+    /// Paused for a congested subscriber: time to look again, or a congested subscriber
+    /// took its backlog.
     Recheck,
 }
 
@@ -125,6 +126,7 @@ impl<S: Transport> Task<S> {
             let event = tokio::select! {
                 r = t.stream.readable(), if !t.conn.paused => Event::Readable(r),
                 _ = recheck(&mut t.pause_timer), if t.conn.paused => Event::Recheck,
+                _ = t.conn.shared.eased.notified(), if t.conn.paused => Event::Recheck,
                 _ = t.notify.notified() => Event::Wake,
             };
             let out = match event {
@@ -223,7 +225,11 @@ struct Conn {
 impl Conn {
     /// What the router queued for this connection.
     fn take(&self) -> Output {
-        let (packets, close) = self.outbox.take();
+        let (packets, close, watched) = self.outbox.take();
+        if watched {
+            // Publishers paused for this backlog may go on.
+            self.shared.eased.notify_waiters();
+        }
         Output {
             packets,
             version: Some(self.version),

@@ -43,6 +43,8 @@ struct Inner {
     /// When the router first offered a QoS 0 PUBLISH since the connection last took its
     /// packets: how long the subscriber has kept messages waiting (see `qos0_backlog`).
     since: Option<Instant>,
+    /// Publishers wait for this connection's QoS 0 backlog: say so when it is taken.
+    watched: bool,
 }
 
 /// A cloneable handle on one connection's outgoing packets.
@@ -95,11 +97,18 @@ impl Outbox {
         self.lock().close = true;
     }
 
-    /// Takes every queued packet, and whether to close after writing them.
-    pub(crate) fn take(&self) -> (Vec<Out>, bool) {
+    /// Marks the QoS 0 backlog as one that publishers wait for (see [`Outbox::take`]).
+    pub(crate) fn watch(&self) {
+        self.lock().watched = true;
+    }
+
+    /// Takes every queued packet, whether to close after writing them, and whether
+    /// publishers were waiting for this backlog (the taker should tell them it is gone).
+    pub(crate) fn take(&self) -> (Vec<Out>, bool, bool) {
         let mut inner = self.lock();
         inner.qos0 = 0;
         inner.since = None;
-        (std::mem::take(&mut inner.packets), inner.close)
+        let watched = std::mem::take(&mut inner.watched);
+        (std::mem::take(&mut inner.packets), inner.close, watched)
     }
 }

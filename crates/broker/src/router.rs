@@ -263,7 +263,7 @@ impl Router {
     pub(crate) fn take_output(&mut self, conn: ConnId) -> Output {
         match self.conns.get_mut(&conn) {
             Some(c) => {
-                let (packets, close) = c.out.take();
+                let (packets, close, _) = c.out.take();
                 Output {
                     packets,
                     version: Some(c.version),
@@ -933,6 +933,7 @@ impl Router {
                 {
                     self.pressure = true;
                     self.congested.insert(client.clone());
+                    c.out.watch();
                 }
                 if waiting >= limits.max_queued_messages {
                     // The connection is not keeping up: QoS 0 is dropped.

@@ -36,6 +36,9 @@ pub(crate) struct Shared {
     pub(crate) bytes_in: AtomicU64,
     /// Bytes written to all sockets, for `$SYS`.
     pub(crate) bytes_out: AtomicU64,
+    /// Wakes the publishers paused for congested subscribers when one of those takes its
+    /// QoS 0 backlog, so that they look again at once rather than at their next poll.
+    pub(crate) eased: Notify,
 }
 
 /// What the mutex protects.
@@ -167,6 +170,7 @@ impl Broker {
             max_packet_size: self.config.limits.max_packet_size,
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            eased: Notify::new(),
         });
         // A watch channel: a task that subscribes late still sees that the broker stops.
         let (stop_tx, _) = watch::channel(false);
