@@ -31,6 +31,9 @@ const READ_CHUNK: usize = 8192;
 /// Largest read buffer a busy connection grows to between decodes.
 const MAX_READ: usize = 64 * 1024;
 
+/// A connection task lets other tasks run after this many reads that returned bytes.
+const YIELD_READS: u8 = 8;
+
 /// While a publisher waits for a congested subscriber, how often it looks again.
 const PAUSE_POLL: std::time::Duration = std::time::Duration::from_millis(2);
 
@@ -96,7 +99,7 @@ pub(crate) fn serve<S: Transport>(params: ConnParams<S>) -> impl Future<Output =
         seen_connect: false,
         outbox,
         read_hint: READ_CHUNK,
-        full_read: false,
+        reads: 0,
         paused: false,
         pending: VecDeque::new(),
         error: None,
@@ -160,9 +163,13 @@ impl<S: Transport> Task<S> {
             // Readiness and wake-ups do not count against tokio's cooperative budget: a
             // client that always has more bytes buffered would keep this task running, and
             // every other task on its worker (its subscribers among them) waiting, for as
-            // long as it sends. Let the others run after a read that filled the buffer
-            // (more is likely waiting), and at the latest when the budget runs out.
-            if std::mem::take(&mut t.conn.full_read) {
+            // long as it sends. Let the others run after a few reads, and at the
+            // latest when the budget runs out. (The budget alone is too coarse: a task woken
+            // by this one waits on this worker until it yields, long enough to count as
+            // stalled. Yielding after every full read costs fan-out throughput: subscribers
+            // then write smaller batches.)
+            if t.conn.reads >= YIELD_READS {
+                t.conn.reads = 0;
                 tokio::task::yield_now().await;
             } else {
                 tokio::task::coop::consume_budget().await;
@@ -210,8 +217,8 @@ struct Conn {
     outbox: Outbox,
     /// How much to read next time (adapts between READ_CHUNK and MAX_READ).
     read_hint: usize,
-    /// The last read filled the buffer: the socket probably holds more.
-    full_read: bool,
+    /// Reads that returned bytes since the task last yielded (see [`YIELD_READS`]).
+    reads: u8,
     /// Not reading: a subscriber of this publisher is congested (backpressure instead of
     /// dropping its messages).
     paused: bool,
@@ -266,7 +273,7 @@ impl Conn {
             Err(e) => return ReadResult::Closed(format!("read error: {e}")),
         }
         let n = self.rbuf.len() - before;
-        self.full_read = n >= spare;
+        self.reads = self.reads.saturating_add(1);
         self.read_hint = if n >= spare {
             (self.read_hint * 2).min(MAX_READ)
         } else if n < self.read_hint / 4 {
