@@ -48,6 +48,7 @@ mod error;
 mod hooks;
 mod level_map;
 mod outbox;
+mod packet_log;
 pub mod retained;
 mod router;
 mod server;

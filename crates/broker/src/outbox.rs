@@ -1,53 +1,55 @@
-//! A connection's outgoing packets: filled by the router, emptied by the connection task.
+//! A connection's outgoing bytes: filled by the router, emptied by the connection task.
 //!
-//! Each connection has its own small lock, so a connection task takes its packets without
+//! The router encodes every packet for a connection straight into its outbox's buffer (a
+//! PUBLISH that many subscribers get is encoded once, then copied per subscriber with its
+//! own packet identifier), so the connection task writes the buffer as it is, with one
+//! call, and an idle connection holds no buffer at all.
+//!
+//! Each connection has its own small lock, so a connection task takes its bytes without
 //! touching the router's lock. Lock order: the router's lock, then an outbox's; a connection
 //! task only ever takes its outbox's lock alone.
+//!
+//! Bounds: QoS 0 PUBLISHes waiting here are counted and bounded by the router
+//! (`max_queued_messages`; further ones are dropped, see `Router::deliver`); QoS 1 and 2
+//! PUBLISHes by the client's Receive Maximum; every other packet answers one the client
+//! sent, and the connection stops reading while it writes.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::Instant;
 
-use bytes::Bytes;
-use tinsel_codec::{ByteStr, EncodedPublish, Packet, QoS};
-
-/// One packet for a connection to write.
-#[derive(Debug, Clone)]
-// `Packet` is the large variant; boxing it would cost an allocation per packet.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Out {
-    /// A packet to encode.
-    Packet(Packet),
-    /// A PUBLISH encoded once and shared by every subscriber that gets the same form
-    /// (version, QoS, retain, no per-subscriber properties); only the packet identifier
-    /// differs. Topic and payload are kept for the packet log.
-    Shared {
-        /// The shared encoding.
-        publish: EncodedPublish,
-        /// Packet identifier (0 at QoS 0).
-        packet_id: u16,
-        /// Topic (for logs).
-        topic: ByteStr,
-        /// Payload (for logs).
-        payload: Bytes,
-        /// QoS (for logs).
-        qos: QoS,
-    },
-}
+use bytes::BytesMut;
+use tinsel_codec::{EncodedPublish, Packet, ProtocolVersion};
+use tracing::warn;
 
 #[derive(Debug, Default)]
 struct Inner {
-    packets: Vec<Out>,
-    /// QoS 0 PUBLISHes in `packets` (the router bounds them).
+    /// Encoded packets, in order.
+    buf: BytesMut,
+    /// QoS 0 PUBLISHes in `buf` (the router bounds them).
     qos0: usize,
     close: bool,
     /// When the router first offered a QoS 0 PUBLISH since the connection last took its
-    /// packets: how long the subscriber has kept messages waiting (see `qos0_backlog`).
+    /// bytes: how long the subscriber has kept messages waiting (see `qos0_backlog`).
     since: Option<Instant>,
     /// Publishers wait for this connection's QoS 0 backlog: say so when it is taken.
     watched: bool,
+    /// The connection task, when it found nothing to write.
+    waker: Option<Waker>,
 }
 
-/// A cloneable handle on one connection's outgoing packets.
+/// What a connection task takes from its outbox.
+#[derive(Debug, Default)]
+pub(crate) struct Taken {
+    /// Bytes to write (empty when there is nothing).
+    pub(crate) bytes: BytesMut,
+    /// Close the connection once they are written.
+    pub(crate) close: bool,
+    /// Publishers waited for this backlog: the taker should tell them it is gone.
+    pub(crate) watched: bool,
+}
+
+/// A cloneable handle on one connection's outgoing bytes.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Outbox(Arc<Mutex<Inner>>);
 
@@ -56,29 +58,41 @@ impl Outbox {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends a packet; true if the outbox was empty (the connection needs waking).
-    pub(crate) fn push(&self, out: Out) -> bool {
+    /// Encodes and appends a packet; true if the outbox was empty (the connection needs
+    /// waking). A packet that cannot be encoded is logged and left out.
+    pub(crate) fn push_packet(&self, packet: &Packet, version: ProtocolVersion) -> bool {
         let mut inner = self.lock();
-        let was_empty = inner.packets.is_empty();
-        if matches!(&out, Out::Packet(Packet::Publish(p)) if p.qos == QoS::AtMostOnce)
-            || matches!(
-                &out,
-                Out::Shared {
-                    qos: QoS::AtMostOnce,
-                    ..
-                }
-            )
-        {
+        let was_empty = inner.buf.is_empty();
+        let len = inner.buf.len();
+        if let Err(e) = packet.encode(version, &mut inner.buf) {
+            inner.buf.truncate(len);
+            warn!("cannot encode {}: {e}", packet.packet_type().name());
+            return false;
+        }
+        was_empty
+    }
+
+    /// Appends a shared PUBLISH encoding with this connection's packet identifier (0 at
+    /// QoS 0); true if the outbox was empty (the connection needs waking).
+    pub(crate) fn push_publish(&self, publish: &EncodedPublish, packet_id: u16) -> bool {
+        let mut inner = self.lock();
+        let was_empty = inner.buf.is_empty();
+        let len = inner.buf.len();
+        if let Err(e) = publish.write_to(packet_id, false, &mut inner.buf) {
+            inner.buf.truncate(len);
+            warn!("cannot encode PUBLISH: {e}");
+            return false;
+        }
+        if packet_id == 0 {
             inner.qos0 += 1;
         }
-        inner.packets.push(out);
         was_empty
     }
 
     /// For the router about to offer a QoS 0 PUBLISH at `now`: the QoS 0 PUBLISHes waiting,
-    /// and since when the connection has not taken its packets (`now` if it took them
-    /// since the last offer). A connection task that takes nothing for long is blocked
-    /// writing to a client that does not read.
+    /// and since when the connection has not taken its bytes (`now` if it took them since
+    /// the last offer). A connection task that takes nothing for long is blocked writing to
+    /// a client that does not read.
     pub(crate) fn qos0_backlog(&self, now: Instant) -> (usize, Instant) {
         let mut inner = self.lock();
         let since = *inner.since.get_or_insert(now);
@@ -86,7 +100,7 @@ impl Outbox {
     }
 
     /// Like [`Outbox::qos0_backlog`] without offering anything: None if the connection took
-    /// its packets since the last offer.
+    /// its bytes since the last offer.
     pub(crate) fn qos0_waiting(&self) -> (usize, Option<Instant>) {
         let inner = self.lock();
         (inner.qos0, inner.since)
@@ -97,18 +111,37 @@ impl Outbox {
         self.lock().close = true;
     }
 
-    /// Marks the QoS 0 backlog as one that publishers wait for (see [`Outbox::take`]).
+    /// Marks the QoS 0 backlog as one that publishers wait for (see [`Taken::watched`]).
     pub(crate) fn watch(&self) {
         self.lock().watched = true;
     }
 
-    /// Takes every queued packet, whether to close after writing them, and whether
-    /// publishers were waiting for this backlog (the taker should tell them it is gone).
-    pub(crate) fn take(&self) -> (Vec<Out>, bool, bool) {
+    /// Wakes the connection task if it waits for bytes.
+    pub(crate) fn wake(&self) {
+        let waker = self.lock().waker.take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Takes every queued byte. With nothing to take (and no close asked), `waker` is
+    /// kept and woken by the next [`Outbox::wake`].
+    pub(crate) fn take(&self, waker: Option<&Waker>) -> Taken {
         let mut inner = self.lock();
         inner.qos0 = 0;
         inner.since = None;
-        let watched = std::mem::take(&mut inner.watched);
-        (std::mem::take(&mut inner.packets), inner.close, watched)
+        if inner.buf.is_empty() && !inner.close {
+            if let Some(w) = waker
+                && !inner.waker.as_ref().is_some_and(|old| old.will_wake(w))
+            {
+                inner.waker = Some(w.clone());
+            }
+            return Taken::default();
+        }
+        Taken {
+            bytes: std::mem::take(&mut inner.buf),
+            close: inner.close,
+            watched: std::mem::take(&mut inner.watched),
+        }
     }
 }

@@ -8,9 +8,9 @@
 //! 1. [`Router::accept`] when a TCP connection arrives: returns its [`ConnId`].
 //! 2. [`Router::handle`] for every decoded packet, [`Router::decode_error`] when the bytes
 //!    are malformed, with the current time.
-//! 3. [`Router::take_woken`] lists the connections that have new output. Each connection
-//!    takes its packets from its [`Outbox`] ([`Router::outbox`]), which also says whether to
-//!    close it after writing them.
+//! 3. [`Router::wake`] wakes the connections that have new output. Each connection takes
+//!    its encoded packets from its [`Outbox`] ([`Router::outbox`]), which also says whether
+//!    to close it after writing them.
 //! 4. [`Router::tick`] a few times a second: keep alive, CONNECT timeout, will delay,
 //!    session expiry, retained message expiry, `$SYS`.
 //! 5. [`Router::connection_lost`] when the socket is gone (or was closed as asked).
@@ -33,7 +33,8 @@ use tracing::{debug, info};
 
 use crate::config::Limits;
 use crate::hooks::{AuthHook, ConnectInfo, SessionStore};
-use crate::outbox::{Out, Outbox};
+use crate::outbox::Outbox;
+use crate::packet_log::{summary, summary_publish};
 use crate::retained::RetainedStore;
 use crate::session::{Inflight, NEVER_EXPIRES, Queued, Session, SubEntry};
 use crate::sys::{self, Stats, SysSnapshot};
@@ -88,17 +89,6 @@ pub(crate) struct Settings {
 #[derive(Default)]
 struct FormCache {
     forms: [Option<EncodedPublish>; 12],
-}
-
-/// What a connection should write next.
-#[derive(Debug, Default)]
-pub(crate) struct Output {
-    /// Packets to encode and write, in order.
-    pub(crate) packets: Vec<Out>,
-    /// The version to encode them with.
-    pub(crate) version: Option<ProtocolVersion>,
-    /// Close the connection after writing them.
-    pub(crate) close: bool,
 }
 
 #[derive(Debug)]
@@ -167,7 +157,7 @@ pub(crate) struct Router {
     /// Round-robin position per shared subscription (group, filter).
     shared_next: HashMap<GroupKey, usize>,
     wills: HashMap<Arc<str>, PendingWill>,
-    /// Connections with new output since the last [`Router::take_woken`].
+    /// Connections with new output since the last [`Router::wake`].
     woken: Vec<ConnId>,
     stats: Stats,
     started: Instant,
@@ -253,27 +243,15 @@ impl Router {
         self.conns.get(&conn).map(|c| c.out.clone())
     }
 
-    /// Connections with new output since the last call.
-    pub(crate) fn take_woken(&mut self) -> Vec<ConnId> {
-        std::mem::take(&mut self.woken)
-    }
-
-    /// Takes what `conn` should write now (tests; connection tasks use their outbox).
-    #[cfg(test)]
-    pub(crate) fn take_output(&mut self, conn: ConnId) -> Output {
-        match self.conns.get_mut(&conn) {
-            Some(c) => {
-                let (packets, close, _) = c.out.take();
-                Output {
-                    packets,
-                    version: Some(c.version),
-                    close,
-                }
+    /// Wakes every connection with new output since the last call, except `me` (the
+    /// connection whose packets were just handled: it takes its output anyway).
+    pub(crate) fn wake(&mut self, me: Option<ConnId>) {
+        for id in self.woken.drain(..) {
+            if Some(id) != me
+                && let Some(c) = self.conns.get(&id)
+            {
+                c.out.wake();
             }
-            None => Output {
-                close: true,
-                ..Output::default()
-            },
         }
     }
 
@@ -308,6 +286,7 @@ impl Router {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        debug!(peer = %c.peer, "<- malformed: {err}");
         if c.closing {
             return;
         }
@@ -338,6 +317,7 @@ impl Router {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        debug!(peer = %c.peer, "<- {}", summary(&packet));
         if c.closing {
             return;
         }
@@ -417,10 +397,9 @@ impl Router {
             if let Ok(s) = ByteStr::try_from(why) {
                 properties.reason_string = Some(s);
             }
-            c.out.push(Out::Packet(Packet::Disconnect(Disconnect {
-                reason,
-                properties,
-            })));
+            let packet = Packet::Disconnect(Disconnect { reason, properties });
+            debug!(peer = %c.peer, "-> {}", summary(&packet));
+            c.out.push_packet(&packet, c.version);
         }
         // After the last packet: the connection task may take the outbox at any moment.
         c.out.close();
@@ -1382,7 +1361,8 @@ fn c_mut(conns: &mut HashMap<ConnId, Box<Conn>>, id: ConnId) -> &mut Conn {
 }
 
 fn push(c: &mut Conn, id: ConnId, packet: Packet, woken: &mut Vec<ConnId>) {
-    if c.out.push(Out::Packet(packet)) {
+    debug!(peer = %c.peer, "-> {}", summary(&packet));
+    if c.out.push_packet(&packet, c.version) {
         woken.push(id);
     }
 }
@@ -1533,14 +1513,8 @@ fn emit(
             cache.forms[slot] = EncodedPublish::new(&p, c.version).ok();
         }
         if let Some(publish) = &cache.forms[slot] {
-            let out = Out::Shared {
-                publish: publish.clone(),
-                packet_id: p.packet_id,
-                topic: p.topic,
-                payload: p.payload,
-                qos: p.qos,
-            };
-            if c.out.push(out) {
+            debug!(peer = %c.peer, "-> {}", summary_publish(&p));
+            if c.out.push_publish(publish, p.packet_id) {
                 woken.push(id);
             }
             return;
@@ -1688,25 +1662,23 @@ mod tests {
             assert!(matches!(self.out(id)[..], [Packet::SubAck(_)]));
         }
 
-        /// The connection's output as packets (shared encodings decoded again).
+        /// The connection's output, decoded, and whether it is to close.
+        fn take(&mut self, id: ConnId) -> (Vec<Packet>, bool) {
+            let c = &self.r.conns[&id];
+            let mut taken = c.out.take(None);
+            let mut packets = Vec::new();
+            while let Some(p) =
+                tinsel_codec::decode_packet(&mut taken.bytes, c.version, u32::MAX).unwrap()
+            {
+                packets.push(p);
+            }
+            assert!(taken.bytes.is_empty(), "whole packets only");
+            (packets, taken.close)
+        }
+
+        /// The connection's output, decoded.
         fn out(&mut self, id: ConnId) -> Vec<Packet> {
-            let out = self.r.take_output(id);
-            let version = out.version.unwrap_or(ProtocolVersion::V311);
-            out.packets
-                .into_iter()
-                .map(|o| match o {
-                    Out::Packet(p) => p,
-                    Out::Shared {
-                        publish, packet_id, ..
-                    } => {
-                        let mut b = bytes::BytesMut::new();
-                        publish.write_to(packet_id, false, &mut b).unwrap();
-                        tinsel_codec::decode_packet(&mut b, version, u32::MAX)
-                            .unwrap()
-                            .unwrap()
-                    }
-                })
-                .collect()
+            self.take(id).0
         }
 
         fn closed(&mut self, id: ConnId) -> bool {
@@ -1727,7 +1699,7 @@ mod tests {
         assert!(!sim.closed(id));
         sim.advance(1.5);
         assert!(sim.closed(id));
-        assert!(sim.r.take_output(id).close);
+        assert!(sim.take(id).1);
     }
 
     #[test]
@@ -1889,7 +1861,7 @@ mod tests {
     }
 
     #[test]
-    fn fan_out_shares_one_encoding_and_the_payload() {
+    fn fan_out_gives_each_subscriber_its_packet_id() {
         let mut sim = Sim::new(|_| {});
         let subs: Vec<ConnId> = (0..3)
             .map(|i| {
@@ -1901,27 +1873,16 @@ mod tests {
         let p = sim.open(connect("p", ProtocolVersion::V311, 0));
         sim.r
             .handle(sim.now, p, msg("fan/out", QoS::AtLeastOnce, 1));
-        let mut encodings = Vec::new();
-        let mut pids = Vec::new();
         for id in subs {
-            match &sim.r.take_output(id).packets[..] {
-                [
-                    Out::Shared {
-                        publish,
-                        packet_id,
-                        payload,
-                        ..
-                    },
-                ] => {
-                    encodings.push(publish.clone());
-                    pids.push(*packet_id);
-                    assert_eq!(&payload[..], b"m");
+            match &sim.out(id)[..] {
+                [Packet::Publish(m)] => {
+                    assert_eq!((m.topic.as_str(), &m.payload[..]), ("fan/out", &b"m"[..]));
+                    assert_eq!(m.qos, QoS::AtLeastOnce);
+                    assert_ne!(m.packet_id, 0);
                 }
                 other => panic!("{other:?}"),
             }
         }
-        assert!(encodings.windows(2).all(|w| w[0] == w[1]), "one encoding");
-        assert!(pids.iter().all(|&p| p != 0));
     }
 
     #[test]

@@ -1,20 +1,19 @@
 //! The tokio layer: listeners, the shared router, timers and shutdown.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 
 use crate::capture::Capture;
 use crate::config::{Config, Transport};
 use crate::hooks::{AllowAll, AuthHook, MemoryStore, SessionStore};
-use crate::router::{ConnId, Router, Settings};
+use crate::router::{Router, Settings};
 use crate::{Error, connection};
 
 /// How often the router's timers run (keep alive, will delay, session expiry, `$SYS`).
@@ -38,38 +37,17 @@ pub(crate) struct Shared {
     pub(crate) bytes_out: AtomicU64,
     /// Wakes the publishers paused for congested subscribers when one of those takes its
     /// QoS 0 backlog, so that they look again at once rather than at their next poll.
-    pub(crate) eased: Notify,
+    pub(crate) eased: Arc<Notify>,
+    /// Open connections (bounded by `max_connections`).
+    live: AtomicUsize,
+    /// Told when the last open connection closes.
+    all_closed: Notify,
 }
 
 /// What the mutex protects.
 pub(crate) struct State {
     /// The core.
     pub(crate) router: Router,
-    /// Wakes a connection task when the router has output for it.
-    wakers: HashMap<ConnId, Arc<Notify>>,
-}
-
-impl State {
-    /// Registers a connection.
-    pub(crate) fn register(&mut self, id: ConnId, notify: Arc<Notify>) {
-        self.wakers.insert(id, notify);
-    }
-
-    /// Forgets a connection.
-    pub(crate) fn unregister(&mut self, id: ConnId) {
-        self.wakers.remove(&id);
-    }
-
-    /// Wakes every connection with new output, except `me` (which is writing anyway).
-    pub(crate) fn wake(&mut self, me: Option<ConnId>) {
-        for id in self.router.take_woken() {
-            if Some(id) != me
-                && let Some(n) = self.wakers.get(&id)
-            {
-                n.notify_one();
-            }
-        }
-    }
 }
 
 impl Shared {
@@ -77,6 +55,29 @@ impl Shared {
     /// taken as it is.
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a new connection; false (not counted) when `max` are open.
+    fn connection_opened(&self, max: usize) -> bool {
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// A connection task ended.
+    pub(crate) fn connection_closed(&self) {
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all_closed.notify_one();
+        }
+    }
+
+    /// Waits until no connection is open.
+    async fn all_closed(&self) {
+        while self.live.load(Ordering::Acquire) > 0 {
+            self.all_closed.notified().await;
+        }
     }
 }
 
@@ -165,18 +166,20 @@ impl Broker {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 router: Router::new(settings, self.hooks, self.store, Instant::now()),
-                wakers: HashMap::new(),
             }),
             max_packet_size: self.config.limits.max_packet_size,
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
-            eased: Notify::new(),
+            eased: Arc::new(Notify::new()),
+            live: AtomicUsize::new(0),
+            all_closed: Notify::new(),
         });
         // A watch channel: a task that subscribes late still sees that the broker stops.
         let (stop_tx, _) = watch::channel(false);
-        // Every task holds a clone of `done_tx`; `done_rx` ends when all of them are gone.
+        // The listener and timer tasks hold a clone of `done_tx`; `done_rx` ends when all of
+        // them are gone. Connections are counted in `Shared::live`.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-        let permits = Arc::new(Semaphore::new(self.config.limits.max_connections));
+        let max_connections = self.config.limits.max_connections;
 
         for (listener, local) in self.listeners {
             info!("listening on {local}");
@@ -184,7 +187,7 @@ impl Broker {
                 listener,
                 local,
                 shared.clone(),
-                permits.clone(),
+                max_connections,
                 stop_tx.clone(),
                 done_tx.clone(),
                 self.capture.clone(),
@@ -199,11 +202,15 @@ impl Broker {
             // one accepted from now on is closed at once.
             let mut state = shared.lock();
             state.router.shutdown(Instant::now());
-            state.wake(None);
+            state.router.wake(None);
         }
         stop_tx.send_replace(true);
         drop(done_tx);
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, done_rx.recv()).await;
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            done_rx.recv().await;
+            shared.all_closed().await;
+        })
+        .await;
         if let Some(c) = &self.capture {
             let _ = c.flush();
         }
@@ -215,9 +222,9 @@ async fn accept_loop(
     listener: TcpListener,
     local: SocketAddr,
     shared: Arc<Shared>,
-    permits: Arc<Semaphore>,
+    max_connections: usize,
     stop: watch::Sender<bool>,
-    done: mpsc::Sender<()>,
+    _done: mpsc::Sender<()>,
     capture: Option<Capture>,
 ) {
     let mut stop_rx = stop.subscribe();
@@ -235,20 +242,13 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        if !shared.connection_opened(max_connections) {
             warn!("connection limit reached, closing connection from {peer}");
             continue;
-        };
+        }
         let _ = stream.set_nodelay(true);
         let cap = capture.as_ref().map(|c| c.connection(peer, local));
-        tokio::spawn(connection::serve(connection::ConnParams {
-            shared: shared.clone(),
-            stream,
-            peer,
-            capture: cap,
-            permit,
-            done: done.clone(),
-        }));
+        tokio::spawn(connection::serve(shared.clone(), stream, peer, cap));
     }
 }
 
@@ -264,6 +264,6 @@ async fn ticker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>, _done: mps
         let bytes_out = shared.bytes_out.load(Ordering::Relaxed);
         let mut state = shared.lock();
         state.router.tick(Instant::now(), bytes_in, bytes_out);
-        state.wake(None);
+        state.router.wake(None);
     }
 }

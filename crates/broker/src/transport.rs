@@ -1,47 +1,51 @@
 //! The byte stream under a connection: plain TCP today; TLS and WebSocket implement the
 //! same trait later.
 //!
-//! The connection task waits for readability and then reads what is buffered without
-//! blocking, so an idle connection owns no read buffer. A transport with its own
-//! buffering (TLS) reports readable when it has plaintext or the socket has bytes.
+//! The connection task is a hand-written future that polls its transport directly: it
+//! waits for readability and then reads what is buffered without blocking, so an idle
+//! connection owns no read buffer, and no future state of its own. A transport with its
+//! own buffering (TLS) reports readable when it has plaintext or the socket has bytes.
 
-use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 /// A bidirectional byte stream carrying MQTT.
-pub(crate) trait Transport: Send + 'static {
-    /// Resolves when a read may make progress (data, end of stream or an error).
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+pub(crate) trait Transport: Send + Unpin + 'static {
+    /// Ready when a read may make progress (data, end of stream or an error); otherwise
+    /// wakes the task when it may.
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 
     /// Reads what is available into the spare capacity of `buf` without waiting;
-    /// `WouldBlock` if nothing is, `Ok(0)` at the end of the stream.
+    /// `WouldBlock` if nothing is (the next [`Transport::poll_read_ready`] then waits),
+    /// `Ok(0)` at the end of the stream.
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize>;
 
-    /// Writes all of `buf`.
-    fn write_all(&mut self, buf: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+    /// Writes some of `buf`, or wakes the task when the stream takes more.
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;
 
     /// Closes the sending side after everything written.
-    fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
 impl Transport for TcpStream {
-    async fn readable(&self) -> io::Result<()> {
-        TcpStream::readable(self).await
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
     }
 
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         TcpStream::try_read_buf(self, buf)
     }
 
-    async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        AsyncWriteExt::write_all(self, buf).await
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write(Pin::new(self), cx, buf)
     }
 
-    async fn shutdown(&mut self) -> io::Result<()> {
-        AsyncWriteExt::shutdown(self).await
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_shutdown(Pin::new(self), cx)
     }
 }
