@@ -6,7 +6,7 @@
 //! Nothing here recurses: a peer may send a topic or filter with tens of thousands of levels.
 
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 
 /// Pending branches a walk keeps on the call stack before spilling to the heap.
 pub(crate) const INLINE_FRAMES: usize = 32;
@@ -76,7 +76,7 @@ pub(crate) fn level_at(s: &str, pos: usize) -> (&str, Option<usize>) {
 /// Gives memory back after a map shrank to a quarter of its capacity, so a node that once
 /// held many children or entries does not keep the peak allocation forever. Halving the
 /// capacity at a quarter keeps the cost amortised.
-pub(crate) fn shrink_if_sparse<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
+pub(crate) fn shrink_if_sparse<K: Eq + Hash, V, S: BuildHasher>(map: &mut HashMap<K, V, S>) {
     if map.capacity() > 32 && map.len() * 4 < map.capacity() {
         map.shrink_to(map.len() * 2);
     }

@@ -16,7 +16,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tinsel_codec::{EncodedPublish, Packet, ProtocolVersion};
@@ -47,6 +47,17 @@ pub(crate) struct Taken {
     pub(crate) close: bool,
     /// Publishers waited for this backlog: the taker should tell them it is gone.
     pub(crate) watched: bool,
+}
+
+/// What became of a QoS 0 PUBLISH offered to an outbox.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Offer {
+    /// It was appended (else dropped: too many waiting).
+    pub(crate) pushed: bool,
+    /// The outbox was empty before: the connection needs waking.
+    pub(crate) was_empty: bool,
+    /// The backlog reached the high-water mark while the connection keeps up.
+    pub(crate) congested: bool,
 }
 
 /// A cloneable handle on one connection's outgoing bytes.
@@ -87,6 +98,44 @@ impl Outbox {
             inner.qos0 += 1;
         }
         was_empty
+    }
+
+    /// Offers a QoS 0 PUBLISH (the fan-out path: one lock). Dropped (not pushed) when `max`
+    /// QoS 0 PUBLISHes already wait. With `high_water`, the backlog counts as congested
+    /// when this one reaches it while the connection keeps taking its bytes (it took them
+    /// within `stalled`): the backlog is then watched (see [`Taken::watched`]).
+    pub(crate) fn offer_qos0(
+        &self,
+        now: Instant,
+        publish: &EncodedPublish,
+        max: usize,
+        high_water: Option<usize>,
+        stalled: Duration,
+    ) -> Offer {
+        let mut inner = self.lock();
+        let since = *inner.since.get_or_insert(now);
+        let waiting = inner.qos0;
+        let congested = high_water.is_some_and(|hw| waiting + 1 >= hw)
+            && now.saturating_duration_since(since) < stalled;
+        inner.watched |= congested;
+        let was_empty = inner.buf.is_empty();
+        let pushed = waiting < max && {
+            let len = inner.buf.len();
+            match publish.write_to(0, false, &mut inner.buf) {
+                Ok(()) => true,
+                Err(e) => {
+                    inner.buf.truncate(len);
+                    warn!("cannot encode PUBLISH: {e}");
+                    false
+                }
+            }
+        };
+        inner.qos0 += usize::from(pushed);
+        Offer {
+            pushed,
+            was_empty: pushed && was_empty,
+            congested,
+        }
     }
 
     /// For the router about to offer a QoS 0 PUBLISH at `now`: the QoS 0 PUBLISHes waiting,

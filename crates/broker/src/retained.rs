@@ -14,7 +14,6 @@
 //! overflow the stack, and matching allocates nothing unless a walk has more than
 //! 32 pending branches.
 
-use std::collections::HashMap;
 use std::collections::hash_map;
 
 use crate::level_map::{
@@ -28,7 +27,7 @@ pub struct RetainedStore<M> {
 }
 
 struct Node<M> {
-    children: HashMap<Box<str>, Node<M>>,
+    children: crate::FastMap<Box<str>, Node<M>>,
     /// The retained message of the topic that ends here, with that topic's full name.
     msg: Option<(Box<str>, M)>,
 }
@@ -36,7 +35,7 @@ struct Node<M> {
 impl<M> Node<M> {
     fn new() -> Self {
         Node {
-            children: HashMap::new(),
+            children: crate::FastMap::default(),
             msg: None,
         }
     }
@@ -417,7 +416,7 @@ mod tests {
             ops in prop::collection::vec((0u8..5, topic(), any::<u16>()), 0..200),
         ) {
             let mut r = RetainedStore::new();
-            let mut model: HashMap<String, u16> = HashMap::new();
+            let mut model: std::collections::HashMap<String, u16> = std::collections::HashMap::new();
             for (op, t, m) in ops {
                 match op {
                     0 | 1 => prop_assert_eq!(r.insert(&t, m), model.insert(t, m)),

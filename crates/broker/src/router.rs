@@ -18,7 +18,7 @@
 //! Time only enters through the `now` arguments, so tests drive keep alive, will delay and
 //! session expiry with simulated time.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,7 @@ use crate::retained::RetainedStore;
 use crate::session::{Inflight, NEVER_EXPIRES, Queued, Session, SubEntry};
 use crate::sys::{self, Stats, SysSnapshot};
 use crate::topic_tree::TopicTree;
+use crate::{FastMap, FastSet};
 
 /// Up to this many distinct subscribers per message, overlapping subscriptions are merged by
 /// a linear scan; beyond it, by a map.
@@ -89,6 +90,30 @@ pub(crate) struct Settings {
 #[derive(Default)]
 struct FormCache {
     forms: [Option<EncodedPublish>; 12],
+}
+
+impl FormCache {
+    fn slot(version: ProtocolVersion, qos: QoS, retain: bool) -> usize {
+        usize::from(version.is_v5()) * 6 + usize::from(qos.as_u8()) * 2 + usize::from(retain)
+    }
+
+    /// `msg` as a subscriber gets it at `qos` (at most the message's) with `retain`, without
+    /// subscription identifiers or topic alias; encoded on first use. None if it cannot be
+    /// encoded.
+    fn get(
+        &mut self,
+        msg: &Publish,
+        qos: QoS,
+        retain: bool,
+        version: ProtocolVersion,
+    ) -> Option<&EncodedPublish> {
+        let slot = &mut self.forms[FormCache::slot(version, qos, retain)];
+        if slot.is_none() {
+            let p = for_subscriber(msg, qos, retain, Vec::new());
+            *slot = EncodedPublish::new(&p, version).ok();
+        }
+        slot.as_ref()
+    }
 }
 
 #[derive(Debug)]
@@ -149,9 +174,9 @@ pub(crate) struct Router {
     store: Arc<dyn SessionStore>,
     /// Boxed, like `sessions`: the maps' spare capacity then costs a pointer per slot,
     /// not a whole entry (memory per idle connection).
-    conns: HashMap<ConnId, Box<Conn>>,
+    conns: FastMap<ConnId, Box<Conn>>,
     next_conn: ConnId,
-    sessions: HashMap<Arc<str>, Box<Session>>,
+    sessions: FastMap<Arc<str>, Box<Session>>,
     subs: TopicTree<SubKey, SubEntry>,
     retained: RetainedStore<Retained>,
     /// Round-robin position per shared subscription (group, filter).
@@ -167,7 +192,7 @@ pub(crate) struct Router {
     /// Set when a delivery found a congested subscriber; see [`Router::take_pressure`].
     pressure: bool,
     /// Subscribers that made publishers wait. Bounded by the number of sessions.
-    congested: HashSet<Arc<str>>,
+    congested: FastSet<Arc<str>>,
     /// The client whose PUBLISH is being routed: it never waits for itself.
     publishing: Option<Arc<str>>,
     /// Set by [`Router::shutdown`].
@@ -187,9 +212,9 @@ impl Router {
             settings,
             hooks,
             store,
-            conns: HashMap::new(),
+            conns: FastMap::default(),
             next_conn: 1,
-            sessions: HashMap::new(),
+            sessions: FastMap::default(),
             subs: TopicTree::new(),
             retained: RetainedStore::new(),
             shared_next: HashMap::new(),
@@ -201,7 +226,7 @@ impl Router {
             next_retained_sweep: now,
             assigned_ids: 0,
             pressure: false,
-            congested: HashSet::new(),
+            congested: FastSet::default(),
             publishing: None,
             shutting_down: false,
         }
@@ -809,8 +834,8 @@ impl Router {
             ids: Vec<u32>,
         }
         let mut targets: Vec<Target> = Vec::new();
-        let mut index: HashMap<Arc<str>, usize> = HashMap::new();
-        let mut groups: HashMap<GroupKey, Vec<(Arc<str>, SubEntry)>> = HashMap::new();
+        let mut index: FastMap<Arc<str>, usize> = FastMap::default();
+        let mut groups: FastMap<GroupKey, Vec<(Arc<str>, SubEntry)>> = FastMap::default();
         self.subs
             .for_each_match(&msg.topic, |key, entry| match key {
                 SubKey::Client(client) => {
@@ -855,7 +880,13 @@ impl Router {
             });
         let matched = !targets.is_empty() || !groups.is_empty();
         let mut cache = FormCache::default();
+        let expires = msg.properties.message_expiry_interval.is_some();
         for t in targets {
+            if msg.qos.min(t.qos) == QoS::AtMostOnce && t.ids.is_empty() && !expires {
+                let retain = t.retain_as_published && msg.retain;
+                self.deliver_qos0(now, &t.client, msg, retain, &mut cache);
+                continue;
+            }
             let p = for_subscriber(msg, t.qos, t.retain_as_published, t.ids);
             self.deliver(now, &t.client, p, now, Some(&mut cache));
         }
@@ -881,6 +912,62 @@ impl Router {
             self.deliver(now, client, p, now, Some(&mut cache));
         }
         matched
+    }
+
+    /// Sends `msg` at QoS 0 to `client` (nothing if it is offline: QoS 0 is not queued) from
+    /// the shared encoding, under one lock of its outbox: the fan-out path. For messages
+    /// without expiry or subscription identifiers.
+    fn deliver_qos0(
+        &mut self,
+        now: Instant,
+        client: &Arc<str>,
+        msg: &Publish,
+        retain: bool,
+        cache: &mut FormCache,
+    ) {
+        let Some(id) = self.sessions.get(client).and_then(|s| s.conn) else {
+            return;
+        };
+        let Some(c) = self.conns.get(&id) else {
+            return;
+        };
+        if c.version.is_v5() && c.alias_max > 0 {
+            // Topic aliases are chosen per connection: the general path.
+            let p = for_subscriber(msg, QoS::AtMostOnce, retain, Vec::new());
+            return self.deliver(now, client, p, now, Some(cache));
+        }
+        let Some(publish) = cache.get(msg, QoS::AtMostOnce, retain, c.version) else {
+            self.stats.messages_dropped += 1;
+            return;
+        };
+        if publish.len() > c.max_packet as usize {
+            // [MQTT-3.1.2-25] Larger than the client accepts.
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        let limits = &self.settings.limits;
+        let watch = (self.publishing.as_ref() != Some(client)).then(|| high_water(limits));
+        let offer = c
+            .out
+            .offer_qos0(now, publish, limits.max_queued_messages, watch, STALLED);
+        if offer.congested {
+            self.pressure = true;
+            self.congested.insert(client.clone());
+        }
+        if !offer.pushed {
+            // The connection is not keeping up: QoS 0 is dropped.
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        debug!(
+            peer = %c.peer,
+            "-> {}",
+            summary_publish(&for_subscriber(msg, QoS::AtMostOnce, retain, Vec::new()))
+        );
+        self.stats.messages_sent += 1;
+        if offer.was_empty {
+            self.woken.push(id);
+        }
     }
 
     /// Sends `p` (QoS already downgraded) to `client` now, or queues it.
@@ -1354,7 +1441,7 @@ fn detach_will(w: Will) -> Will {
     }
 }
 
-fn c_mut(conns: &mut HashMap<ConnId, Box<Conn>>, id: ConnId) -> &mut Conn {
+fn c_mut(conns: &mut FastMap<ConnId, Box<Conn>>, id: ConnId) -> &mut Conn {
     // Callers only pass the id of the connection whose packet is being handled, which
     // exists until `connection_lost`.
     conns.get_mut(&id).expect("connection being handled exists")
@@ -1506,9 +1593,7 @@ fn emit(
         && p.properties.topic_alias.is_none()
         && p.properties.subscription_identifiers.is_empty()
     {
-        let slot = usize::from(c.version.is_v5()) * 6
-            + usize::from(p.qos.as_u8()) * 2
-            + usize::from(p.retain);
+        let slot = FormCache::slot(c.version, p.qos, p.retain);
         if cache.forms[slot].is_none() {
             cache.forms[slot] = EncodedPublish::new(&p, c.version).ok();
         }

@@ -21,7 +21,6 @@
 //! levels, and walking, removing and dropping such a branch must not overflow the stack.
 //! Matching allocates nothing unless more than 32 branches are pending at once.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 
 use crate::level_map::{
@@ -36,22 +35,22 @@ pub struct TopicTree<K, V> {
 
 struct Node<K, V> {
     /// Children for exact levels (including the empty level).
-    children: HashMap<Box<str>, Node<K, V>>,
+    children: crate::FastMap<Box<str>, Node<K, V>>,
     /// The `+` child.
     plus: Option<Box<Node<K, V>>>,
     /// The `#` child; it has entries but never children.
     hash: Option<Box<Node<K, V>>>,
     /// Entries whose filter ends at this node.
-    entries: HashMap<K, V>,
+    entries: crate::FastMap<K, V>,
 }
 
 impl<K, V> Node<K, V> {
     fn new() -> Self {
         Node {
-            children: HashMap::new(),
+            children: crate::FastMap::default(),
             plus: None,
             hash: None,
-            entries: HashMap::new(),
+            entries: crate::FastMap::default(),
         }
     }
 
@@ -435,7 +434,7 @@ mod tests {
             ops in prop::collection::vec((any::<bool>(), filter(), 0u8..4, any::<u16>()), 0..200),
         ) {
             let mut t = TopicTree::new();
-            let mut model: HashMap<(String, u8), u16> = HashMap::new();
+            let mut model: std::collections::HashMap<(String, u8), u16> = std::collections::HashMap::new();
             for (insert, f, key, value) in ops {
                 if insert {
                     prop_assert_eq!(t.insert(&f, key, value), model.insert((f, key), value));
