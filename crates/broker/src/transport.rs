@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncWrite, Interest};
 use tokio::net::TcpStream;
 
 /// A bidirectional byte stream carrying MQTT.
@@ -22,7 +22,9 @@ pub(crate) trait Transport: Send + Unpin + 'static {
 
     /// Reads what is available into the spare capacity of `buf` without waiting;
     /// `WouldBlock` if nothing is (the next [`Transport::poll_read_ready`] then waits),
-    /// `Ok(0)` at the end of the stream.
+    /// `Ok(0)` at the end of the stream. A read that returns less than the spare capacity
+    /// took everything there was: the stream is then no longer readable until new bytes
+    /// come, which saves the read that would only return `WouldBlock`.
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize>;
 
     /// Writes some of `buf`, or wakes the task when the stream takes more.
@@ -38,7 +40,24 @@ impl Transport for TcpStream {
     }
 
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        TcpStream::try_read_buf(self, buf)
+        let spare = buf.capacity() - buf.len();
+        let mut n = 0;
+        // `try_io` notes the readiness (and its tick) before the read, and clears it when the
+        // closure says `WouldBlock`, as a short read does. Bytes that arrive after that note
+        // raise a new readiness event (edge-triggered), which the clearing keeps.
+        let stream = &*self;
+        let r = stream.try_io(Interest::READABLE, || {
+            n = TcpStream::try_read_buf(stream, buf)?;
+            if n > 0 && n < spare {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(n)
+            }
+        });
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => Ok(n),
+            r => r,
+        }
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
