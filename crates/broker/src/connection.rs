@@ -51,7 +51,7 @@ pub(crate) fn serve<S: Transport>(
 ) -> ConnTask<S> {
     let (id, outbox) = {
         let mut state = shared.lock();
-        let id = state.router.accept(Instant::now(), peer.to_string());
+        let id = state.router.accept(Instant::now(), peer);
         (id, state.router.outbox(id).unwrap_or_default())
     };
     debug!(%peer, "accepted connection {id}");

@@ -19,6 +19,7 @@
 //! session expiry with simulated time.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -126,9 +127,9 @@ enum ConnState {
 #[derive(Debug)]
 struct Conn {
     state: ConnState,
-    peer: String,
+    peer: SocketAddr,
     version: ProtocolVersion,
-    accepted: Instant,
+    /// Last packet from the client (before CONNECT: when the connection was accepted).
     last_rx: Instant,
     /// Effective keep alive in seconds (0: off).
     keep_alive: u16,
@@ -140,17 +141,25 @@ struct Conn {
     closing: bool,
     /// Boxed: most connections have none, and a will with its properties is large.
     will: Option<Box<Will>>,
-    username: Option<ByteStr>,
+    username: Option<Arc<str>>,
     /// The client's Receive Maximum: QoS 1/2 PUBLISHes the broker may have unacknowledged.
     receive_max: u16,
     /// The client's Maximum Packet Size.
     max_packet: u32,
     /// The client's Topic Alias Maximum (aliases the broker may use towards it).
     alias_max: u16,
-    /// Topic aliases the broker assigned on this connection. Bounded by `alias_max`.
-    aliases_out: HashMap<ByteStr, u16>,
-    /// Topic aliases the client set. Bounded by the broker's `topic_alias_maximum`.
-    aliases_in: HashMap<u16, ByteStr>,
+    /// Topic aliases, once the connection uses any (boxed: most never do, and an idle
+    /// connection should cost little).
+    aliases: Option<Box<Aliases>>,
+}
+
+/// Topic aliases of one MQTT 5 connection.
+#[derive(Debug, Default)]
+struct Aliases {
+    /// Assigned by the broker. Bounded by the client's Topic Alias Maximum.
+    out: FastMap<ByteStr, u16>,
+    /// Set by the client. Bounded by the broker's `topic_alias_maximum`.
+    inbound: FastMap<u16, ByteStr>,
 }
 
 /// A retained message.
@@ -233,7 +242,7 @@ impl Router {
     }
 
     /// Registers a new network connection from `peer` (for logs).
-    pub(crate) fn accept(&mut self, now: Instant, peer: String) -> ConnId {
+    pub(crate) fn accept(&mut self, now: Instant, peer: SocketAddr) -> ConnId {
         let id = self.next_conn;
         self.next_conn += 1;
         self.conns.insert(
@@ -242,7 +251,6 @@ impl Router {
                 state: ConnState::AwaitingConnect,
                 peer,
                 version: ProtocolVersion::V311,
-                accepted: now,
                 last_rx: now,
                 keep_alive: 0,
                 out: Outbox::default(),
@@ -252,8 +260,7 @@ impl Router {
                 receive_max: u16::MAX,
                 max_packet: u32::MAX,
                 alias_max: 0,
-                aliases_out: HashMap::new(),
-                aliases_in: HashMap::new(),
+                aliases: None,
             }),
         );
         if self.shutting_down {
@@ -617,7 +624,7 @@ impl Router {
         // Copied: kept for the connection's life, they must not pin the read buffer the
         // CONNECT was decoded from.
         c.will = connect.will.map(|w| Box::new(detach_will(w)));
-        c.username = connect.username.map(|u| detach_str(&u));
+        c.username = connect.username.map(|u| Arc::from(u.as_str()));
         if v5 {
             let p = &connect.properties;
             c.receive_max = p.receive_maximum.unwrap_or(u16::MAX).max(1);
@@ -705,7 +712,7 @@ impl Router {
                 return self.close(now, conn, Some(ReasonCode::TOPIC_ALIAS_INVALID), true, &why);
             }
             if p.topic.is_empty() {
-                match c.aliases_in.get(&alias) {
+                match c.aliases.as_ref().and_then(|a| a.inbound.get(&alias)) {
                     Some(t) => p.topic = t.clone(),
                     None => {
                         let why = format!("unknown topic alias {alias}");
@@ -716,7 +723,10 @@ impl Router {
                 // Copied so the alias table does not pin a whole read buffer.
                 let topic = ByteStr::from_utf8(Bytes::copy_from_slice(p.topic.as_bytes()))
                     .unwrap_or_default();
-                c.aliases_in.insert(alias, topic);
+                c.aliases
+                    .get_or_insert_default()
+                    .inbound
+                    .insert(alias, topic);
             }
         } else if p.topic.is_empty() {
             return self.protocol_error(now, conn, "empty topic name without topic alias");
@@ -1325,7 +1335,7 @@ impl Router {
             }
             match c.state {
                 ConnState::AwaitingConnect => {
-                    if now.saturating_duration_since(c.accepted) >= connect_timeout {
+                    if now.saturating_duration_since(c.last_rx) >= connect_timeout {
                         to_close.push((id, None, "no CONNECT in time"));
                     }
                 }
@@ -1578,12 +1588,13 @@ fn emit(
     cache: Option<&mut FormCache>,
 ) {
     if c.version.is_v5() && c.alias_max > 0 {
-        if let Some(&alias) = c.aliases_out.get(&p.topic) {
+        let aliases = &mut c.aliases.get_or_insert_default().out;
+        if let Some(&alias) = aliases.get(&p.topic) {
             p.properties.topic_alias = Some(alias);
             p.topic = ByteStr::new();
-        } else if c.aliases_out.len() < usize::from(c.alias_max) {
-            let alias = c.aliases_out.len() as u16 + 1;
-            c.aliases_out.insert(p.topic.clone(), alias);
+        } else if aliases.len() < usize::from(c.alias_max) {
+            let alias = aliases.len() as u16 + 1;
+            aliases.insert(p.topic.clone(), alias);
             p.properties.topic_alias = Some(alias);
         }
     }
@@ -1718,7 +1729,7 @@ mod tests {
         }
 
         fn open(&mut self, c: Connect) -> ConnId {
-            let id = self.r.accept(self.now, "sim".into());
+            let id = self.r.accept(self.now, ([127, 0, 0, 1], 1883).into());
             self.r.handle(self.now, id, Packet::Connect(Box::new(c)));
             let out = self.out(id);
             assert!(
@@ -1779,7 +1790,7 @@ mod tests {
     #[test]
     fn connect_timeout() {
         let mut sim = Sim::new(|l| l.connect_timeout = 10);
-        let id = sim.r.accept(sim.now, "sim".into());
+        let id = sim.r.accept(sim.now, ([127, 0, 0, 1], 1883).into());
         sim.advance(9.0);
         assert!(!sim.closed(id));
         sim.advance(1.5);
@@ -1814,7 +1825,7 @@ mod tests {
     #[test]
     fn server_keep_alive_caps_v5() {
         let mut sim = Sim::new(|l| l.max_keep_alive = 30);
-        let id = sim.r.accept(sim.now, "sim".into());
+        let id = sim.r.accept(sim.now, ([127, 0, 0, 1], 1883).into());
         sim.r.handle(
             sim.now,
             id,
@@ -1833,7 +1844,7 @@ mod tests {
     #[test]
     fn keep_alive_cap_refuses_mqtt3_and_sets_mqtt5_zero() {
         let mut sim = Sim::new(|l| l.max_keep_alive = 30);
-        let id = sim.r.accept(sim.now, "sim".into());
+        let id = sim.r.accept(sim.now, ([127, 0, 0, 1], 1883).into());
         sim.r.handle(
             sim.now,
             id,
@@ -1843,7 +1854,7 @@ mod tests {
             matches!(&sim.out(id)[..], [Packet::ConnAck(a)] if a.reason == ReasonCode::CLIENT_IDENTIFIER_NOT_VALID)
         );
         assert!(sim.closed(id));
-        let id = sim.r.accept(sim.now, "sim".into());
+        let id = sim.r.accept(sim.now, ([127, 0, 0, 1], 1883).into());
         sim.r.handle(
             sim.now,
             id,
@@ -1898,7 +1909,7 @@ mod tests {
             0,
             "subscriptions removed with the session"
         );
-        let id = sim.r.accept(sim.now, "sim".into());
+        let id = sim.r.accept(sim.now, ([127, 0, 0, 1], 1883).into());
         sim.r.handle(sim.now, id, Packet::Connect(Box::new(c)));
         assert!(matches!(&sim.out(id)[..], [Packet::ConnAck(a)] if !a.session_present));
     }
