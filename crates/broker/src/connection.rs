@@ -6,22 +6,28 @@
 //! buffer: it waits for readability, borrows a read buffer while bytes are in flight and
 //! lets it go once every whole packet is handled; the router encodes the connection's
 //! output straight into its outbox, and the task writes that buffer as it is.
+//!
+//! A connection with nothing to do parks (see [`crate::parking`]): right after its CONNACK,
+//! and whenever it has been idle for [`PARK_IDLE`]. Its task ends; the parking lot gives it
+//! a new one when the client sends something or the router has output for it.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tinsel_codec::{Packet, ProtocolVersion, decode_packet};
+use tokio::net::TcpStream;
 use tokio::sync::futures::OwnedNotified;
 use tokio::time::Sleep;
 use tracing::debug;
 
 use crate::capture::ConnCapture;
 use crate::outbox::{Outbox, Taken};
+use crate::parking::Parked;
 use crate::router::ConnId;
 use crate::server::Shared;
 use crate::transport::Transport;
@@ -39,44 +45,74 @@ const MAX_READ: u32 = 64 * 1024;
 const YIELD_READS: u8 = 8;
 
 /// While a publisher waits for a congested subscriber, how often it looks again.
-const PAUSE_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+const PAUSE_POLL: Duration = Duration::from_millis(2);
+
+/// A connection that neither read nor wrote for this long parks.
+const PARK_IDLE: Duration = Duration::from_secs(1);
 
 /// Registers a connection from `peer` with the router and returns the task that serves it
-/// until it closes. The caller has counted it in `shared.live`.
+/// until it closes or parks. The caller has counted it in `shared.live`.
 pub(crate) fn serve<S: Transport>(
     shared: Arc<Shared>,
     stream: S,
     peer: std::net::SocketAddr,
     capture: Option<ConnCapture>,
-) -> ConnTask<S> {
+) -> ConnFuture<S> {
     let (id, outbox) = {
         let mut state = shared.lock();
         let id = state.router.accept(Instant::now(), peer);
         (id, state.router.outbox(id).unwrap_or_default())
     };
     debug!(%peer, "accepted connection {id}");
-    ConnTask {
-        stream,
-        conn: Conn {
-            id,
-            shared,
-            rbuf: BytesMut::new(),
-            version: ProtocolVersion::V311,
-            seen_connect: false,
-            outbox,
-            read_hint: READ_CHUNK,
-            reads: 0,
-            paused: false,
-        },
-        capture: capture.map(Box::new),
-        wbuf: BytesMut::new(),
-        closing: false,
-        pause: None,
+    let conn = Conn::new(id, shared, ProtocolVersion::V311, false, outbox);
+    ConnFuture(Some(ConnTask::new(stream, conn, capture.map(Box::new))))
+}
+
+/// Tells the router that connection `id` is gone, and shutdown that one fewer is open.
+pub(crate) fn end(shared: &Shared, id: ConnId, why: &str) {
+    debug!("connection {id} ended: {why}");
+    {
+        let mut state = shared.lock();
+        state.router.connection_lost(Instant::now(), id, why);
+        shared.wake(&mut state, None);
+    }
+    shared.connection_closed();
+}
+
+/// A connection's task: finishes when the connection ends (after telling the router) or
+/// parks.
+pub(crate) struct ConnFuture<S>(Option<ConnTask<S>>);
+
+impl<S: Transport> Future for ConnFuture<S> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let Some(task) = &mut this.0 else {
+            return Poll::Ready(());
+        };
+        match ready!(task.drive(cx)) {
+            End::Closed(why) => end(&task.conn.shared, task.conn.id, &why),
+            End::Park => {
+                if let Some(task) = this.0.take() {
+                    task.park();
+                }
+            }
+        }
+        this.0 = None;
+        Poll::Ready(())
     }
 }
 
-/// A connection's task. Polled by tokio like any future; finishes when the connection
-/// ends, after telling the router.
+/// How a connection task ends.
+enum End {
+    /// The connection is closed, for this reason.
+    Closed(String),
+    /// It has nothing to do: to the parking lot.
+    Park,
+}
+
+/// A connection's state while it has a task.
 pub(crate) struct ConnTask<S> {
     stream: S,
     conn: Conn,
@@ -88,6 +124,8 @@ pub(crate) struct ConnTask<S> {
     closing: bool,
     /// While paused for a congested subscriber (boxed: idle connections never are).
     pause: Option<Box<Pause>>,
+    /// Fires when the connection may have been idle for [`PARK_IDLE`].
+    park_timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// What a paused publisher waits for: its next look, or a congested subscriber taking its
@@ -97,28 +135,113 @@ struct Pause {
     eased: Pin<Box<OwnedNotified>>,
 }
 
-impl<S: Transport> Future for ConnTask<S> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let task = self.get_mut();
-        let why = ready!(task.drive(cx));
-        task.finish(&why);
-        Poll::Ready(())
+impl ConnTask<TcpStream> {
+    /// The task of a connection leaving the parking lot.
+    pub(crate) fn resume(
+        shared: Arc<Shared>,
+        stream: TcpStream,
+        id: ConnId,
+        version: ProtocolVersion,
+        seen_connect: bool,
+        outbox: Outbox,
+        capture: Option<Box<ConnCapture>>,
+    ) -> ConnFuture<TcpStream> {
+        let conn = Conn::new(id, shared, version, seen_connect, outbox);
+        ConnFuture(Some(ConnTask::new(stream, conn, capture)))
     }
 }
 
 impl<S: Transport> ConnTask<S> {
-    /// Runs the connection as far as it can without waiting; ready with why it ended.
-    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<String> {
+    fn new(stream: S, conn: Conn, capture: Option<Box<ConnCapture>>) -> ConnTask<S> {
+        ConnTask {
+            stream,
+            conn,
+            capture,
+            wbuf: BytesMut::new(),
+            closing: false,
+            pause: None,
+            park_timer: None,
+        }
+    }
+
+    /// Hands the connection to the parking lot; its task ends.
+    fn park(self) {
+        let ConnTask {
+            stream,
+            conn,
+            capture,
+            ..
+        } = self;
+        let Some(lot) = conn.shared.parking.get().cloned() else {
+            return end(&conn.shared, conn.id, "cannot park");
+        };
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => return end(&conn.shared, conn.id, &format!("cannot park: {e}")),
+        };
+        let parked = Parked {
+            stream,
+            version: conn.version,
+            seen_connect: conn.seen_connect,
+            outbox: conn.outbox,
+            capture,
+        };
+        if let Err(p) = lot.park(conn.id, parked) {
+            // No room in the lot's epoll set: keep the connection as a task.
+            match TcpStream::from_std(p.stream) {
+                Ok(stream) => {
+                    let conn = Conn::new(conn.id, conn.shared, p.version, true, p.outbox);
+                    let mut task = ConnTask::new(stream, conn, p.capture);
+                    task.conn.park_now = false;
+                    tokio::spawn(ConnFuture(Some(task)));
+                }
+                Err(e) => end(&conn.shared, conn.id, &format!("cannot park: {e}")),
+            }
+        }
+    }
+
+    /// True when the idle connection should park now: after its CONNACK, or once it has
+    /// neither read nor written for [`PARK_IDLE`]. Otherwise the park timer wakes the task
+    /// when it may be time.
+    fn should_park(&mut self, cx: &mut Context<'_>) -> bool {
+        if !S::PARKABLE || !self.conn.rbuf.is_empty() || self.conn.shared.parking.get().is_none() {
+            return false;
+        }
+        if self.conn.park_now {
+            return true;
+        }
+        let due = |c: &Conn| tokio::time::Instant::from_std(c.last_active + PARK_IDLE);
+        let timer = self
+            .park_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due(&self.conn))));
+        // The timer is not moved on every read (busy connections would pay for it): when it
+        // fires early, it is set again from the last activity.
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let due = due(&self.conn);
+            if due <= tokio::time::Instant::now() {
+                return true;
+            }
+            timer.as_mut().reset(due);
+        }
+    }
+
+    /// Runs the connection as far as it can without waiting; ready when it ends or parks.
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<End> {
         loop {
             // Write what the router encoded, all of it before anything else: a client that
             // does not read stops being read (and its outbox is bounded by the router).
             while !self.wbuf.is_empty() {
                 match ready!(self.stream.poll_write(cx, &self.wbuf)) {
-                    Ok(0) => return Poll::Ready("write error: connection closed".to_owned()),
+                    Ok(0) => {
+                        return Poll::Ready(End::Closed(
+                            "write error: connection closed".to_owned(),
+                        ));
+                    }
                     Ok(n) => self.wbuf.advance(n),
-                    Err(e) => return Poll::Ready(format!("write error: {e}")),
+                    Err(e) => return Poll::Ready(End::Closed(format!("write error: {e}"))),
                 }
             }
             if self.wbuf.capacity() > 0 {
@@ -127,7 +250,7 @@ impl<S: Transport> ConnTask<S> {
             }
             if self.closing {
                 let _ = ready!(self.stream.poll_shutdown(cx));
-                return Poll::Ready("closed by the broker".to_owned());
+                return Poll::Ready(End::Closed("closed by the broker".to_owned()));
             }
             if self.conn.reads >= YIELD_READS {
                 // Let the other tasks on this worker run (its subscribers among them): tokio
@@ -152,14 +275,17 @@ impl<S: Transport> ConnTask<S> {
                 self.conn.process();
                 continue;
             }
-            if let Err(e) = ready!(self.stream.poll_read_ready(cx)) {
-                return Poll::Ready(format!("read error: {e}"));
+            match self.stream.poll_read_ready(cx) {
+                Poll::Pending if self.should_park(cx) => return Poll::Ready(End::Park),
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(End::Closed(format!("read error: {e}")));
+                }
+                Poll::Ready(Ok(())) => {}
             }
-            if let Err(why) = self
-                .conn
-                .read(&mut self.stream, self.capture.as_deref_mut())
-            {
-                return Poll::Ready(why);
+            let capture = self.capture.as_deref_mut();
+            if let Err(why) = self.conn.read(&mut self.stream, capture) {
+                return Poll::Ready(End::Closed(why));
             }
         }
     }
@@ -175,6 +301,7 @@ impl<S: Transport> ConnTask<S> {
         }
         self.wbuf = taken.bytes;
         self.closing = taken.close;
+        self.conn.last_active = Instant::now();
     }
 
     /// Ready when the publisher may read again: the pause timer ran out or a congested
@@ -209,18 +336,6 @@ impl<S: Transport> ConnTask<S> {
             }
         }
     }
-
-    /// Tells the router the connection is gone, and shutdown that one fewer is open.
-    fn finish(&mut self, why: &str) {
-        let conn = &self.conn;
-        debug!("connection {} ended: {why}", conn.id);
-        {
-            let mut state = conn.shared.lock();
-            state.router.connection_lost(Instant::now(), conn.id, why);
-            state.router.wake(None);
-        }
-        conn.shared.connection_closed();
-    }
 }
 
 struct Conn {
@@ -237,9 +352,35 @@ struct Conn {
     /// Not reading: a subscriber of this publisher is congested (backpressure instead of
     /// dropping its messages). What was read stays undecoded in `rbuf` meanwhile.
     paused: bool,
+    /// Park as soon as idle (the CONNACK is out).
+    park_now: bool,
+    /// When the connection last read or wrote.
+    last_active: Instant,
 }
 
 impl Conn {
+    fn new(
+        id: ConnId,
+        shared: Arc<Shared>,
+        version: ProtocolVersion,
+        seen_connect: bool,
+        outbox: Outbox,
+    ) -> Conn {
+        Conn {
+            id,
+            shared,
+            rbuf: BytesMut::new(),
+            version,
+            seen_connect,
+            outbox,
+            read_hint: READ_CHUNK,
+            reads: 0,
+            paused: false,
+            park_now: false,
+            last_active: Instant::now(),
+        }
+    }
+
     /// Reads what is buffered in the socket and hands every whole packet to the router.
     /// Err: the connection ended, and why.
     fn read(
@@ -302,6 +443,7 @@ impl Conn {
                     {
                         self.seen_connect = true;
                         self.version = c.protocol;
+                        self.park_now = true;
                     }
                     let publish = matches!(packet, Packet::Publish(_));
                     state.router.handle(now, self.id, packet);
@@ -320,8 +462,9 @@ impl Conn {
                 }
             }
         }
-        state.router.wake(Some(self.id));
+        self.shared.wake(&mut state, Some(self.id));
         drop(state);
+        self.last_active = now;
         if self.rbuf.is_empty() {
             // Idle connections hold no buffer.
             self.rbuf = BytesMut::new();

@@ -49,6 +49,7 @@ mod hooks;
 mod level_map;
 mod outbox;
 mod packet_log;
+mod parking;
 pub mod retained;
 mod router;
 mod server;

@@ -36,6 +36,8 @@ struct Inner {
     watched: bool,
     /// The connection task, when it found nothing to write.
     waker: Option<Waker>,
+    /// The connection waits in the parking lot: a wake-up must take it out.
+    parked: bool,
 }
 
 /// What a connection task takes from its outbox.
@@ -165,12 +167,34 @@ impl Outbox {
         self.lock().watched = true;
     }
 
-    /// Wakes the connection task if it waits for bytes.
-    pub(crate) fn wake(&self) {
-        let waker = self.lock().waker.take();
+    /// Wakes the connection task if it waits for bytes. True if the connection is parked:
+    /// the caller asks the parking lot to take it out.
+    #[must_use]
+    pub(crate) fn wake(&self) -> bool {
+        let mut inner = self.lock();
+        if std::mem::take(&mut inner.parked) {
+            return true;
+        }
+        let waker = inner.waker.take();
+        drop(inner);
         if let Some(w) = waker {
             w.wake();
         }
+        false
+    }
+
+    /// The connection goes to the parking lot: wake-ups are for the lot from now on. False
+    /// (and not parked) if there is output waiting already.
+    pub(crate) fn park(&self) -> bool {
+        let mut inner = self.lock();
+        inner.waker = None;
+        inner.parked = inner.buf.is_empty() && !inner.close;
+        inner.parked
+    }
+
+    /// The connection left the parking lot.
+    pub(crate) fn unpark(&self) {
+        self.lock().parked = false;
     }
 
     /// Takes every queued byte. With nothing to take (and no close asked), `waker` is

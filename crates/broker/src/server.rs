@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -13,7 +13,8 @@ use tracing::{info, warn};
 use crate::capture::Capture;
 use crate::config::{Config, Transport};
 use crate::hooks::{AllowAll, AuthHook, MemoryStore, SessionStore};
-use crate::router::{Router, Settings};
+use crate::parking::ParkingLot;
+use crate::router::{ConnId, Router, Settings};
 use crate::{Error, connection};
 
 /// How often the router's timers run (keep alive, will delay, session expiry, `$SYS`).
@@ -40,6 +41,9 @@ pub(crate) struct Shared {
     pub(crate) eased: Arc<Notify>,
     /// Open connections (bounded by `max_connections`).
     live: AtomicUsize,
+    /// Where idle connections wait without a task; set once its thread runs (never if
+    /// its epoll set or thread could not be made: connections then keep their tasks).
+    pub(crate) parking: OnceLock<Arc<ParkingLot>>,
     /// Told when the last open connection closes.
     all_closed: Notify,
 }
@@ -55,6 +59,22 @@ impl Shared {
     /// taken as it is.
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes the connections with new output (see [`Router::wake`]), parked ones through
+    /// the parking lot.
+    pub(crate) fn wake(&self, state: &mut State, me: Option<ConnId>) {
+        let mut any = false;
+        let lot = self.parking.get();
+        state.router.wake(me, |id| {
+            if let Some(lot) = lot {
+                lot.want(id);
+                any = true;
+            }
+        });
+        if any && let Some(lot) = lot {
+            lot.wake();
+        }
     }
 
     /// Counts a new connection; false (not counted) when `max` are open.
@@ -173,7 +193,9 @@ impl Broker {
             eased: Arc::new(Notify::new()),
             live: AtomicUsize::new(0),
             all_closed: Notify::new(),
+            parking: OnceLock::new(),
         });
+        start_parking(&shared);
         // A watch channel: a task that subscribes late still sees that the broker stops.
         let (stop_tx, _) = watch::channel(false);
         // The listener and timer tasks hold a clone of `done_tx`; `done_rx` ends when all of
@@ -202,7 +224,10 @@ impl Broker {
             // one accepted from now on is closed at once.
             let mut state = shared.lock();
             state.router.shutdown(Instant::now());
-            state.router.wake(None);
+            shared.wake(&mut state, None);
+        }
+        if let Some(lot) = shared.parking.get() {
+            lot.stop();
         }
         stop_tx.send_replace(true);
         drop(done_tx);
@@ -215,6 +240,28 @@ impl Broker {
             let _ = c.flush();
         }
         Ok(())
+    }
+}
+
+/// Starts the parking lot's thread; without it, idle connections keep their tasks.
+fn start_parking(shared: &Arc<Shared>) {
+    let (lot, poll) = match ParkingLot::new() {
+        Ok((lot, poll)) => (Arc::new(lot), poll),
+        Err(e) => {
+            warn!("no parking lot for idle connections: {e}");
+            return;
+        }
+    };
+    let (thread_lot, thread_shared) = (lot.clone(), shared.clone());
+    let rt = tokio::runtime::Handle::current();
+    let spawned = std::thread::Builder::new()
+        .name("tinsel-parking".into())
+        .spawn(move || thread_lot.run(poll, thread_shared, rt));
+    match spawned {
+        Ok(_) => {
+            let _ = shared.parking.set(lot);
+        }
+        Err(e) => warn!("no parking lot for idle connections: {e}"),
     }
 }
 
@@ -264,6 +311,6 @@ async fn ticker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>, _done: mps
         let bytes_out = shared.bytes_out.load(Ordering::Relaxed);
         let mut state = shared.lock();
         state.router.tick(Instant::now(), bytes_in, bytes_out);
-        state.router.wake(None);
+        shared.wake(&mut state, None);
     }
 }

@@ -16,6 +16,19 @@ use tokio::net::TcpStream;
 
 /// A bidirectional byte stream carrying MQTT.
 pub(crate) trait Transport: Send + Unpin + 'static {
+    /// Whether an idle connection on this transport can wait in the parking lot (it keeps
+    /// no state of its own beyond the socket).
+    const PARKABLE: bool = false;
+
+    /// The plain socket, without its tokio registration, for the parking lot. Only called
+    /// when [`Transport::PARKABLE`].
+    fn into_std(self) -> io::Result<std::net::TcpStream>
+    where
+        Self: Sized,
+    {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
     /// Ready when a read may make progress (data, end of stream or an error); otherwise
     /// wakes the task when it may.
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
@@ -35,6 +48,12 @@ pub(crate) trait Transport: Send + Unpin + 'static {
 }
 
 impl Transport for TcpStream {
+    const PARKABLE: bool = true;
+
+    fn into_std(self) -> io::Result<std::net::TcpStream> {
+        TcpStream::into_std(self)
+    }
+
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         TcpStream::poll_read_ready(self, cx)
     }
