@@ -183,17 +183,15 @@ impl<S: Transport> ConnTask<S> {
             stream,
             version: conn.version,
             seen_connect: conn.seen_connect,
-            outbox: conn.outbox,
             capture,
         };
-        if let Err(p) = lot.park(conn.id, parked) {
-            // No room in the lot's epoll set: keep the connection as a task.
+        if let Err(p) = lot.park(conn.id, &conn.outbox, parked) {
+            // Output came meanwhile, or no room in the lot's epoll set: a task again.
             match TcpStream::from_std(p.stream) {
                 Ok(stream) => {
-                    let conn = Conn::new(conn.id, conn.shared, p.version, true, p.outbox);
-                    let mut task = ConnTask::new(stream, conn, p.capture);
-                    task.conn.park_now = false;
-                    tokio::spawn(ConnFuture(Some(task)));
+                    let (id, shared) = (conn.id, conn.shared);
+                    let conn = Conn::new(id, shared, p.version, p.seen_connect, conn.outbox);
+                    tokio::spawn(ConnFuture(Some(ConnTask::new(stream, conn, p.capture))));
                 }
                 Err(e) => end(&conn.shared, conn.id, &format!("cannot park: {e}")),
             }

@@ -22,12 +22,14 @@ use bytes::BytesMut;
 use tinsel_codec::{EncodedPublish, Packet, ProtocolVersion};
 use tracing::warn;
 
+use crate::parking::Parked;
+
 #[derive(Debug, Default)]
 struct Inner {
     /// Encoded packets, in order.
     buf: BytesMut,
-    /// QoS 0 PUBLISHes in `buf` (the router bounds them).
-    qos0: usize,
+    /// QoS 0 PUBLISHes in `buf` (the router bounds them, far below `u32::MAX`).
+    qos0: u32,
     close: bool,
     /// When the router first offered a QoS 0 PUBLISH since the connection last took its
     /// bytes: how long the subscriber has kept messages waiting (see `qos0_backlog`).
@@ -36,8 +38,9 @@ struct Inner {
     watched: bool,
     /// The connection task, when it found nothing to write.
     waker: Option<Waker>,
-    /// The connection waits in the parking lot: a wake-up must take it out.
-    parked: bool,
+    /// The connection's socket while it waits in the parking lot: a wake-up must take it
+    /// out.
+    parked: Option<Parked>,
 }
 
 /// What a connection task takes from its outbox.
@@ -116,7 +119,7 @@ impl Outbox {
     ) -> Offer {
         let mut inner = self.lock();
         let since = *inner.since.get_or_insert(now);
-        let waiting = inner.qos0;
+        let waiting = inner.qos0 as usize;
         let congested = high_water.is_some_and(|hw| waiting + 1 >= hw)
             && now.saturating_duration_since(since) < stalled;
         inner.watched |= congested;
@@ -132,7 +135,7 @@ impl Outbox {
                 }
             }
         };
-        inner.qos0 += usize::from(pushed);
+        inner.qos0 += u32::from(pushed);
         Offer {
             pushed,
             was_empty: pushed && was_empty,
@@ -147,14 +150,14 @@ impl Outbox {
     pub(crate) fn qos0_backlog(&self, now: Instant) -> (usize, Instant) {
         let mut inner = self.lock();
         let since = *inner.since.get_or_insert(now);
-        (inner.qos0, since)
+        (inner.qos0 as usize, since)
     }
 
     /// Like [`Outbox::qos0_backlog`] without offering anything: None if the connection took
     /// its bytes since the last offer.
     pub(crate) fn qos0_waiting(&self) -> (usize, Option<Instant>) {
         let inner = self.lock();
-        (inner.qos0, inner.since)
+        (inner.qos0 as usize, inner.since)
     }
 
     /// Asks the connection to close once it has written what is queued.
@@ -172,7 +175,7 @@ impl Outbox {
     #[must_use]
     pub(crate) fn wake(&self) -> bool {
         let mut inner = self.lock();
-        if std::mem::take(&mut inner.parked) {
+        if inner.parked.is_some() {
             return true;
         }
         let waker = inner.waker.take();
@@ -183,18 +186,27 @@ impl Outbox {
         false
     }
 
-    /// The connection goes to the parking lot: wake-ups are for the lot from now on. False
-    /// (and not parked) if there is output waiting already.
-    pub(crate) fn park(&self) -> bool {
+    /// The connection goes to the parking lot: `register` puts its socket in the lot's
+    /// epoll set (under this lock, so that a wake-up finds either the task or the parked
+    /// socket), and wake-ups are for the lot from now on. Err gives the socket back if
+    /// output is waiting already or `register` failed.
+    pub(crate) fn park(
+        &self,
+        p: Parked,
+        register: impl FnOnce(&std::net::TcpStream) -> std::io::Result<()>,
+    ) -> Result<(), Parked> {
         let mut inner = self.lock();
+        if !inner.buf.is_empty() || inner.close || register(&p.stream).is_err() {
+            return Err(p);
+        }
         inner.waker = None;
-        inner.parked = inner.buf.is_empty() && !inner.close;
-        inner.parked
+        inner.parked = Some(p);
+        Ok(())
     }
 
-    /// The connection left the parking lot.
-    pub(crate) fn unpark(&self) {
-        self.lock().parked = false;
+    /// Takes the parked socket out (None if it is not parked).
+    pub(crate) fn unpark(&self) -> Option<Parked> {
+        self.lock().parked.take()
     }
 
     /// Takes every queued byte. With nothing to take (and no close asked), `waker` is

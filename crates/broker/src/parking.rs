@@ -3,18 +3,20 @@
 //! A connection task costs two 256-byte blocks in tokio (the task, and the I/O
 //! registration that wakes it), more than everything the broker itself keeps for a
 //! connection. Most IoT connections are idle nearly all the time, so a connection with
-//! nothing to do (see `ConnTask`'s parking rule) gives its socket back to the parking lot
-//! and its task ends. The lot keeps the socket, the connection's id, protocol version and
-//! outbox (about 40 bytes) and watches every parked socket with one epoll set of its own
-//! (mio), on a thread of its own that sleeps in that set.
+//! nothing to do (see `ConnTask`'s parking rule) parks: its socket, protocol version and
+//! capture (16 bytes, [`Parked`]) move into its outbox, the socket joins one epoll set of
+//! the lot's own (mio) and its task ends. A thread of the lot sleeps in that set.
 //!
 //! A parked connection is taken out again (a new task, a new registration) when its socket
 //! becomes readable (bytes, end of stream or an error) or when the router queues output for
-//! it (its outbox reports the wake-up to [`ParkingLot::wanted`]).
+//! it (its outbox's wake-up reports it, and the lot is asked through [`ParkingLot::want`]).
+//!
+//! Locks: parking registers the socket under the outbox's lock, so a wake-up or a
+//! readiness event sees either the connection's task or the parked socket, never neither.
 
 use std::net::TcpStream as StdTcpStream;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use mio::unix::SourceFd;
@@ -24,32 +26,31 @@ use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tracing::{debug, warn};
 
-use crate::FastMap;
 use crate::capture::ConnCapture;
 use crate::connection::{self, ConnTask};
 use crate::outbox::Outbox;
 use crate::router::ConnId;
 use crate::server::Shared;
 
-/// What the lot keeps of a parked connection.
+/// What a parked connection keeps besides its router state (in its outbox).
+#[derive(Debug)]
 pub(crate) struct Parked {
     pub(crate) stream: StdTcpStream,
     pub(crate) version: ProtocolVersion,
     pub(crate) seen_connect: bool,
-    pub(crate) outbox: Outbox,
     pub(crate) capture: Option<Box<ConnCapture>>,
 }
 
-/// Parked connections and the requests to take some out.
+/// The lot: an epoll set, the requests to take connections out, and a thread.
 pub(crate) struct ParkingLot {
     registry: Registry,
-    /// Bounded by the connection limit: each open connection is parked at most once.
-    parked: Mutex<FastMap<ConnId, Parked>>,
     /// Connections the router has output for. Bounded by the parked connections (a
-    /// connection is asked for once per parking; duplicates are skipped).
-    wanted: Mutex<Vec<ConnId>>,
+    /// connection is asked for at most once per wake-up batch; duplicates are skipped).
+    wanted: Mutex<Vec<(ConnId, Outbox)>>,
     /// Wakes the lot's thread for `wanted` and for shutdown.
     waker: Waker,
+    /// Connections parked now.
+    parked: AtomicUsize,
     /// The broker stops: the thread ends once nothing is parked.
     stopping: AtomicBool,
 }
@@ -68,9 +69,9 @@ impl ParkingLot {
         let poll = Poll::new()?;
         let lot = ParkingLot {
             registry: poll.registry().try_clone()?,
-            parked: Mutex::new(FastMap::default()),
             wanted: Mutex::new(Vec::new()),
             waker: Waker::new(poll.registry(), WAKE)?,
+            parked: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
         };
         Ok((lot, poll))
@@ -83,35 +84,25 @@ impl ParkingLot {
         self.wake();
     }
 
-    /// Parks connection `id`. Err gives the connection back when it cannot wait here.
-    pub(crate) fn park(&self, id: ConnId, p: Parked) -> Result<(), Parked> {
-        let fd = p.stream.as_raw_fd();
-        let outbox = p.outbox.clone();
-        lock(&self.parked).insert(id, p);
+    /// Parks connection `id`. Err gives the connection back when it cannot wait here:
+    /// output is waiting for it, or its socket cannot join the epoll set.
+    pub(crate) fn park(&self, id: ConnId, outbox: &Outbox, p: Parked) -> Result<(), Parked> {
         // Edge-triggered, but registering a socket that is readable already reports it.
-        let token = Token(id as usize);
-        let registered = self
-            .registry
-            .register(&mut SourceFd(&fd), token, Interest::READABLE);
-        if registered.is_err() {
-            // Nothing can have taken it out: no event or wake-up reaches the lot for it yet.
-            return match lock(&self.parked).remove(&id) {
-                Some(p) => Err(p),
-                None => Ok(()),
-            };
-        }
-        // From now on a wake-up of the outbox comes here; output queued before is seen now.
-        if !outbox.park() {
-            self.want(id);
-            self.wake();
-        }
+        let register = |s: &StdTcpStream| {
+            let token = Token(id as usize);
+            let fd = s.as_raw_fd();
+            self.registry
+                .register(&mut SourceFd(&fd), token, Interest::READABLE)
+        };
+        outbox.park(p, register)?;
+        self.parked.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
     /// Asks for connection `id` to be taken out (the router has output for it). Call
     /// [`ParkingLot::wake`] after a batch of these.
-    pub(crate) fn want(&self, id: ConnId) {
-        lock(&self.wanted).push(id);
+    pub(crate) fn want(&self, id: ConnId, outbox: &Outbox) {
+        lock(&self.wanted).push((id, outbox.clone()));
     }
 
     /// Wakes the lot's thread for what [`ParkingLot::want`] asked.
@@ -122,28 +113,29 @@ impl ParkingLot {
     }
 
     /// Takes connection `id` out and gives it a task again, on `rt`.
-    fn unpark(&self, shared: &Arc<Shared>, rt: &Handle, id: ConnId) {
-        let Some(p) = lock(&self.parked).remove(&id) else {
+    fn unpark(&self, shared: &Arc<Shared>, rt: &Handle, id: ConnId, outbox: Outbox) {
+        let Some(p) = outbox.unpark() else {
             // Taken out already (readable and wanted at once).
             return;
         };
+        self.parked.fetch_sub(1, Ordering::AcqRel);
         let fd = p.stream.as_raw_fd();
         if let Err(e) = self.registry.deregister(&mut SourceFd(&fd)) {
             debug!("connection {id}: leaving the parking lot: {e}");
         }
-        p.outbox.unpark();
         let _rt = rt.enter();
         match TcpStream::from_std(p.stream) {
             Ok(stream) => {
-                rt.spawn(ConnTask::resume(
+                let task = ConnTask::resume(
                     shared.clone(),
                     stream,
                     id,
                     p.version,
                     p.seen_connect,
-                    p.outbox,
+                    outbox,
                     p.capture,
-                ));
+                );
+                rt.spawn(task);
             }
             Err(e) => {
                 warn!("connection {id}: cannot resume from the parking lot: {e}");
@@ -167,14 +159,19 @@ impl ParkingLot {
             for event in events.iter() {
                 if event.token() == WAKE {
                     let wanted = std::mem::take(&mut *lock(&self.wanted));
-                    for id in wanted {
-                        self.unpark(&shared, &rt, id);
+                    for (id, outbox) in wanted {
+                        self.unpark(&shared, &rt, id, outbox);
                     }
-                } else {
-                    self.unpark(&shared, &rt, event.token().0 as ConnId);
+                    continue;
+                }
+                let id = event.token().0 as ConnId;
+                let outbox = shared.lock().router.outbox(id);
+                if let Some(outbox) = outbox {
+                    self.unpark(&shared, &rt, id, outbox);
                 }
             }
-            if self.stopping.load(Ordering::Acquire) && lock(&self.parked).is_empty() {
+            let idle = self.parked.load(Ordering::Acquire) == 0;
+            if idle && self.stopping.load(Ordering::Acquire) {
                 return;
             }
         }

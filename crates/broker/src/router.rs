@@ -278,13 +278,13 @@ impl Router {
     /// Wakes every connection with new output since the last call, except `me` (the
     /// connection whose packets were just handled: it takes its output anyway). Parked
     /// connections are passed to `parked`, for the parking lot to take out.
-    pub(crate) fn wake(&mut self, me: Option<ConnId>, mut parked: impl FnMut(ConnId)) {
+    pub(crate) fn wake(&mut self, me: Option<ConnId>, mut parked: impl FnMut(ConnId, &Outbox)) {
         for id in self.woken.drain(..) {
             if Some(id) != me
                 && let Some(c) = self.conns.get(&id)
                 && c.out.wake()
             {
-                parked(id);
+                parked(id, &c.out);
             }
         }
     }

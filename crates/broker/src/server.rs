@@ -66,9 +66,9 @@ impl Shared {
     pub(crate) fn wake(&self, state: &mut State, me: Option<ConnId>) {
         let mut any = false;
         let lot = self.parking.get();
-        state.router.wake(me, |id| {
+        state.router.wake(me, |id, outbox| {
             if let Some(lot) = lot {
-                lot.want(id);
+                lot.want(id, outbox);
                 any = true;
             }
         });

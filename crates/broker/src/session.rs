@@ -14,14 +14,13 @@
 //! PUBLISH -> forward, PUBREC     PUBLISH(dup) -> PUBREC only     PUBREL -> PUBCOMP (id forgotten)
 //! ```
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
 use tinsel_codec::{Publish, SubscriptionOptions};
 
 use crate::router::ConnId;
-use crate::{FastMap, FastSet};
 
 /// Session expiry that never ends (MQTT 3 persistent sessions, MQTT 5 0xFFFFFFFF).
 pub(crate) const NEVER_EXPIRES: u32 = u32::MAX;
@@ -69,7 +68,7 @@ pub(crate) struct Session {
     /// When the connection went away (None while connected).
     pub(crate) disconnected_at: Option<Instant>,
     /// Subscriptions by the filter as the client wrote it (`$share/...` included).
-    pub(crate) subscriptions: FastMap<Arc<str>, SubEntry>,
+    pub(crate) subscriptions: BTreeMap<Arc<str>, SubEntry>,
     /// Outgoing QoS 1/2 messages not yet completely acknowledged, by packet identifier.
     pub(crate) inflight: BTreeMap<u16, Inflight>,
     /// Messages waiting to be sent. Bounded by the message and byte limits; when full, the
@@ -79,7 +78,7 @@ pub(crate) struct Session {
     pub(crate) queued_bytes: usize,
     /// Incoming QoS 2 packet identifiers between PUBLISH and PUBREL. Bounded: a client that
     /// opens more than the broker's Receive Maximum is disconnected (0x93).
-    pub(crate) incoming_qos2: FastSet<u16>,
+    pub(crate) incoming_qos2: BTreeSet<u16>,
     /// Last time the client acknowledged something (or connected): tells a slow subscriber
     /// from a stalled one.
     pub(crate) last_progress: Instant,
@@ -92,11 +91,11 @@ impl Session {
             conn: None,
             expiry,
             disconnected_at: None,
-            subscriptions: FastMap::default(),
+            subscriptions: BTreeMap::new(),
             inflight: BTreeMap::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
-            incoming_qos2: FastSet::default(),
+            incoming_qos2: BTreeSet::new(),
             last_progress: now,
             next_pid: 1,
         }
