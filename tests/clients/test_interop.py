@@ -93,16 +93,17 @@ def test_lines_past_65535_at_qos1(start_mosquitto, tinsel):
     assert lines[0] == b"0" and lines[-1] == str(n - 1).encode()
 
 
-def test_lines_at_qos2(mosq, tinsel):
+def test_lines_at_qos2(start_mosquitto, tinsel):
+    from clienttest import MOSQ_LOG
+    # Unbounded queue: with Mosquitto's default (1,000 messages) a subscriber that lags
+    # behind loses messages even at QoS 2, and `-C` then never counts to the end.
+    mosq = start_mosquitto(MOSQ_LOG + "max_queued_messages 0\n")
     n = 3000
-    # mosquitto_sub 2.0.11 sometimes prints the last QoS 2 message and then never exits on
-    # its -C count (seen with mosquitto_pub publishing too): -W ends it then (exit code 27),
-    # and what it printed is what counts.
-    sub = Proc(["mosquitto_sub", "-p", mosq.port, "-t", "q2", "-q", "2", "-C", str(n), "-W", "30"])
+    sub = Proc(["mosquitto_sub", "-p", mosq.port, "-t", "q2", "-q", "2", "-C", str(n)])
     wait_subscribed(mosq, 1)
     data = "".join(f"line {i}\n" for i in range(n)).encode()
     rc, _, err = run(tinsel("pub", "-p", mosq.port, "-t", "q2", "-q", "2", "-l"), input=data, timeout=120)
     assert rc == 0, err
     rc, out, _ = sub.wait(timeout=60)
     assert out == data
-    assert rc in (0, 27)
+    assert rc == 0

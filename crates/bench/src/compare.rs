@@ -525,6 +525,13 @@ fn metrics(r: &Value) -> Vec<(&'static str, f64)> {
         if let Some(x) = f("/connect/rate") {
             v.push(("conn/s", x));
         }
+        // The wall-clock rate is bounded by the load generator's own connect cost; this is
+        // what each connection cost the broker.
+        if let (Some(n), Some(cpu)) = (f("/connect/connected"), f("/broker_process/cpu_s"))
+            && cpu > 0.0
+        {
+            v.push(("conn/CPU-s", n / cpu));
+        }
         return v;
     }
     if let Some(x) = f("/receive_rate") {
@@ -614,7 +621,11 @@ fn value(
 /// Metrics shown per case, and whether higher is better (`None`: no ratio makes sense).
 fn case_metrics(case: &str) -> &'static [(&'static str, Option<bool>)] {
     match case {
-        "idle-conn" => &[("KiB/conn", Some(false)), ("conn/s", Some(true))],
+        "idle-conn" => &[
+            ("KiB/conn", Some(false)),
+            ("conn/s", Some(true)),
+            ("conn/CPU-s", Some(true)),
+        ],
         "latency-q1" => &[
             ("p99 µs", Some(false)),
             ("msg/s", Some(true)),
@@ -652,7 +663,7 @@ fn chart_rows(
     let mut rows = Vec::new();
     for case in cases {
         let shown: &[(&str, bool)] = match case.id {
-            "idle-conn" => &[("KiB/conn", false), ("conn/s", true)],
+            "idle-conn" => &[("KiB/conn", false), ("conn/s", true), ("conn/CPU-s", true)],
             "latency-q1" => &[("p99 µs", false)],
             _ => &[("msg/CPU-s", true), ("msg/s", true)],
         };
@@ -884,6 +895,13 @@ fn targets(s: &mut String, cfg: &CompareConfig, results: &[Measurement]) {
             "conn/s",
             &|t, m, _| t >= 2.0 * m,
         );
+        row(
+            "connections per broker CPU-s ≥ 2× Mosquitto",
+            mode,
+            "idle-conn",
+            "conn/CPU-s",
+            &|t, m, _| t >= 2.0 * m,
+        );
     }
     let bad: Vec<String> = results
         .iter()
@@ -996,9 +1014,11 @@ mod tests {
         assert_eq!(m["loss %"], 10.0);
         assert_eq!(m["load cores"], 0.25);
         assert_eq!(m["wait cores"], 0.1);
-        let c = serde_json::json!({"scenario": "conn", "connect": {"rate": 900.0},
-            "broker_process": {"rss_per_conn_kib": 0.7}});
+        let c = serde_json::json!({"scenario": "conn",
+            "connect": {"rate": 900.0, "connected": 100},
+            "broker_process": {"rss_per_conn_kib": 0.7, "cpu_s": 0.5}});
         let m: std::collections::HashMap<_, _> = metrics(&c).into_iter().collect();
         assert_eq!((m["conn/s"], m["KiB/conn"]), (900.0, 0.7));
+        assert_eq!(m["conn/CPU-s"], 200.0);
     }
 }
