@@ -5,8 +5,9 @@
 //! - a sans-IO core (`router`, `session`, [`topic_tree`], [`retained`]) that holds every
 //!   connection's protocol state, the sessions, subscriptions, retained messages and wills.
 //!   It does no I/O and reads no clock: packets and the time go in, packets to write come out.
-//! - a thin tokio layer ([`Broker`]) around it: listeners, one task per connection, a
-//!   connection cap, timers, shutdown by a watch signal, optional packet capture.
+//! - a thin tokio layer ([`Broker`]) around it: listeners, one task per busy connection
+//!   (idle ones wait without a task in the parking lot, on one thread with its own epoll
+//!   set), a connection cap, timers, shutdown by a watch signal, optional packet capture.
 //!
 //! What it does not do yet: TLS, WebSocket, authentication and persistence. Their places
 //! are ready: [`config::Transport`] for listeners, [`AuthHook`] for authentication and ACLs,
@@ -28,7 +29,9 @@
 //! - incoming QoS 2 awaiting PUBREL: `limits.max_inflight`, beyond that DISCONNECT 0x93;
 //! - a connection's own replies: the task stops reading while it writes, so a client that
 //!   does not read is slowed down by TCP, not buffered;
-//! - connections: `limits.max_connections`, further ones are closed on accept.
+//! - connections: `limits.max_connections`, further ones are closed on accept;
+//! - the parking lot's requests to take connections out: at most one per parked connection
+//!   per wake-up batch.
 //!
 //! Dropped messages are counted in `$SYS/broker/messages/dropped`.
 //!
