@@ -12,6 +12,8 @@
 //! a new one when the client sends something or the router has output for it.
 
 use std::future::Future;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream as StdTcpStream};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,13 +23,14 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use tinsel_codec::{Packet, ProtocolVersion, decode_packet};
 use tokio::net::TcpStream;
+use tokio::runtime::Handle;
 use tokio::sync::futures::OwnedNotified;
 use tokio::time::Sleep;
 use tracing::debug;
 
 use crate::capture::ConnCapture;
 use crate::outbox::{Outbox, Taken};
-use crate::parking::Parked;
+use crate::parking::{Parked, ParkingLot};
 use crate::router::ConnId;
 use crate::server::Shared;
 use crate::transport::Transport;
@@ -66,6 +69,133 @@ pub(crate) fn serve<S: Transport>(
     debug!(%peer, "accepted connection {id}");
     let conn = Conn::new(id, shared, ProtocolVersion::V311, false, outbox);
     ConnFuture(Some(ConnTask::new(stream, conn, capture.map(Box::new))))
+}
+
+/// Size of the first read of a connection the parking lot accepted: a CONNECT is rarely
+/// larger (a bigger one, or more bytes, go to a task).
+const WELCOME_READ: usize = 1024;
+
+/// A connection the parking lot's thread accepted (and counted in `shared.live`): see
+/// [`greet`].
+pub(crate) fn welcome(
+    shared: &Arc<Shared>,
+    lot: &ParkingLot,
+    rt: &Handle,
+    stream: StdTcpStream,
+    peer: SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    let (id, outbox) = {
+        let mut state = shared.lock();
+        let id = state.router.accept(Instant::now(), peer);
+        (id, state.router.outbox(id).unwrap_or_default())
+    };
+    debug!(%peer, "accepted connection {id}");
+    let conn = Conn::new(id, shared.clone(), ProtocolVersion::V311, false, outbox);
+    serve_plain(lot, rt, conn, stream, false);
+}
+
+/// A parked connection whose socket became readable: served on the lot's thread first
+/// (see [`serve_plain`]). `registered`: its socket is still in the lot's epoll set.
+pub(crate) fn resume_plain(
+    lot: &ParkingLot,
+    rt: &Handle,
+    shared: &Arc<Shared>,
+    id: ConnId,
+    outbox: Outbox,
+    p: Parked,
+) {
+    let conn = Conn::new(id, shared.clone(), p.version, p.seen_connect, outbox);
+    serve_plain(lot, rt, conn, p.stream, true);
+}
+
+/// Serves a connection on the parking lot's thread, without a task or a tokio
+/// registration, when that is simple: what the client sent fits one small read (a new
+/// connection's CONNECT is usually there already; later, a PINGREQ or a small PUBLISH), the
+/// answer goes out with one write, and the connection parks again. Nothing to read yet: it
+/// parks and waits. An end of stream or error ends it here. Anything less simple (a partial
+/// packet, more than one read's worth, a write that does not go through at once) gets a
+/// task. `registered`: its socket is in the lot's epoll set already.
+fn serve_plain(
+    lot: &ParkingLot,
+    rt: &Handle,
+    mut conn: Conn,
+    stream: StdTcpStream,
+    registered: bool,
+) {
+    let (shared, id) = (conn.shared.clone(), conn.id);
+    let shared = &shared;
+    let mut buf = [0u8; WELCOME_READ];
+    let full = match (&stream).read(&mut buf) {
+        Ok(0) => return end(shared, id, "connection closed by the client"),
+        Ok(n) => {
+            shared.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+            conn.rbuf.extend_from_slice(&buf[..n]);
+            conn.process();
+            n == buf.len()
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+        Err(e) => return end(shared, id, &format!("read error: {e}")),
+    };
+    let mut pending = BytesMut::new();
+    let mut close = false;
+    if !full && conn.rbuf.is_empty() && !conn.paused {
+        let mut taken = conn.outbox.take(None);
+        if taken.watched {
+            shared.eased.notify_waiters();
+        }
+        if !taken.bytes.is_empty() {
+            match (&stream).write(&taken.bytes) {
+                Ok(n) => {
+                    shared.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                    taken.bytes.advance(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return end(shared, id, &format!("write error: {e}")),
+            }
+        }
+        (pending, close) = (taken.bytes, taken.close);
+        if pending.is_empty() && close {
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            return end(shared, id, "closed by the broker");
+        }
+        if pending.is_empty() {
+            let parked = Parked {
+                stream,
+                version: conn.version,
+                seen_connect: conn.seen_connect,
+                capture: None,
+            };
+            match lot.park(id, &conn.outbox, parked, registered) {
+                Ok(()) => return,
+                Err(p) => {
+                    if registered {
+                        lot.forget(id, &p.stream);
+                    }
+                    return spawn_task(rt, p.stream, conn, BytesMut::new(), false);
+                }
+            }
+        }
+    }
+    if registered {
+        lot.forget(id, &stream);
+    }
+    spawn_task(rt, stream, conn, pending, close);
+}
+
+/// Gives a connection a task on `rt`, with `pending` bytes to write first (and to close
+/// after them if `close`).
+fn spawn_task(rt: &Handle, stream: StdTcpStream, conn: Conn, pending: BytesMut, close: bool) {
+    let _rt = rt.enter();
+    match TcpStream::from_std(stream) {
+        Ok(stream) => {
+            let mut task = ConnTask::new(stream, conn, None);
+            task.wbuf = pending;
+            task.closing = close;
+            rt.spawn(ConnFuture(Some(task)));
+        }
+        Err(e) => end(&conn.shared, conn.id, &format!("cannot serve: {e}")),
+    }
 }
 
 /// Tells the router that connection `id` is gone, and shutdown that one fewer is open.
@@ -185,7 +315,7 @@ impl<S: Transport> ConnTask<S> {
             seen_connect: conn.seen_connect,
             capture,
         };
-        if let Err(p) = lot.park(conn.id, &conn.outbox, parked) {
+        if let Err(p) = lot.park(conn.id, &conn.outbox, parked, false) {
             // Output came meanwhile, or no room in the lot's epoll set: a task again.
             match TcpStream::from_std(p.stream) {
                 Ok(stream) => {

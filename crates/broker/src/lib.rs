@@ -5,9 +5,10 @@
 //! - a sans-IO core (`router`, `session`, [`topic_tree`], [`retained`]) that holds every
 //!   connection's protocol state, the sessions, subscriptions, retained messages and wills.
 //!   It does no I/O and reads no clock: packets and the time go in, packets to write come out.
-//! - a thin tokio layer ([`Broker`]) around it: listeners, one task per busy connection
-//!   (idle ones wait without a task in the parking lot, on one thread with its own epoll
-//!   set), a connection cap, timers, shutdown by a watch signal, optional packet capture.
+//! - a thin tokio layer ([`Broker`]) around it: one task per busy connection; a parking lot
+//!   (one thread with an epoll set of its own) that accepts connections, answers their
+//!   CONNECT and keeps idle connections without a task; a connection cap, timers, shutdown
+//!   by a watch signal, optional packet capture (with capture, tokio tasks accept).
 //!
 //! What it does not do yet: TLS, WebSocket, authentication and persistence. Their places
 //! are ready: [`config::Transport`] for listeners, [`AuthHook`] for authentication and ACLs,

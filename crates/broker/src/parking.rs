@@ -7,6 +7,11 @@
 //! capture (16 bytes, [`Parked`]) move into its outbox, the socket joins one epoll set of
 //! the lot's own (mio) and its task ends. A thread of the lot sleeps in that set.
 //!
+//! Without packet capture, the lot's thread also accepts the connections: a new connection
+//! is read, answered and parked there when its CONNECT is already in (see
+//! `connection::welcome`), so a connection that connects and then idles never costs a tokio
+//! task or registration at all.
+//!
 //! A parked connection is taken out again (a new task, a new registration) when its socket
 //! becomes readable (bytes, end of stream or an error) or when the router queues output for
 //! it (its outbox's wake-up reports it, and the lot is asked through [`ParkingLot::want`]).
@@ -18,6 +23,7 @@ use std::net::TcpStream as StdTcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
@@ -55,9 +61,23 @@ pub(crate) struct ParkingLot {
     stopping: AtomicBool,
 }
 
-/// The token of [`ParkingLot::waker`]; connection ids are the other tokens (they start at
-/// 1 and never get near this).
+/// The token of [`ParkingLot::waker`]; listeners count down from [`LISTEN`]; connection ids
+/// are the other tokens (they start at 1 and never get near these).
 const WAKE: Token = Token(usize::MAX);
+
+/// The token of the first listener the lot accepts on.
+const LISTEN: usize = usize::MAX - 1;
+
+/// After a failed `accept` (out of file descriptors, usually), when to try again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Listeners the lot's thread accepts on.
+pub(crate) struct Listeners {
+    /// The sockets, already in the lot's epoll set.
+    sockets: Vec<mio::net::TcpListener>,
+    /// Connection cap (`limits.max_connections`).
+    max_connections: usize,
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -77,6 +97,54 @@ impl ParkingLot {
         Ok((lot, poll))
     }
 
+    /// Puts `listeners` in the lot's epoll set, for [`ParkingLot::run`] to accept on.
+    pub(crate) fn listen(
+        poll: &Poll,
+        listeners: Vec<std::net::TcpListener>,
+        max_connections: usize,
+    ) -> std::io::Result<Listeners> {
+        let mut sockets = Vec::with_capacity(listeners.len());
+        for (i, l) in listeners.into_iter().enumerate() {
+            l.set_nonblocking(true)?;
+            let mut l = mio::net::TcpListener::from_std(l);
+            poll.registry()
+                .register(&mut l, Token(LISTEN - i), Interest::READABLE)?;
+            sockets.push(l);
+        }
+        Ok(Listeners {
+            sockets,
+            max_connections,
+        })
+    }
+
+    /// Accepts every pending connection of `listener`; false if `accept` failed (try
+    /// again later: the listener is edge-triggered).
+    fn accept_all(
+        &self,
+        shared: &Arc<Shared>,
+        rt: &Handle,
+        listener: &mio::net::TcpListener,
+        max: usize,
+    ) -> bool {
+        loop {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    if !shared.connection_opened(max) {
+                        warn!("connection limit reached, closing connection from {peer}");
+                        continue;
+                    }
+                    connection::welcome(shared, self, rt, stream.into(), peer);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    return false;
+                }
+            }
+        }
+    }
+
     /// The broker stops: the lot's thread ends once every parked connection is taken out
     /// (the router closes them all).
     pub(crate) fn stop(&self) {
@@ -85,10 +153,21 @@ impl ParkingLot {
     }
 
     /// Parks connection `id`. Err gives the connection back when it cannot wait here:
-    /// output is waiting for it, or its socket cannot join the epoll set.
-    pub(crate) fn park(&self, id: ConnId, outbox: &Outbox, p: Parked) -> Result<(), Parked> {
+    /// output is waiting for it, or its socket cannot join the epoll set. With
+    /// `registered`, the socket is in the epoll set already (it never left: the lot's
+    /// thread served it without a task).
+    pub(crate) fn park(
+        &self,
+        id: ConnId,
+        outbox: &Outbox,
+        p: Parked,
+        registered: bool,
+    ) -> Result<(), Parked> {
         // Edge-triggered, but registering a socket that is readable already reports it.
         let register = |s: &StdTcpStream| {
+            if registered {
+                return Ok(());
+            }
             let token = Token(id as usize);
             let fd = s.as_raw_fd();
             self.registry
@@ -97,6 +176,14 @@ impl ParkingLot {
         outbox.park(p, register)?;
         self.parked.fetch_add(1, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Takes `stream` out of the lot's epoll set.
+    pub(crate) fn forget(&self, id: ConnId, stream: &StdTcpStream) {
+        let fd = stream.as_raw_fd();
+        if let Err(e) = self.registry.deregister(&mut SourceFd(&fd)) {
+            debug!("connection {id}: leaving the parking lot: {e}");
+        }
     }
 
     /// Asks for connection `id` to be taken out (the router has output for it). Call
@@ -113,16 +200,25 @@ impl ParkingLot {
     }
 
     /// Takes connection `id` out and gives it a task again, on `rt`.
-    fn unpark(&self, shared: &Arc<Shared>, rt: &Handle, id: ConnId, outbox: Outbox) {
+    /// `readable`: its socket is (else the router has output for it).
+    fn unpark(
+        &self,
+        shared: &Arc<Shared>,
+        rt: &Handle,
+        id: ConnId,
+        outbox: Outbox,
+        readable: bool,
+    ) {
         let Some(p) = outbox.unpark() else {
             // Taken out already (readable and wanted at once).
             return;
         };
         self.parked.fetch_sub(1, Ordering::AcqRel);
-        let fd = p.stream.as_raw_fd();
-        if let Err(e) = self.registry.deregister(&mut SourceFd(&fd)) {
-            debug!("connection {id}: leaving the parking lot: {e}");
+        if readable && p.capture.is_none() {
+            // Usually a CONNECT, a PINGREQ, a small PUBLISH or the end: served here first.
+            return connection::resume_plain(self, rt, shared, id, outbox, p);
         }
+        self.forget(id, &p.stream);
         let _rt = rt.enter();
         match TcpStream::from_std(p.stream) {
             Ok(stream) => {
@@ -144,35 +240,63 @@ impl ParkingLot {
         }
     }
 
-    /// The lot's thread: sleeps in the epoll set of the parked sockets and the waker, and
-    /// takes connections out on `rt`, until the broker stops and nothing is parked.
-    pub(crate) fn run(self: Arc<Self>, mut poll: Poll, shared: Arc<Shared>, rt: Handle) {
+    /// The lot's thread: sleeps in the epoll set of the parked sockets, the listeners and
+    /// the waker; accepts connections and takes parked ones out on `rt`, until the broker
+    /// stops and nothing is parked.
+    pub(crate) fn run(
+        self: Arc<Self>,
+        mut poll: Poll,
+        shared: Arc<Shared>,
+        rt: Handle,
+        mut listeners: Listeners,
+    ) {
         let mut events = Events::with_capacity(256);
+        let mut retry = false;
         loop {
-            if let Err(e) = poll.poll(&mut events, None) {
+            let timeout = retry.then_some(ACCEPT_RETRY);
+            if let Err(e) = poll.poll(&mut events, timeout) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
                 warn!("parking lot: {e}");
                 return;
             }
+            if retry && events.is_empty() {
+                retry = false;
+                for l in &listeners.sockets {
+                    let max = listeners.max_connections;
+                    retry |= !self.accept_all(&shared, &rt, l, max);
+                }
+            }
             for event in events.iter() {
+                let token = event.token().0;
+                if let Some(l) = LISTEN
+                    .checked_sub(token)
+                    .and_then(|i| listeners.sockets.get(i))
+                {
+                    retry |= !self.accept_all(&shared, &rt, l, listeners.max_connections);
+                    continue;
+                }
                 if event.token() == WAKE {
                     let wanted = std::mem::take(&mut *lock(&self.wanted));
                     for (id, outbox) in wanted {
-                        self.unpark(&shared, &rt, id, outbox);
+                        self.unpark(&shared, &rt, id, outbox, false);
                     }
                     continue;
                 }
                 let id = event.token().0 as ConnId;
                 let outbox = shared.lock().router.outbox(id);
                 if let Some(outbox) = outbox {
-                    self.unpark(&shared, &rt, id, outbox);
+                    self.unpark(&shared, &rt, id, outbox, true);
                 }
             }
-            let idle = self.parked.load(Ordering::Acquire) == 0;
-            if idle && self.stopping.load(Ordering::Acquire) {
-                return;
+            if self.stopping.load(Ordering::Acquire) {
+                // No more connections: the listeners close.
+                listeners.sockets.clear();
+                retry = false;
+                if self.parked.load(Ordering::Acquire) == 0 {
+                    return;
+                }
             }
         }
     }

@@ -78,7 +78,7 @@ impl Shared {
     }
 
     /// Counts a new connection; false (not counted) when `max` are open.
-    fn connection_opened(&self, max: usize) -> bool {
+    pub(crate) fn connection_opened(&self, max: usize) -> bool {
         self.live
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
@@ -195,7 +195,6 @@ impl Broker {
             all_closed: Notify::new(),
             parking: OnceLock::new(),
         });
-        start_parking(&shared);
         // A watch channel: a task that subscribes late still sees that the broker stops.
         let (stop_tx, _) = watch::channel(false);
         // The listener and timer tasks hold a clone of `done_tx`; `done_rx` ends when all of
@@ -203,8 +202,14 @@ impl Broker {
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let max_connections = self.config.limits.max_connections;
 
-        for (listener, local) in self.listeners {
+        for (_, local) in &self.listeners {
             info!("listening on {local}");
+        }
+        // Without capture the parking lot's thread accepts (a connection that idles after
+        // its CONNACK then never needs a task); with capture, tokio accept loops do.
+        let accept_in_lot = self.capture.is_none();
+        let listeners = start_parking(&shared, self.listeners, accept_in_lot, max_connections);
+        for (listener, local) in listeners {
             tokio::spawn(accept_loop(
                 listener,
                 local,
@@ -243,25 +248,54 @@ impl Broker {
     }
 }
 
-/// Starts the parking lot's thread; without it, idle connections keep their tasks.
-fn start_parking(shared: &Arc<Shared>) {
+/// Starts the parking lot's thread (without it, idle connections keep their tasks). With
+/// `accept`, the lot accepts on the listeners; returns the listeners left for tokio
+/// accept loops (all of them if the lot does not accept or cannot start).
+fn start_parking(
+    shared: &Arc<Shared>,
+    listeners: Vec<(TcpListener, SocketAddr)>,
+    accept: bool,
+    max_connections: usize,
+) -> Vec<(TcpListener, SocketAddr)> {
     let (lot, poll) = match ParkingLot::new() {
         Ok((lot, poll)) => (Arc::new(lot), poll),
         Err(e) => {
             warn!("no parking lot for idle connections: {e}");
-            return;
+            return listeners;
+        }
+    };
+    // The lot gets duplicates of the listening sockets; the originals stay here until the
+    // lot's thread runs, so that nothing is lost if it cannot start.
+    let lot_listeners = if accept {
+        listeners
+            .iter()
+            .map(|(l, _)| socket2::SockRef::from(l).try_clone().map(Into::into))
+            .collect::<std::io::Result<Vec<std::net::TcpListener>>>()
+            .and_then(|ls| ParkingLot::listen(&poll, ls, max_connections))
+    } else {
+        ParkingLot::listen(&poll, Vec::new(), max_connections)
+    };
+    let lot_listeners = match lot_listeners {
+        Ok(l) => l,
+        Err(e) => {
+            warn!("no parking lot for idle connections: {e}");
+            return listeners;
         }
     };
     let (thread_lot, thread_shared) = (lot.clone(), shared.clone());
     let rt = tokio::runtime::Handle::current();
     let spawned = std::thread::Builder::new()
         .name("tinsel-parking".into())
-        .spawn(move || thread_lot.run(poll, thread_shared, rt));
+        .spawn(move || thread_lot.run(poll, thread_shared, rt, lot_listeners));
     match spawned {
         Ok(_) => {
             let _ = shared.parking.set(lot);
+            if accept { Vec::new() } else { listeners }
         }
-        Err(e) => warn!("no parking lot for idle connections: {e}"),
+        Err(e) => {
+            warn!("no parking lot for idle connections: {e}");
+            listeners
+        }
     }
 }
 

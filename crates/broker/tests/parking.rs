@@ -95,3 +95,53 @@ async fn parked_connection_past_its_keep_alive_is_closed() {
     );
     b.stop().await;
 }
+
+/// New connections are served on the parking lot's thread when simple; the other shapes
+/// of a first read go to a task and work the same.
+#[tokio::test]
+async fn split_pipelined_and_large_first_packets() {
+    use tinsel_codec::encode_packet;
+    let b = TestBroker::start().await;
+    let bytes = |p: Packet| {
+        let mut buf = bytes::BytesMut::new();
+        encode_packet(&p, V311, &mut buf).unwrap();
+        buf
+    };
+    // CONNECT in two pieces, 50 ms apart.
+    let connect = bytes(Packet::Connect(Box::new(connect_packet(
+        "split", V311, true,
+    ))));
+    let mut split = Peer::tcp(b.addr, V311).await;
+    split.send_raw(&connect[..5]).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    split.send_raw(&connect[5..]).await;
+    assert!(matches!(split.recv().await, Packet::ConnAck(a) if a.reason.0 == 0));
+    // CONNECT and SUBSCRIBE in one write.
+    let mut both = bytes(Packet::Connect(Box::new(connect_packet(
+        "both", V311, true,
+    ))));
+    let sub = tinsel_codec::Subscribe {
+        packet_id: 1,
+        properties: Default::default(),
+        filters: vec![(s("big"), opts(QoS::AtLeastOnce))],
+    };
+    both.extend_from_slice(&bytes(Packet::Subscribe(sub)));
+    let mut pipelined = Peer::tcp(b.addr, V311).await;
+    pipelined.send_raw(&both).await;
+    assert!(matches!(pipelined.recv().await, Packet::ConnAck(_)));
+    assert!(matches!(pipelined.recv().await, Packet::SubAck(_)));
+    // A parked publisher sends more than one small read's worth.
+    let mut publ = Peer::connect(b.addr, "big-pub", V311).await;
+    tokio::time::sleep(IDLE).await;
+    let payload = "x".repeat(5000);
+    publ.publish(publish("big", &payload, QoS::AtLeastOnce, false, 9))
+        .await;
+    let got = pipelined.recv_publish().await;
+    assert_eq!(got.payload.len(), 5000);
+    pipelined.ack(&got).await;
+    // And a parked client's clean DISCONNECT closes it.
+    tokio::time::sleep(IDLE).await;
+    split.send(Packet::Disconnect(Default::default())).await;
+    split.expect_closed().await;
+    b.stop().await;
+}
