@@ -75,8 +75,8 @@ pub(crate) fn serve<S: Transport>(
 /// larger (a bigger one, or more bytes, go to a task).
 const WELCOME_READ: usize = 1024;
 
-/// A connection the parking lot's thread accepted (and counted in `shared.live`): see
-/// [`greet`].
+/// A connection the parking lot's thread accepted (and counted in `shared.live`): served
+/// there first (see `serve_plain`).
 pub(crate) fn welcome(
     shared: &Arc<Shared>,
     lot: &ParkingLot,
@@ -92,11 +92,13 @@ pub(crate) fn welcome(
     };
     debug!(%peer, "accepted connection {id}");
     let conn = Conn::new(id, shared.clone(), ProtocolVersion::V311, false, outbox);
-    serve_plain(lot, rt, conn, stream, false);
+    // A client that closed already is seen when the socket joins the lot's epoll set.
+    serve_plain(lot, rt, conn, stream, false, false);
 }
 
 /// A parked connection whose socket became readable: served on the lot's thread first
-/// (see [`serve_plain`]). `registered`: its socket is still in the lot's epoll set.
+/// (see `serve_plain`); its socket is still in the lot's epoll set. `closed`: the client
+/// closed its side (or the socket failed) after what it sent.
 pub(crate) fn resume_plain(
     lot: &ParkingLot,
     rt: &Handle,
@@ -104,9 +106,10 @@ pub(crate) fn resume_plain(
     id: ConnId,
     outbox: Outbox,
     p: Parked,
+    closed: bool,
 ) {
     let conn = Conn::new(id, shared.clone(), p.version, p.seen_connect, outbox);
-    serve_plain(lot, rt, conn, p.stream, true);
+    serve_plain(lot, rt, conn, p.stream, true, closed);
 }
 
 /// Serves a connection on the parking lot's thread, without a task or a tokio
@@ -115,13 +118,16 @@ pub(crate) fn resume_plain(
 /// answer goes out with one write, and the connection parks again. Nothing to read yet: it
 /// parks and waits. An end of stream or error ends it here. Anything less simple (a partial
 /// packet, more than one read's worth, a write that does not go through at once) gets a
-/// task. `registered`: its socket is in the lot's epoll set already.
+/// task. `registered`: its socket is in the lot's epoll set already. `closed`: the client
+/// closed its side after what this read takes (the lot's event said so, once), so the
+/// connection ends instead of parking again.
 fn serve_plain(
     lot: &ParkingLot,
     rt: &Handle,
     mut conn: Conn,
     stream: StdTcpStream,
     registered: bool,
+    closed: bool,
 ) {
     let (shared, id) = (conn.shared.clone(), conn.id);
     let shared = &shared;
@@ -158,6 +164,9 @@ fn serve_plain(
         if pending.is_empty() && close {
             let _ = stream.shutdown(std::net::Shutdown::Write);
             return end(shared, id, "closed by the broker");
+        }
+        if pending.is_empty() && closed {
+            return end(shared, id, "connection closed by the client");
         }
         if pending.is_empty() {
             let parked = Parked {

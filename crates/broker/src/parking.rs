@@ -200,23 +200,26 @@ impl ParkingLot {
     }
 
     /// Takes connection `id` out and gives it a task again, on `rt`.
-    /// `readable`: its socket is (else the router has output for it).
+    /// `readable`: its socket is, and whether the client closed its side or the socket
+    /// failed (the event says so once: edge-triggered); None: the router has output for it.
     fn unpark(
         &self,
         shared: &Arc<Shared>,
         rt: &Handle,
         id: ConnId,
         outbox: Outbox,
-        readable: bool,
+        readable: Option<bool>,
     ) {
         let Some(p) = outbox.unpark() else {
             // Taken out already (readable and wanted at once).
             return;
         };
         self.parked.fetch_sub(1, Ordering::AcqRel);
-        if readable && p.capture.is_none() {
+        if let Some(closed) = readable
+            && p.capture.is_none()
+        {
             // Usually a CONNECT, a PINGREQ, a small PUBLISH or the end: served here first.
-            return connection::resume_plain(self, rt, shared, id, outbox, p);
+            return connection::resume_plain(self, rt, shared, id, outbox, p, closed);
         }
         self.forget(id, &p.stream);
         let _rt = rt.enter();
@@ -280,14 +283,15 @@ impl ParkingLot {
                 if event.token() == WAKE {
                     let wanted = std::mem::take(&mut *lock(&self.wanted));
                     for (id, outbox) in wanted {
-                        self.unpark(&shared, &rt, id, outbox, false);
+                        self.unpark(&shared, &rt, id, outbox, None);
                     }
                     continue;
                 }
                 let id = event.token().0 as ConnId;
+                let closed = event.is_read_closed() || event.is_error();
                 let outbox = shared.lock().router.outbox(id);
                 if let Some(outbox) = outbox {
-                    self.unpark(&shared, &rt, id, outbox, true);
+                    self.unpark(&shared, &rt, id, outbox, Some(closed));
                 }
             }
             if self.stopping.load(Ordering::Acquire) {

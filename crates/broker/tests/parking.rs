@@ -145,3 +145,33 @@ async fn split_pipelined_and_large_first_packets() {
     split.expect_closed().await;
     b.stop().await;
 }
+
+/// A parked client that sends a packet and closes at once, without DISCONNECT: the end is
+/// noticed (its will goes out) even though one readiness event carried both.
+#[tokio::test]
+async fn parked_client_sending_then_closing_is_noticed() {
+    let b = TestBroker::start().await;
+    let mut watcher = Peer::connect(b.addr, "watcher", V311).await;
+    watcher.subscribe("wills/#", QoS::AtMostOnce).await;
+    let mut c = connect_packet("leaver", V311, true);
+    c.will = Some(tinsel_codec::Will {
+        topic: s("wills/leaver"),
+        payload: bytes::Bytes::from_static(b"gone"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    let (mut leaver, _) = Peer::connect_with(b.addr, c).await;
+    tokio::time::sleep(IDLE).await;
+    let mut ping = bytes::BytesMut::new();
+    tinsel_codec::encode_packet(&Packet::PingReq, V311, &mut ping).unwrap();
+    use tokio::io::AsyncWriteExt;
+    leaver.stream.write_all(&ping).await.unwrap();
+    leaver.stream.shutdown().await.unwrap();
+    let will = watcher.recv_publish().await;
+    assert_eq!(
+        (will.topic.as_str(), &will.payload[..]),
+        ("wills/leaver", &b"gone"[..])
+    );
+    b.stop().await;
+}
