@@ -84,16 +84,26 @@ pub(crate) fn welcome(
     stream: StdTcpStream,
     peer: SocketAddr,
 ) {
-    let _ = stream.set_nodelay(true);
+    // TCP_NODELAY comes from the listening socket (Linux copies it to accepted ones).
     let (id, outbox) = {
         let mut state = shared.lock();
         let id = state.router.accept(Instant::now(), peer);
         (id, state.router.outbox(id).unwrap_or_default())
     };
     debug!(%peer, "accepted connection {id}");
-    let conn = Conn::new(id, shared.clone(), ProtocolVersion::V311, false, outbox);
-    // A client that closed already is seen when the socket joins the lot's epoll set.
-    serve_plain(lot, rt, conn, stream, false, false);
+    // Straight to the lot: its CONNECT (there already, or not yet) is a readiness event
+    // like any other, and a read now would usually find nothing yet. A client that closed
+    // already is seen the same way.
+    let parked = Parked {
+        stream,
+        version: ProtocolVersion::V311,
+        seen_connect: false,
+        capture: None,
+    };
+    if let Err(p) = lot.park(id, &outbox, parked, false) {
+        let conn = Conn::new(id, shared.clone(), ProtocolVersion::V311, false, outbox);
+        serve_plain(lot, rt, conn, p.stream, false, false);
+    }
 }
 
 /// A parked connection whose socket became readable: served on the lot's thread first

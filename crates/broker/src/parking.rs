@@ -106,6 +106,8 @@ impl ParkingLot {
         let mut sockets = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.into_iter().enumerate() {
             l.set_nonblocking(true)?;
+            // Accepted sockets inherit it (Linux): no setsockopt per connection.
+            socket2::SockRef::from(&l).set_tcp_nodelay(true)?;
             let mut l = mio::net::TcpListener::from_std(l);
             poll.registry()
                 .register(&mut l, Token(LISTEN - i), Interest::READABLE)?;
