@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::futures::OwnedNotified;
 use tokio::time::Sleep;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::capture::ConnCapture;
 use crate::outbox::{Outbox, Taken};
@@ -61,14 +61,20 @@ pub(crate) fn serve<S: Transport>(
     peer: std::net::SocketAddr,
     capture: Option<ConnCapture>,
 ) -> ConnFuture<S> {
+    let (id, outbox) = register(&shared, peer);
+    let conn = Conn::new(id, shared, ProtocolVersion::V311, false, outbox);
+    ConnFuture(Some(ConnTask::new(stream, conn, capture.map(Box::new))))
+}
+
+/// Registers a connection from `peer` with the router: its id and outbox.
+fn register(shared: &Shared, peer: SocketAddr) -> (ConnId, Outbox) {
     let (id, outbox) = {
         let mut state = shared.lock();
         let id = state.router.accept(Instant::now(), peer);
         (id, state.router.outbox(id).unwrap_or_default())
     };
     debug!(%peer, "accepted connection {id}");
-    let conn = Conn::new(id, shared, ProtocolVersion::V311, false, outbox);
-    ConnFuture(Some(ConnTask::new(stream, conn, capture.map(Box::new))))
+    (id, outbox)
 }
 
 /// Size of the first read of a connection the parking lot accepted: a CONNECT is rarely
@@ -85,12 +91,7 @@ pub(crate) fn welcome(
     peer: SocketAddr,
 ) {
     // TCP_NODELAY comes from the listening socket (Linux copies it to accepted ones).
-    let (id, outbox) = {
-        let mut state = shared.lock();
-        let id = state.router.accept(Instant::now(), peer);
-        (id, state.router.outbox(id).unwrap_or_default())
-    };
-    debug!(%peer, "accepted connection {id}");
+    let (id, outbox) = register(shared, peer);
     // Straight to the lot: its CONNECT (there already, or not yet) is a readiness event
     // like any other, and a read now would usually find nothing yet. A client that closed
     // already is seen the same way.
@@ -191,7 +192,7 @@ fn serve_plain(
                     if registered {
                         lot.forget(id, &p.stream);
                     }
-                    return spawn_task(rt, p.stream, conn, BytesMut::new(), false);
+                    return spawn_task(rt, p.stream, conn, None, BytesMut::new(), false);
                 }
             }
         }
@@ -199,21 +200,44 @@ fn serve_plain(
     if registered {
         lot.forget(id, &stream);
     }
-    spawn_task(rt, stream, conn, pending, close);
+    spawn_task(rt, stream, conn, None, pending, close);
+}
+
+/// A parked connection the router has output for (or one that cannot be served on the
+/// lot's thread): a task again.
+pub(crate) fn resume_task(
+    rt: &Handle,
+    shared: &Arc<Shared>,
+    id: ConnId,
+    outbox: Outbox,
+    p: Parked,
+) {
+    let conn = Conn::new(id, shared.clone(), p.version, p.seen_connect, outbox);
+    spawn_task(rt, p.stream, conn, p.capture, BytesMut::new(), false);
 }
 
 /// Gives a connection a task on `rt`, with `pending` bytes to write first (and to close
 /// after them if `close`).
-fn spawn_task(rt: &Handle, stream: StdTcpStream, conn: Conn, pending: BytesMut, close: bool) {
+fn spawn_task(
+    rt: &Handle,
+    stream: StdTcpStream,
+    conn: Conn,
+    capture: Option<Box<ConnCapture>>,
+    pending: BytesMut,
+    close: bool,
+) {
     let _rt = rt.enter();
     match TcpStream::from_std(stream) {
         Ok(stream) => {
-            let mut task = ConnTask::new(stream, conn, None);
+            let mut task = ConnTask::new(stream, conn, capture);
             task.wbuf = pending;
             task.closing = close;
             rt.spawn(ConnFuture(Some(task)));
         }
-        Err(e) => end(&conn.shared, conn.id, &format!("cannot serve: {e}")),
+        Err(e) => {
+            warn!("connection {}: cannot give it a task: {e}", conn.id);
+            end(&conn.shared, conn.id, &format!("cannot serve: {e}"));
+        }
     }
 }
 
@@ -284,22 +308,6 @@ struct Pause {
     eased: Pin<Box<OwnedNotified>>,
 }
 
-impl ConnTask<TcpStream> {
-    /// The task of a connection leaving the parking lot.
-    pub(crate) fn resume(
-        shared: Arc<Shared>,
-        stream: TcpStream,
-        id: ConnId,
-        version: ProtocolVersion,
-        seen_connect: bool,
-        outbox: Outbox,
-        capture: Option<Box<ConnCapture>>,
-    ) -> ConnFuture<TcpStream> {
-        let conn = Conn::new(id, shared, version, seen_connect, outbox);
-        ConnFuture(Some(ConnTask::new(stream, conn, capture)))
-    }
-}
-
 impl<S: Transport> ConnTask<S> {
     fn new(stream: S, conn: Conn, capture: Option<Box<ConnCapture>>) -> ConnTask<S> {
         ConnTask {
@@ -336,14 +344,7 @@ impl<S: Transport> ConnTask<S> {
         };
         if let Err(p) = lot.park(conn.id, &conn.outbox, parked, false) {
             // Output came meanwhile, or no room in the lot's epoll set: a task again.
-            match TcpStream::from_std(p.stream) {
-                Ok(stream) => {
-                    let (id, shared) = (conn.id, conn.shared);
-                    let conn = Conn::new(id, shared, p.version, p.seen_connect, conn.outbox);
-                    tokio::spawn(ConnFuture(Some(ConnTask::new(stream, conn, p.capture))));
-                }
-                Err(e) => end(&conn.shared, conn.id, &format!("cannot park: {e}")),
-            }
+            resume_task(&Handle::current(), &conn.shared, conn.id, conn.outbox, p);
         }
     }
 

@@ -79,13 +79,8 @@ impl Outbox {
     pub(crate) fn push_packet(&self, packet: &Packet, version: ProtocolVersion) -> bool {
         let mut inner = self.lock();
         let was_empty = inner.buf.is_empty();
-        let len = inner.buf.len();
-        if let Err(e) = packet.encode(version, &mut inner.buf) {
-            inner.buf.truncate(len);
-            warn!("cannot encode {}: {e}", packet.packet_type().name());
-            return false;
-        }
-        was_empty
+        let name = packet.packet_type().name();
+        append(&mut inner.buf, name, |b| packet.encode(version, b)) && was_empty
     }
 
     /// Appends a shared PUBLISH encoding with this connection's packet identifier (0 at
@@ -93,10 +88,9 @@ impl Outbox {
     pub(crate) fn push_publish(&self, publish: &EncodedPublish, packet_id: u16) -> bool {
         let mut inner = self.lock();
         let was_empty = inner.buf.is_empty();
-        let len = inner.buf.len();
-        if let Err(e) = publish.write_to(packet_id, false, &mut inner.buf) {
-            inner.buf.truncate(len);
-            warn!("cannot encode PUBLISH: {e}");
+        if !append(&mut inner.buf, "PUBLISH", |b| {
+            publish.write_to(packet_id, false, b)
+        }) {
             return false;
         }
         if packet_id == 0 {
@@ -124,17 +118,8 @@ impl Outbox {
             && now.saturating_duration_since(since) < stalled;
         inner.watched |= congested;
         let was_empty = inner.buf.is_empty();
-        let pushed = waiting < max && {
-            let len = inner.buf.len();
-            match publish.write_to(0, false, &mut inner.buf) {
-                Ok(()) => true,
-                Err(e) => {
-                    inner.buf.truncate(len);
-                    warn!("cannot encode PUBLISH: {e}");
-                    false
-                }
-            }
-        };
+        let pushed =
+            waiting < max && append(&mut inner.buf, "PUBLISH", |b| publish.write_to(0, false, b));
         inner.qos0 += u32::from(pushed);
         Offer {
             pushed,
@@ -227,6 +212,24 @@ impl Outbox {
             bytes: std::mem::take(&mut inner.buf),
             close: inner.close,
             watched: std::mem::take(&mut inner.watched),
+        }
+    }
+}
+
+/// Encodes into `buf` with `encode`; a packet that cannot be encoded is logged and left
+/// out (nothing of it stays in `buf`). True if it was appended.
+fn append<E: std::fmt::Display>(
+    buf: &mut BytesMut,
+    name: &str,
+    encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+) -> bool {
+    let len = buf.len();
+    match encode(buf) {
+        Ok(()) => true,
+        Err(e) => {
+            buf.truncate(len);
+            warn!("cannot encode {name}: {e}");
+            false
         }
     }
 }

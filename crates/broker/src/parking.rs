@@ -28,12 +28,11 @@ use std::time::Duration;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use tinsel_codec::ProtocolVersion;
-use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tracing::{debug, warn};
 
 use crate::capture::ConnCapture;
-use crate::connection::{self, ConnTask};
+use crate::connection;
 use crate::outbox::Outbox;
 use crate::router::ConnId;
 use crate::server::Shared;
@@ -224,25 +223,7 @@ impl ParkingLot {
             return connection::resume_plain(self, rt, shared, id, outbox, p, closed);
         }
         self.forget(id, &p.stream);
-        let _rt = rt.enter();
-        match TcpStream::from_std(p.stream) {
-            Ok(stream) => {
-                let task = ConnTask::resume(
-                    shared.clone(),
-                    stream,
-                    id,
-                    p.version,
-                    p.seen_connect,
-                    outbox,
-                    p.capture,
-                );
-                rt.spawn(task);
-            }
-            Err(e) => {
-                warn!("connection {id}: cannot resume from the parking lot: {e}");
-                connection::end(shared, id, &format!("cannot resume: {e}"));
-            }
-        }
+        connection::resume_task(rt, shared, id, outbox, p);
     }
 
     /// The lot's thread: sleeps in the epoll set of the parked sockets, the listeners and
