@@ -281,7 +281,7 @@ async fn run_conn(cfg: &BenchConfig, live: Arc<Live>) -> Result<Report, BenchErr
 
 fn cpu_delta(a: Option<ProcSample>, b: Option<ProcSample>) -> f64 {
     match (a, b) {
-        (Some(a), Some(b)) => (b.cpu_s - a.cpu_s).max(0.0),
+        (Some(a), Some(b)) => b.cpu_since(&a),
         _ => 0.0,
     }
 }
@@ -296,7 +296,7 @@ fn broker_stats(
     msgs_and_secs: Option<(u64, f64)>,
 ) -> Option<BrokerStats> {
     let (pid, before, loaded, after) = (cfg.broker_pid?, before?, loaded?, after?);
-    let cpu_s = (after.cpu_s - loaded.cpu_s).max(0.0);
+    let cpu_s = after.cpu_since(&loaded);
     let (msgs_per_cpu_s, cpu_cores) = match msgs_and_secs {
         Some((m, secs)) => (
             (cpu_s > 0.0).then(|| m as f64 / cpu_s),
@@ -309,7 +309,7 @@ fn broker_stats(
         cpu_s: if msgs_and_secs.is_some() {
             cpu_s
         } else {
-            (loaded.cpu_s - before.cpu_s).max(0.0)
+            loaded.cpu_since(&before)
         },
         msgs_per_cpu_s,
         cpu_cores,

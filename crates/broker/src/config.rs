@@ -109,7 +109,9 @@ pub struct Limits {
     pub max_keep_alive: u16,
     /// Concurrent TCP connections; more are closed right after accept.
     pub max_connections: usize,
-    /// Seconds a new connection has to send CONNECT.
+    /// Seconds a new connection has to send CONNECT, counted from when the listener
+    /// hands it over: a connection that sends nothing at all is handed over only after
+    /// the listener's own wait for first bytes (Linux `TCP_DEFER_ACCEPT`, 1 to 3 s).
     pub connect_timeout: u64,
     /// Topic aliases an MQTT 5 client may use towards the broker.
     pub topic_alias_maximum: u16,

@@ -92,19 +92,12 @@ pub(crate) fn welcome(
 ) {
     // TCP_NODELAY comes from the listening socket (Linux copies it to accepted ones).
     let (id, outbox) = register(shared, peer);
-    // Straight to the lot: its CONNECT (there already, or not yet) is a readiness event
-    // like any other, and a read now would usually find nothing yet. A client that closed
-    // already is seen the same way.
-    let parked = Parked {
-        stream,
-        version: ProtocolVersion::V311,
-        seen_connect: false,
-        capture: None,
-    };
-    if let Err(p) = lot.park(id, &outbox, parked, false) {
-        let conn = Conn::new(id, shared.clone(), ProtocolVersion::V311, false, outbox);
-        serve_plain(lot, rt, conn, p.stream, false, false);
-    }
+    // The listener defers accepting until the first bytes are in (see `sockopt`), so the
+    // CONNECT is normally here: read it now. Nothing yet (the deferral ran out, or the
+    // option is not available): the connection parks and its CONNECT comes as a
+    // readiness event like any other.
+    let conn = Conn::new(id, shared.clone(), ProtocolVersion::V311, false, outbox);
+    serve_plain(lot, rt, conn, stream, false, false);
 }
 
 /// A parked connection whose socket became readable: served on the lot's thread first

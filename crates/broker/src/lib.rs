@@ -58,6 +58,7 @@ pub mod retained;
 mod router;
 mod server;
 mod session;
+mod sockopt;
 mod sys;
 pub mod topic_tree;
 mod transport;

@@ -137,6 +137,10 @@ impl Broker {
             let local = listener
                 .local_addr()
                 .map_err(|source| Error::Bind { addr, source })?;
+            if let Err(e) = crate::sockopt::defer_accept(&listener) {
+                // Still correct: new connections are read when their CONNECT comes.
+                warn!("listener {local}: cannot defer accepting until data arrives: {e}");
+            }
             listeners.push((listener, local));
         }
         let capture = match &config.capture {
