@@ -24,6 +24,9 @@ pub(crate) const MAX_PACKET: u32 = 32 * 1024 * 1024;
 /// Free space kept in a read buffer before each read: one read takes up to this much.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
+/// Space reserved for each read while waiting for a handshake answer (CONNACK, SUBACK).
+const HANDSHAKE_READ: usize = 128;
+
 /// A publisher stops adding messages to its write buffer at this size, writes, and goes on
 /// when the socket takes more: the bound on a connection's write buffer.
 pub(crate) const WRITE_BATCH: usize = 64 * 1024;
@@ -178,7 +181,10 @@ impl Conn {
             {
                 return Ok(p);
             }
-            self.rbuf.reserve(4096);
+            // Small: a handshake answer is a few bytes, and 20,000 idle connections each
+            // keeping 4 KiB cost the generator a page fault per connection. Larger
+            // packets take more rounds of this loop.
+            self.rbuf.reserve(HANDSHAKE_READ);
             if self.stream.read_buf(&mut self.rbuf).await? == 0 {
                 return Err(BenchError::Closed("during the handshake".into()));
             }

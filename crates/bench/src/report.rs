@@ -120,6 +120,8 @@ pub struct ConnectStats {
     pub rate: f64,
     /// Source addresses used.
     pub source_addrs: u32,
+    /// Per connection, from `connect` to the CONNACK (and SUBACK for subscribers), µs.
+    pub latency_us: Option<Latency>,
 }
 
 /// What the broker process spent, from /proc.
@@ -167,6 +169,13 @@ impl Report {
             "  connect: {}/{} in {:.3} s = {:.0} conn/s ({} source addresses)",
             c.connected, c.attempted, c.seconds, c.rate, c.source_addrs
         );
+        if let Some(l) = &c.latency_us {
+            let _ = writeln!(
+                s,
+                "  connect latency µs: p50 {:.0}, p99 {:.0}, max {:.0}",
+                l.p50, l.p99, l.max
+            );
+        }
         if self.scenario != Scenario::Conn {
             let _ = writeln!(
                 s,

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use hdrhistogram::Histogram;
 use tinsel_codec::{ByteStr, Properties, Publish, QoS, encode_packet};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -126,15 +127,28 @@ struct Opener<'a> {
     live: &'a Arc<Live>,
 }
 
-/// Opens `n` connections, at most `concurrency` at a time. Returns them in order (a
-/// failed one is `None`) and the errors.
+/// Connections opened by [`open_many`], in order (a failed one is `None`), the errors,
+/// and how long each successful one took from `connect` to its CONNACK (and SUBACK).
+struct Opened {
+    conns: Vec<Option<Conn>>,
+    errors: Vec<BenchError>,
+    latency: Histogram<u64>,
+}
+
+/// Opens `n` connections, at most `concurrency` at a time.
+///
+/// Every connection is a task waiting for a permit, and a finished one hands its permit
+/// to the next: the generator answers a batch of CONNACKs, then opens a batch of new
+/// connections, so brokers see connections arrive in bursts, as after a restart. (A
+/// fixed pool of openers, each opening its next connection the moment one is done, gave a
+/// steady trickle instead; measured, it cost every broker more CPU per connection.)
 async fn open_many(
     how: &Opener<'_>,
     n: u32,
     first_source: usize,
     id: impl Fn(u32) -> String,
     setup: Setup,
-) -> (Vec<Option<Conn>>, Vec<BenchError>) {
+) -> Opened {
     let Opener {
         opts,
         sources,
@@ -159,6 +173,7 @@ async fn open_many(
         let live = live.clone();
         set.spawn(async move {
             let _permit = sem.acquire().await;
+            let t = Instant::now();
             let r = async {
                 let mut c = Conn::open(&opts, source, &client_id).await?;
                 if let Setup::Subscribe(filter, qos) = &setup {
@@ -167,22 +182,35 @@ async fn open_many(
                 Ok::<Conn, BenchError>(c)
             }
             .await;
+            let took = r
+                .is_ok()
+                .then(|| u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
             if r.is_ok() {
                 live.connected.fetch_add(1, Ordering::Relaxed);
             }
-            (i, r)
+            (i, r, took)
         });
     }
-    let mut conns: Vec<Option<Conn>> = (0..n).map(|_| None).collect();
-    let mut errors = Vec::new();
+    let mut out = Opened {
+        conns: (0..n).map(|_| None).collect(),
+        errors: Vec::new(),
+        latency: new_histogram(),
+    };
     while let Some(joined) = set.join_next().await {
         match joined {
-            Ok((i, Ok(c))) => conns[i as usize] = Some(c),
-            Ok((_, Err(e))) => errors.push(e),
-            Err(e) => errors.push(BenchError::Io(std::io::Error::other(e))),
+            Ok((i, r, took)) => {
+                if let Some(ns) = took {
+                    out.latency.saturating_record(ns.max(1));
+                }
+                match r {
+                    Ok(c) => out.conns[i as usize] = Some(c),
+                    Err(e) => out.errors.push(e),
+                }
+            }
+            Err(e) => out.errors.push(BenchError::Io(std::io::Error::other(e))),
         }
     }
-    (conns, errors)
+    out
 }
 
 fn sample_broker(cfg: &BenchConfig) -> Option<ProcSample> {
@@ -212,7 +240,8 @@ async fn run_conn(cfg: &BenchConfig, live: Arc<Live>) -> Result<Report, BenchErr
         concurrency: cfg.connect_concurrency,
         live: &live,
     };
-    let (conns, errors) = open_many(&how, n, 0, |i| format!("tb{run}c{i}"), Setup::Nothing).await;
+    let opened = open_many(&how, n, 0, |i| format!("tb{run}c{i}"), Setup::Nothing).await;
+    let (conns, errors) = (opened.conns, opened.errors);
     let connect_s = t0.elapsed().as_secs_f64();
     let connected = conns.iter().filter(|c| c.is_some()).count() as u32;
     tokio::time::sleep(SETTLE).await;
@@ -246,6 +275,7 @@ async fn run_conn(cfg: &BenchConfig, live: Arc<Live>) -> Result<Report, BenchErr
             0.0
         },
         source_addrs: srcs.len() as u32,
+        latency_us: Latency::from_ns(&opened.latency),
     };
     let broker_process = broker_stats(cfg, before, loaded, after, connected, None);
     Ok(Report {
@@ -403,7 +433,7 @@ async fn run_traffic(
         concurrency: cfg.connect_concurrency,
         live: &live,
     };
-    let (subs, mut errors) = open_many(
+    let subs = open_many(
         &how,
         nsub,
         0,
@@ -411,7 +441,7 @@ async fn run_traffic(
         Setup::Subscribe(filter, cfg.qos),
     )
     .await;
-    let (pubs, pub_errors) = open_many(
+    let pubs = open_many(
         &how,
         npub,
         nsub as usize,
@@ -419,7 +449,11 @@ async fn run_traffic(
         Setup::Nothing,
     )
     .await;
-    errors.extend(pub_errors);
+    let mut latency = subs.latency;
+    let _ = latency.add(&pubs.latency);
+    let (subs, mut errors) = (subs.conns, subs.errors);
+    let pubs_conns = pubs.conns;
+    errors.extend(pubs.errors);
     let connect_s = t0.elapsed().as_secs_f64();
     if let Some(e) = errors.into_iter().next() {
         return Err(e);
@@ -431,6 +465,7 @@ async fn run_traffic(
         seconds: connect_s,
         rate: f64::from(npub + nsub) / connect_s.max(1e-9),
         source_addrs: srcs.len() as u32,
+        latency_us: Latency::from_ns(&latency),
     };
 
     let mut plans = Vec::with_capacity(npub as usize);
@@ -474,7 +509,7 @@ async fn run_traffic(
         sub_tasks.push(tokio::spawn(subscriber(c, cancel.clone(), live.clone())));
     }
     let mut pub_tasks = Vec::with_capacity(npub as usize);
-    for (c, plan) in pubs.into_iter().flatten().zip(plans) {
+    for (c, plan) in pubs_conns.into_iter().flatten().zip(plans) {
         pub_tasks.push(tokio::spawn(publisher(
             c,
             plan,
