@@ -532,6 +532,16 @@ fn metrics(r: &Value) -> Vec<(&'static str, f64)> {
         {
             v.push(("conn/CPU-s", n / cpu));
         }
+        if let Some(x) = f("/connect/latency_us/p99") {
+            v.push(("connect p99 µs", x));
+        }
+        // Near 1 the generator limits the wall-clock rate; well below, the two sides wait
+        // for each other (see docs/benchmarks/README.md).
+        if let (Some(cpu), Some(secs)) = (f("/load_cpu_s"), f("/connect/seconds"))
+            && secs > 0.0
+        {
+            v.push(("load cores", cpu / secs));
+        }
         return v;
     }
     if let Some(x) = f("/receive_rate") {
@@ -625,6 +635,8 @@ fn case_metrics(case: &str) -> &'static [(&'static str, Option<bool>)] {
             ("KiB/conn", Some(false)),
             ("conn/s", Some(true)),
             ("conn/CPU-s", Some(true)),
+            ("connect p99 µs", Some(false)),
+            ("load cores", None),
         ],
         "latency-q1" => &[
             ("p99 µs", Some(false)),
@@ -1014,11 +1026,14 @@ mod tests {
         assert_eq!(m["loss %"], 10.0);
         assert_eq!(m["load cores"], 0.25);
         assert_eq!(m["wait cores"], 0.1);
-        let c = serde_json::json!({"scenario": "conn",
-            "connect": {"rate": 900.0, "connected": 100},
+        let c = serde_json::json!({"scenario": "conn", "load_cpu_s": 0.1,
+            "connect": {"rate": 900.0, "connected": 100, "seconds": 0.2,
+                        "latency_us": {"p99": 1500.0}},
             "broker_process": {"rss_per_conn_kib": 0.7, "cpu_s": 0.5}});
         let m: std::collections::HashMap<_, _> = metrics(&c).into_iter().collect();
         assert_eq!((m["conn/s"], m["KiB/conn"]), (900.0, 0.7));
         assert_eq!(m["conn/CPU-s"], 200.0);
+        assert_eq!(m["connect p99 µs"], 1500.0);
+        assert_eq!(m["load cores"], 0.5);
     }
 }

@@ -118,11 +118,12 @@ pub(crate) fn resume_plain(
 
 /// Serves a connection on the parking lot's thread, without a task or a tokio
 /// registration, when that is simple: what the client sent fits one small read (a new
-/// connection's CONNECT is usually there already; later, a PINGREQ or a small PUBLISH), the
-/// answer goes out with one write, and the connection parks again. Nothing to read yet: it
-/// parks and waits. An end of stream or error ends it here. Anything less simple (a partial
-/// packet, more than one read's worth, a write that does not go through at once) gets a
-/// task. `registered`: its socket is in the lot's epoll set already. `closed`: the client
+/// connection's CONNECT is usually there already; later, a PINGREQ), the answer goes out
+/// with one write, and the connection parks again. Nothing to read yet: it parks and waits.
+/// An end of stream or error ends it here. Anything less simple (a partial packet, more
+/// than one read's worth, a write that does not go through at once) gets a task, and so
+/// does a connection that sent a message (see `Conn::busy`: it is handled here, the ones
+/// after it by the task). `registered`: its socket is in the lot's epoll set already. `closed`: the client
 /// closed its side after what this read takes (the lot's event said so, once), so the
 /// connection ends instead of parking again.
 fn serve_plain(
@@ -172,7 +173,7 @@ fn serve_plain(
         if pending.is_empty() && closed {
             return end(shared, id, "connection closed by the client");
         }
-        if pending.is_empty() {
+        if pending.is_empty() && !conn.busy {
             let parked = Parked {
                 stream,
                 version: conn.version,
@@ -495,6 +496,11 @@ struct Conn {
     paused: bool,
     /// Park as soon as idle (the CONNACK is out).
     park_now: bool,
+    /// Handled a packet that carries messages (anything but CONNECT, PINGREQ and
+    /// DISCONNECT): the connection is in use, so the parking lot gives it a task instead of
+    /// serving its next packets on the lot's thread too (each message would then cross
+    /// from the lot's thread to the tasks of its subscribers).
+    busy: bool,
     /// When the connection last read or wrote.
     last_active: Instant,
 }
@@ -518,6 +524,7 @@ impl Conn {
             reads: 0,
             paused: false,
             park_now: false,
+            busy: false,
             last_active: Instant::now(),
         }
     }
@@ -587,6 +594,10 @@ impl Conn {
                         self.park_now = true;
                     }
                     let publish = matches!(packet, Packet::Publish(_));
+                    self.busy |= !matches!(
+                        packet,
+                        Packet::Connect(_) | Packet::PingReq | Packet::Disconnect(_)
+                    );
                     state.router.handle(now, self.id, packet);
                     if publish && state.router.take_pressure() {
                         self.paused = true;
