@@ -18,7 +18,7 @@
 //! Time only enters through the `now` arguments, so tests drive keep alive, will delay and
 //! session expiry with simulated time.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -151,6 +151,8 @@ struct Conn {
     /// Topic aliases, once the connection uses any (boxed: most never do, and an idle
     /// connection should cost little).
     aliases: Option<Box<Aliases>>,
+    /// Its entry in [`Router::conn_timers`] (0: none).
+    timer: Millis,
 }
 
 /// Topic aliases of one MQTT 5 connection.
@@ -191,6 +193,19 @@ pub(crate) struct Router {
     /// Round-robin position per shared subscription (group, filter).
     shared_next: HashMap<GroupKey, usize>,
     wills: HashMap<Arc<str>, PendingWill>,
+    /// When to look at a connection next (CONNECT timeout, keep alive): one entry per
+    /// connection, at most. Checked lazily: a connection that sent packets since is put
+    /// back at its new deadline, so packets cost nothing here and [`Router::tick`] looks
+    /// only at connections whose deadline came, not at every connection.
+    conn_timers: BTreeSet<(Millis, ConnId)>,
+    /// CONNECT deadlines of new connections, in the order they were accepted (the timeout
+    /// is the same for all, so this is also deadline order: accepting costs a push). An
+    /// entry whose connection has a keep-alive timer by then is skipped. Bounded by the
+    /// connections accepted within the last `connect_timeout`.
+    connect_timers: VecDeque<(Millis, ConnId)>,
+    /// When disconnected sessions with an expiry interval end: one entry per such session
+    /// (removed when it reconnects or ends).
+    session_timers: BTreeSet<(Millis, Arc<str>)>,
     /// Connections with new output since the last [`Router::wake`].
     woken: Vec<ConnId>,
     stats: Stats,
@@ -206,6 +221,26 @@ pub(crate) struct Router {
     publishing: Option<Arc<str>>,
     /// Set by [`Router::shutdown`].
     shutting_down: bool,
+}
+
+/// A point on the timers' clock: milliseconds since the router started, never 0 (0 means
+/// no timer). u64 milliseconds outlast any broker.
+type Millis = u64;
+
+fn millis(started: Instant, at: Instant) -> Millis {
+    let ms = at.saturating_duration_since(started).as_millis();
+    Millis::try_from(ms).unwrap_or(Millis::MAX).max(1)
+}
+
+/// When a disconnected session ends on its own (None: never, or it is connected).
+fn session_due(started: Instant, s: &Session) -> Option<Millis> {
+    if s.conn.is_some() || s.expiry == NEVER_EXPIRES || s.expiry == 0 {
+        return None;
+    }
+    let at = s
+        .disconnected_at?
+        .checked_add(Duration::from_secs(u64::from(s.expiry)))?;
+    Some(millis(started, at).saturating_add(1))
 }
 
 impl Router {
@@ -228,6 +263,9 @@ impl Router {
             retained: RetainedStore::new(),
             shared_next: HashMap::new(),
             wills: HashMap::new(),
+            conn_timers: BTreeSet::new(),
+            connect_timers: VecDeque::new(),
+            session_timers: BTreeSet::new(),
             woken: Vec::new(),
             stats: Stats::default(),
             started: now,
@@ -261,8 +299,12 @@ impl Router {
                 max_packet: u32::MAX,
                 alias_max: 0,
                 aliases: None,
+                timer: 0,
             }),
         );
+        let deadline = now + Duration::from_secs(self.settings.limits.connect_timeout);
+        let at = millis(self.started, deadline).saturating_add(1);
+        self.connect_timers.push_back((at, id));
         if self.shutting_down {
             self.close(now, id, None, false, "broker shutting down");
         }
@@ -295,7 +337,35 @@ impl Router {
         if self.conns.get(&conn).is_some_and(|c| !c.closing) {
             self.close(now, conn, None, true, why);
         }
-        self.conns.remove(&conn);
+        if let Some(c) = self.conns.remove(&conn) {
+            self.conn_timers.remove(&(c.timer, conn));
+        }
+    }
+
+    /// Puts connection `id`'s timer at `at` (rounded up to the next millisecond), in place
+    /// of the one it had.
+    fn set_conn_timer(&mut self, id: ConnId, at: Instant) {
+        let ms = millis(self.started, at).saturating_add(1);
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.timer != 0 {
+            self.conn_timers.remove(&(c.timer, id));
+        }
+        c.timer = ms;
+        self.conn_timers.insert((ms, id));
+    }
+
+    /// Takes `client`'s session out of [`Router::session_timers`] (it reconnects or ends).
+    fn forget_session_timer(&mut self, client: &Arc<str>) {
+        let started = self.started;
+        if let Some(due) = self
+            .sessions
+            .get(client)
+            .and_then(|s| session_due(started, s))
+        {
+            self.session_timers.remove(&(due, client.clone()));
+        }
     }
 
     /// The broker is shutting down: tells every connection (MQTT 5: DISCONNECT 0x8B) and
@@ -455,6 +525,9 @@ impl Router {
         session.conn = None;
         session.disconnected_at = Some(now);
         let expiry = session.expiry;
+        if let Some(due) = session_due(self.started, session) {
+            self.session_timers.insert((due, client.clone()));
+        }
         if will && let Some(w) = will_msg.map(|w| *w) {
             let delay = w.properties.will_delay_interval.unwrap_or(0).min(expiry);
             if delay == 0 {
@@ -472,6 +545,7 @@ impl Router {
 
     /// Removes a session and its subscriptions; publishes its pending will.
     fn end_session(&mut self, now: Instant, client: &Arc<str>) {
+        self.forget_session_timer(client);
         if let Some(session) = self.sessions.remove(client) {
             for filter in session.subscriptions.keys() {
                 let (tree_filter, key) = sub_key(filter, client);
@@ -610,6 +684,7 @@ impl Router {
             self.end_session(now, &client);
         }
         let session_present = self.sessions.contains_key(&client);
+        self.forget_session_timer(&client);
         let session = self
             .sessions
             .entry(client.clone())
@@ -666,6 +741,11 @@ impl Router {
             }),
             &mut self.woken,
         );
+        let limit = Duration::from_millis(u64::from(keep_alive) * 1500);
+        if keep_alive > 0 && limit < Duration::from_secs(limits.connect_timeout) {
+            // Due before its CONNECT-timeout entry comes up (that one looks at it then).
+            self.set_conn_timer(conn, now + limit);
+        }
         if session_present {
             self.resume(now, conn, &client);
         }
@@ -1330,28 +1410,60 @@ impl Router {
         self.stats.bytes_received = bytes_received;
         self.stats.bytes_sent = bytes_sent;
         let connect_timeout = Duration::from_secs(self.settings.limits.connect_timeout);
+        let now_ms = millis(self.started, now);
+        let mut due = Vec::new();
+        while let Some(&(at, id)) = self.connect_timers.front()
+            && at <= now_ms
+        {
+            self.connect_timers.pop_front();
+            due.push(id);
+        }
+        while let Some(&(at, id)) = self.conn_timers.first()
+            && at <= now_ms
+        {
+            self.conn_timers.pop_first();
+            if let Some(c) = self.conns.get_mut(&id)
+                && c.timer == at
+            {
+                c.timer = 0;
+            }
+            due.push(id);
+        }
         let mut to_close = Vec::new();
-        for (&id, c) in &self.conns {
-            if c.closing {
+        let mut later = Vec::new();
+        for id in due {
+            let Some(c) = self.conns.get(&id) else {
+                continue;
+            };
+            // Closing, or watched by a later timer of its own.
+            if c.closing || c.timer != 0 {
                 continue;
             }
+            let idle = now.saturating_duration_since(c.last_rx);
             match c.state {
-                ConnState::AwaitingConnect => {
-                    if now.saturating_duration_since(c.last_rx) >= connect_timeout {
-                        to_close.push((id, None, "no CONNECT in time"));
-                    }
+                ConnState::AwaitingConnect if idle >= connect_timeout => {
+                    to_close.push((id, None, "no CONNECT in time"));
                 }
-                ConnState::Connected(_) => {
+                ConnState::AwaitingConnect => later.push((id, c.last_rx + connect_timeout)),
+                ConnState::Connected(_) if c.keep_alive > 0 => {
                     let limit = Duration::from_millis(u64::from(c.keep_alive) * 1500);
-                    if c.keep_alive > 0 && now.saturating_duration_since(c.last_rx) > limit {
+                    if idle > limit {
                         to_close.push((
                             id,
                             Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
                             "keep alive timeout",
                         ));
+                    } else {
+                        // Packets came since: its deadline moved.
+                        later.push((id, c.last_rx + limit));
                     }
                 }
+                // No keep alive: nothing to watch once connected.
+                ConnState::Connected(_) => {}
             }
+        }
+        for (id, at) in later {
+            self.set_conn_timer(id, at);
         }
         for (id, reason, why) in to_close {
             self.close(now, id, reason, true, why);
@@ -1369,19 +1481,22 @@ impl Router {
             }
         }
 
-        let ended: Vec<Arc<str>> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| {
-                s.conn.is_none()
-                    && s.expiry != NEVER_EXPIRES
-                    && s.disconnected_at.is_some_and(|at| {
-                        now.saturating_duration_since(at)
-                            >= Duration::from_secs(u64::from(s.expiry))
-                    })
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
+        let mut ended = Vec::new();
+        while let Some((at, _)) = self.session_timers.first()
+            && *at <= now_ms
+        {
+            if let Some((_, client)) = self.session_timers.pop_first() {
+                // Entries leave when a session reconnects or ends; checked all the same.
+                let started = self.started;
+                let due = self
+                    .sessions
+                    .get(&client)
+                    .and_then(|s| session_due(started, s));
+                if due.is_some_and(|d| d <= now_ms) {
+                    ended.push(client);
+                }
+            }
+        }
         for client in ended {
             self.end_session(now, &client);
         }
@@ -1887,6 +2002,58 @@ mod tests {
         assert!(sim.r.sessions.contains_key("d"));
         sim.advance(40.0);
         assert!(!sim.r.sessions.contains_key("d"));
+    }
+
+    #[test]
+    fn reconnecting_moves_the_session_expiry() {
+        let mut sim = Sim::new(|_| {});
+        let mut c = connect("r", ProtocolVersion::V5, 0);
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(10);
+        let id = sim.open(c.clone());
+        sim.r.connection_lost(sim.now, id, "test");
+        assert_eq!(sim.r.session_timers.len(), 1);
+        sim.advance(5.0);
+        let id = sim.open(c);
+        assert!(sim.r.session_timers.is_empty(), "connected: no expiry");
+        sim.advance(3.0);
+        sim.r.connection_lost(sim.now, id, "test");
+        // The first disconnection's deadline (10 s) passes: the session stays.
+        sim.advance(2.5);
+        assert!(sim.r.sessions.contains_key("r"));
+        sim.advance(7.0);
+        assert!(sim.r.sessions.contains_key("r"));
+        // 10 s after the second one, it ends.
+        sim.advance(1.0);
+        assert!(!sim.r.sessions.contains_key("r"));
+        assert!(sim.r.session_timers.is_empty());
+    }
+
+    #[test]
+    fn timers_hold_one_entry_per_watched_connection() {
+        let mut sim = Sim::new(|l| l.connect_timeout = 10);
+        let mut ids = Vec::new();
+        for i in 0..100 {
+            // Keep alive 2 s: due (3 s) before the CONNECT timeout, so a timer of its own.
+            ids.push(sim.open(connect(&format!("c{i}"), ProtocolVersion::V311, 2)));
+        }
+        assert_eq!(sim.r.conn_timers.len(), 100);
+        assert_eq!(sim.r.connect_timers.len(), 100);
+        for _ in 0..10 {
+            for &id in &ids {
+                sim.r.handle(sim.now, id, Packet::PingReq);
+            }
+            sim.advance(1.0);
+            // Each connection's entry moves; none is added.
+            assert_eq!(sim.r.conn_timers.len(), 100);
+            assert!(ids.iter().all(|&id| !sim.closed(id)));
+        }
+        sim.advance(0.5);
+        assert!(sim.r.connect_timers.is_empty(), "CONNECT deadlines passed");
+        for &id in &ids {
+            sim.r.connection_lost(sim.now, id, "test");
+        }
+        assert!(sim.r.conn_timers.is_empty());
     }
 
     #[test]
