@@ -1418,6 +1418,11 @@ impl Router {
             self.connect_timers.pop_front();
             due.push(id);
         }
+        // After a burst of connections, give the memory back.
+        let (len, cap) = (self.connect_timers.len(), self.connect_timers.capacity());
+        if cap > 1024 && len < cap / 4 {
+            self.connect_timers.shrink_to(len * 2);
+        }
         while let Some(&(at, id)) = self.conn_timers.first()
             && at <= now_ms
         {
