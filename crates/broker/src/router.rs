@@ -206,12 +206,15 @@ pub(crate) struct Router {
     /// When disconnected sessions with an expiry interval end: one entry per such session
     /// (removed when it reconnects or ends).
     session_timers: BTreeSet<(Millis, Arc<str>)>,
+    /// When retained messages with a Message Expiry Interval expire: one entry per such
+    /// message (replacing or deleting a message takes its entry out). Retained messages
+    /// without an expiry (most) cost nothing here.
+    retained_timers: BTreeSet<(Millis, ByteStr)>,
     /// Connections with new output since the last [`Router::wake`].
     woken: Vec<ConnId>,
     stats: Stats,
     started: Instant,
     next_sys: Option<Instant>,
-    next_retained_sweep: Instant,
     assigned_ids: u64,
     /// Set when a delivery found a congested subscriber; see [`Router::take_pressure`].
     pressure: bool,
@@ -230,6 +233,13 @@ type Millis = u64;
 fn millis(started: Instant, at: Instant) -> Millis {
     let ms = at.saturating_duration_since(started).as_millis();
     Millis::try_from(ms).unwrap_or(Millis::MAX).max(1)
+}
+
+/// When a retained message expires (None: it never does).
+fn retained_due(started: Instant, m: &Retained) -> Option<Millis> {
+    let e = m.publish.properties.message_expiry_interval?;
+    let at = m.received.checked_add(Duration::from_secs(u64::from(e)))?;
+    Some(millis(started, at).saturating_add(1))
 }
 
 /// When a disconnected session ends on its own (None: never, or it is connected).
@@ -266,11 +276,11 @@ impl Router {
             conn_timers: BTreeSet::new(),
             connect_timers: VecDeque::new(),
             session_timers: BTreeSet::new(),
+            retained_timers: BTreeSet::new(),
             woken: Vec::new(),
             stats: Stats::default(),
             started: now,
             next_sys,
-            next_retained_sweep: now,
             assigned_ids: 0,
             pressure: false,
             congested: FastSet::default(),
@@ -888,7 +898,9 @@ impl Router {
     /// Stores, replaces or (empty payload) deletes the retained message of `p.topic`.
     fn store_retained(&mut self, now: Instant, p: &Publish) {
         if p.payload.is_empty() {
-            self.retained.remove(&p.topic);
+            if let Some(old) = self.retained.remove(&p.topic) {
+                self.forget_retained_timer(&old);
+            }
             return;
         }
         // Copied: a retained message may live for days and must not pin a read buffer.
@@ -906,13 +918,25 @@ impl Router {
             properties,
             payload: Bytes::copy_from_slice(&p.payload),
         };
-        self.retained.insert(
-            &p.topic,
-            Retained {
-                publish,
-                received: now,
-            },
-        );
+        let msg = Retained {
+            publish,
+            received: now,
+        };
+        if let Some(due) = retained_due(self.started, &msg) {
+            self.retained_timers
+                .insert((due, msg.publish.topic.clone()));
+        }
+        if let Some(old) = self.retained.insert(&p.topic, msg) {
+            self.forget_retained_timer(&old);
+        }
+    }
+
+    /// Takes a replaced or deleted retained message's entry out of `retained_timers`.
+    fn forget_retained_timer(&mut self, old: &Retained) {
+        if let Some(due) = retained_due(self.started, old) {
+            self.retained_timers
+                .remove(&(due, old.publish.topic.clone()));
+        }
     }
 
     /// Forwards `msg` to every matching subscription. True if anybody subscribes.
@@ -1506,10 +1530,17 @@ impl Router {
             self.end_session(now, &client);
         }
 
-        if now >= self.next_retained_sweep {
-            self.next_retained_sweep = now + Duration::from_secs(5);
-            self.retained
-                .retain(|_, m| !expired(&m.publish, m.received, now));
+        while let Some((at, _)) = self.retained_timers.first()
+            && *at <= now_ms
+        {
+            if let Some((_, topic)) = self.retained_timers.pop_first()
+                && self
+                    .retained
+                    .get(&topic)
+                    .is_some_and(|m| expired(&m.publish, m.received, now))
+            {
+                self.retained.remove(&topic);
+            }
         }
 
         if let (Some(interval), Some(next)) = (self.settings.sys_interval, self.next_sys)
@@ -2274,6 +2305,40 @@ mod tests {
             sim.r.handle(sim.now, me, msg("t", QoS::AtLeastOnce, pid));
         }
         assert!(!sim.r.take_pressure());
+    }
+
+    #[test]
+    fn retained_messages_expire_once_each() {
+        let mut sim = Sim::new(|_| {});
+        let publ = sim.open(connect("p", ProtocolVersion::V5, 0));
+        let retained = |expiry: Option<u32>| {
+            let Packet::Publish(mut p) = msg("r/t", QoS::AtMostOnce, 0) else {
+                unreachable!()
+            };
+            p.retain = true;
+            p.properties.message_expiry_interval = expiry;
+            Packet::Publish(p)
+        };
+        // Republished with an expiry: one entry, the newest.
+        sim.r.handle(sim.now, publ, retained(Some(10)));
+        sim.advance(2.0);
+        sim.r.handle(sim.now, publ, retained(Some(10)));
+        assert_eq!(sim.r.retained_timers.len(), 1);
+        sim.advance(9.0);
+        assert_eq!(
+            sim.r.retained.len(),
+            1,
+            "the first one's deadline passed, not this one's"
+        );
+        sim.advance(1.5);
+        assert!(sim.r.retained.is_empty());
+        assert!(sim.r.retained_timers.is_empty());
+        // Replaced by one without expiry: stays.
+        sim.r.handle(sim.now, publ, retained(Some(5)));
+        sim.r.handle(sim.now, publ, retained(None));
+        assert!(sim.r.retained_timers.is_empty());
+        sim.advance(6.0);
+        assert_eq!(sim.r.retained.len(), 1);
     }
 
     #[test]
