@@ -347,7 +347,9 @@ impl Router {
         if self.conns.get(&conn).is_some_and(|c| !c.closing) {
             self.close(now, conn, None, true, why);
         }
-        if let Some(c) = self.conns.remove(&conn) {
+        if let Some(c) = self.conns.remove(&conn)
+            && c.timer != 0
+        {
             self.conn_timers.remove(&(c.timer, conn));
         }
     }
