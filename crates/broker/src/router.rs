@@ -924,12 +924,14 @@ impl Router {
             publish,
             received: now,
         };
-        if let Some(due) = retained_due(self.started, &msg) {
-            self.retained_timers
-                .insert((due, msg.publish.topic.clone()));
-        }
+        let timer = retained_due(self.started, &msg).map(|due| (due, msg.publish.topic.clone()));
+        // The old entry first: a message replaced in the same millisecond with the same
+        // expiry has the same entry.
         if let Some(old) = self.retained.insert(&p.topic, msg) {
             self.forget_retained_timer(&old);
+        }
+        if let Some(t) = timer {
+            self.retained_timers.insert(t);
         }
     }
 
@@ -2321,8 +2323,10 @@ mod tests {
             p.properties.message_expiry_interval = expiry;
             Packet::Publish(p)
         };
-        // Republished with an expiry: one entry, the newest.
+        // Republished with an expiry: one entry, the newest (also within one instant).
         sim.r.handle(sim.now, publ, retained(Some(10)));
+        sim.r.handle(sim.now, publ, retained(Some(10)));
+        assert_eq!(sim.r.retained_timers.len(), 1);
         sim.advance(2.0);
         sim.r.handle(sim.now, publ, retained(Some(10)));
         assert_eq!(sim.r.retained_timers.len(), 1);
