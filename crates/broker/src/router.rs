@@ -235,11 +235,26 @@ fn millis(started: Instant, at: Instant) -> Millis {
     Millis::try_from(ms).unwrap_or(Millis::MAX).max(1)
 }
 
+/// The timers' key for a deadline: the millisecond after it, so that a timer found due
+/// (key <= now) is past its deadline.
+fn timer_key(started: Instant, at: Instant) -> Millis {
+    millis(started, at).saturating_add(1)
+}
+
+/// Takes the entries of `timers` that are due at `now_ms`, earliest first.
+fn pop_due<T: Ord>(timers: &mut BTreeSet<(Millis, T)>, now_ms: Millis) -> Vec<(Millis, T)> {
+    let mut due = Vec::new();
+    while timers.first().is_some_and(|(at, _)| *at <= now_ms) {
+        due.extend(timers.pop_first());
+    }
+    due
+}
+
 /// When a retained message expires (None: it never does).
 fn retained_due(started: Instant, m: &Retained) -> Option<Millis> {
     let e = m.publish.properties.message_expiry_interval?;
     let at = m.received.checked_add(Duration::from_secs(u64::from(e)))?;
-    Some(millis(started, at).saturating_add(1))
+    Some(timer_key(started, at))
 }
 
 /// When a disconnected session ends on its own (None: never, or it is connected).
@@ -250,7 +265,7 @@ fn session_due(started: Instant, s: &Session) -> Option<Millis> {
     let at = s
         .disconnected_at?
         .checked_add(Duration::from_secs(u64::from(s.expiry)))?;
-    Some(millis(started, at).saturating_add(1))
+    Some(timer_key(started, at))
 }
 
 impl Router {
@@ -313,8 +328,8 @@ impl Router {
             }),
         );
         let deadline = now + Duration::from_secs(self.settings.limits.connect_timeout);
-        let at = millis(self.started, deadline).saturating_add(1);
-        self.connect_timers.push_back((at, id));
+        self.connect_timers
+            .push_back((timer_key(self.started, deadline), id));
         if self.shutting_down {
             self.close(now, id, None, false, "broker shutting down");
         }
@@ -357,7 +372,7 @@ impl Router {
     /// Puts connection `id`'s timer at `at` (rounded up to the next millisecond), in place
     /// of the one it had.
     fn set_conn_timer(&mut self, id: ConnId, at: Instant) {
-        let ms = millis(self.started, at).saturating_add(1);
+        let ms = timer_key(self.started, at);
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
@@ -1451,10 +1466,7 @@ impl Router {
         if cap > 1024 && len < cap / 4 {
             self.connect_timers.shrink_to(len * 2);
         }
-        while let Some(&(at, id)) = self.conn_timers.first()
-            && at <= now_ms
-        {
-            self.conn_timers.pop_first();
+        for (at, id) in pop_due(&mut self.conn_timers, now_ms) {
             if let Some(c) = self.conns.get_mut(&id)
                 && c.timer == at
             {
@@ -1514,34 +1526,22 @@ impl Router {
             }
         }
 
-        let mut ended = Vec::new();
-        while let Some((at, _)) = self.session_timers.first()
-            && *at <= now_ms
-        {
-            if let Some((_, client)) = self.session_timers.pop_first() {
-                // Entries leave when a session reconnects or ends; checked all the same.
-                let started = self.started;
-                let due = self
-                    .sessions
-                    .get(&client)
-                    .and_then(|s| session_due(started, s));
-                if due.is_some_and(|d| d <= now_ms) {
-                    ended.push(client);
-                }
+        for (_, client) in pop_due(&mut self.session_timers, now_ms) {
+            // Entries leave when a session reconnects or ends; checked all the same.
+            let due = self
+                .sessions
+                .get(&client)
+                .and_then(|s| session_due(self.started, s));
+            if due.is_some_and(|d| d <= now_ms) {
+                self.end_session(now, &client);
             }
         }
-        for client in ended {
-            self.end_session(now, &client);
-        }
 
-        while let Some((at, _)) = self.retained_timers.first()
-            && *at <= now_ms
-        {
-            if let Some((_, topic)) = self.retained_timers.pop_first()
-                && self
-                    .retained
-                    .get(&topic)
-                    .is_some_and(|m| expired(&m.publish, m.received, now))
+        for (_, topic) in pop_due(&mut self.retained_timers, now_ms) {
+            if self
+                .retained
+                .get(&topic)
+                .is_some_and(|m| expired(&m.publish, m.received, now))
             {
                 self.retained.remove(&topic);
             }
