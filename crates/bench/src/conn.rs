@@ -92,8 +92,8 @@ impl Conn {
         let mut properties = Properties::default();
         if opts.version.is_v5() {
             // Generous: let the broker send as many QoS 1/2 messages as it likes.
-            properties.receive_maximum = Some(u16::MAX);
-            properties.maximum_packet_size = Some(MAX_PACKET);
+            properties.make_mut().receive_maximum = Some(u16::MAX);
+            properties.make_mut().maximum_packet_size = Some(MAX_PACKET);
         }
         let connect = Connect {
             protocol: opts.version,

@@ -952,10 +952,10 @@ mod tests {
             protocol: v5,
             clean_start: true,
             keep_alive: 30,
-            properties: Properties {
+            properties: Properties::from(tinsel_codec::PropertyValues {
                 session_expiry_interval: Some(60),
-                ..Properties::default()
-            },
+                ..Default::default()
+            }),
             client_id: ByteStr::from_static("wareville-lights"),
             will: Some(Will {
                 topic: ByteStr::from_static("d2FyZXZpbGxl/c3RhdHVz"),

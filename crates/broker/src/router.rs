@@ -192,7 +192,7 @@ pub(crate) struct Router {
     retained: RetainedStore<Retained>,
     /// Round-robin position per shared subscription (group, filter).
     shared_next: HashMap<GroupKey, usize>,
-    wills: HashMap<Arc<str>, PendingWill>,
+    wills: FastMap<Arc<str>, PendingWill>,
     /// When to look at a connection next (CONNECT timeout, keep alive): one entry per
     /// connection, at most. Checked lazily: a connection that sent packets since is put
     /// back at its new deadline, so packets cost nothing here and [`Router::tick`] looks
@@ -287,7 +287,7 @@ impl Router {
             subs: TopicTree::new(),
             retained: RetainedStore::new(),
             shared_next: HashMap::new(),
-            wills: HashMap::new(),
+            wills: FastMap::default(),
             conn_timers: BTreeSet::new(),
             connect_timers: VecDeque::new(),
             session_timers: BTreeSet::new(),
@@ -526,7 +526,7 @@ impl Router {
         {
             let mut properties = Properties::default();
             if let Ok(s) = ByteStr::try_from(why) {
-                properties.reason_string = Some(s);
+                properties.make_mut().reason_string = Some(s);
             }
             let packet = Packet::Disconnect(Disconnect { reason, properties });
             debug!(peer = %c.peer, "-> {}", summary(&packet));
@@ -588,7 +588,9 @@ impl Router {
 
     fn publish_will(&mut self, now: Instant, will: Will) {
         let mut properties = will.properties;
-        properties.will_delay_interval = None;
+        if let Some(p) = properties.get_mut() {
+            p.will_delay_interval = None;
+        }
         let p = Publish {
             dup: false,
             qos: will.qos,
@@ -609,7 +611,7 @@ impl Router {
         let c = c_mut(&mut self.conns, conn);
         let mut properties = Properties::default();
         if c.version.is_v5() {
-            properties.reason_string = ByteStr::try_from(why).ok();
+            properties.make_mut().reason_string = ByteStr::try_from(why).ok();
         }
         push(
             c,
@@ -740,6 +742,7 @@ impl Router {
         }
         let mut properties = Properties::default();
         if v5 {
+            let properties = properties.make_mut();
             properties.receive_maximum = Some(limits.max_inflight);
             properties.maximum_packet_size = Some(limits.max_packet_size);
             if limits.topic_alias_maximum > 0 {
@@ -815,7 +818,7 @@ impl Router {
         let c = c_mut(&mut self.conns, conn);
         let v5 = c.version.is_v5();
         // Topic alias from the client [MQTT-3.3.2-7] .. [MQTT-3.3.2-12].
-        if let Some(alias) = p.properties.topic_alias.take() {
+        if let Some(alias) = p.properties.get_mut().and_then(|v| v.topic_alias.take()) {
             if alias == 0 || alias > limits.topic_alias_maximum {
                 let why = format!("topic alias {alias} out of range");
                 return self.close(now, conn, Some(ReasonCode::TOPIC_ALIAS_INVALID), true, &why);
@@ -840,7 +843,9 @@ impl Router {
         } else if p.topic.is_empty() {
             return self.protocol_error(now, conn, "empty topic name without topic alias");
         }
-        p.properties.subscription_identifiers.clear();
+        if let Some(v) = p.properties.get_mut() {
+            v.subscription_identifiers.clear();
+        }
         p.dup = false;
         let username = c.username.clone();
         let qos = p.qos;
@@ -924,8 +929,10 @@ impl Router {
         let topic =
             ByteStr::from_utf8(Bytes::copy_from_slice(p.topic.as_bytes())).unwrap_or_default();
         let mut properties = p.properties.clone();
-        properties.topic_alias = None;
-        properties.subscription_identifiers.clear();
+        if let Some(p) = properties.get_mut() {
+            p.topic_alias = None;
+            p.subscription_identifiers.clear();
+        }
         let publish = Publish {
             dup: false,
             qos: p.qos,
@@ -1364,7 +1371,9 @@ impl Router {
                 self.retained.for_each_match(filter, |_, m| {
                     let mut m = m.clone();
                     m.publish.qos = m.publish.qos.min(options.qos);
-                    m.publish.properties.subscription_identifiers = sub_id.into_iter().collect();
+                    if let Some(id) = sub_id {
+                        m.publish.properties.make_mut().subscription_identifiers = vec![id];
+                    }
                     to_send.push(m);
                 });
             }
@@ -1587,24 +1596,26 @@ fn detach_str(s: &ByteStr) -> ByteStr {
 
 /// A copy of `w` that shares no memory with the buffer it was decoded from.
 fn detach_will(w: Will) -> Will {
-    let mut p = w.properties;
-    p.content_type = p.content_type.as_ref().map(detach_str);
-    p.response_topic = p.response_topic.as_ref().map(detach_str);
-    p.correlation_data = p
-        .correlation_data
-        .as_ref()
-        .map(|b| Bytes::copy_from_slice(b));
-    p.user_properties = p
-        .user_properties
-        .iter()
-        .map(|(k, v)| (detach_str(k), detach_str(v)))
-        .collect();
+    let mut properties = w.properties;
+    if let Some(p) = properties.get_mut() {
+        p.content_type = p.content_type.as_ref().map(detach_str);
+        p.response_topic = p.response_topic.as_ref().map(detach_str);
+        p.correlation_data = p
+            .correlation_data
+            .as_ref()
+            .map(|b| Bytes::copy_from_slice(b));
+        p.user_properties = p
+            .user_properties
+            .iter()
+            .map(|(k, v)| (detach_str(k), detach_str(v)))
+            .collect();
+    }
     Will {
         topic: detach_str(&w.topic),
         payload: Bytes::copy_from_slice(&w.payload),
         qos: w.qos,
         retain: w.retain,
-        properties: p,
+        properties,
     }
 }
 
@@ -1644,8 +1655,15 @@ fn for_subscriber(
     ids: Vec<u32>,
 ) -> Publish {
     let mut properties = msg.properties.clone();
-    properties.topic_alias = None;
-    properties.subscription_identifiers = ids;
+    // Shared with `msg` unless something changes (most messages carry no properties).
+    if properties.topic_alias.is_some()
+        || !properties.subscription_identifiers.is_empty()
+        || !ids.is_empty()
+    {
+        let p = properties.make_mut();
+        p.topic_alias = None;
+        p.subscription_identifiers = ids;
+    }
     Publish {
         dup: false,
         qos: msg.qos.min(sub_qos),
@@ -1671,7 +1689,7 @@ fn prepare(c: &Conn, mut p: Publish, now: Instant, received: Instant) -> Option<
         if elapsed >= u64::from(e) {
             return None;
         }
-        p.properties.message_expiry_interval = Some(e - elapsed as u32);
+        p.properties.make_mut().message_expiry_interval = Some(e - elapsed as u32);
     }
     if publish_size(&p, c.version) > c.max_packet as usize {
         return None;
@@ -1747,12 +1765,12 @@ fn emit(
     if c.version.is_v5() && c.alias_max > 0 {
         let aliases = &mut c.aliases.get_or_insert_default().out;
         if let Some(&alias) = aliases.get(&p.topic) {
-            p.properties.topic_alias = Some(alias);
+            p.properties.make_mut().topic_alias = Some(alias);
             p.topic = ByteStr::new();
         } else if aliases.len() < usize::from(c.alias_max) {
             let alias = aliases.len() as u16 + 1;
             aliases.insert(p.topic.clone(), alias);
-            p.properties.topic_alias = Some(alias);
+            p.properties.make_mut().topic_alias = Some(alias);
         }
     }
     stats.messages_sent += 1;
@@ -1851,10 +1869,10 @@ mod tests {
             payload: Bytes::from_static(b"bye"),
             qos: QoS::AtMostOnce,
             retain: false,
-            properties: Properties {
+            properties: Properties::from(tinsel_codec::PropertyValues {
                 will_delay_interval: delay,
-                ..Properties::default()
-            },
+                ..Default::default()
+            }),
         }
     }
 
@@ -2029,7 +2047,7 @@ mod tests {
         sim.subscribe(watcher, "will", QoS::AtMostOnce);
         let mut c = connect("d", ProtocolVersion::V5, 0);
         c.will = Some(will("will", Some(30)));
-        c.properties.session_expiry_interval = Some(100);
+        c.properties.make_mut().session_expiry_interval = Some(100);
         let id = sim.open(c);
         sim.r.connection_lost(sim.now, id, "test");
         sim.advance(29.0);
@@ -2049,7 +2067,7 @@ mod tests {
         let mut sim = Sim::new(|_| {});
         let mut c = connect("r", ProtocolVersion::V5, 0);
         c.clean_start = false;
-        c.properties.session_expiry_interval = Some(10);
+        c.properties.make_mut().session_expiry_interval = Some(10);
         let id = sim.open(c.clone());
         sim.r.connection_lost(sim.now, id, "test");
         assert_eq!(sim.r.session_timers.len(), 1);
@@ -2101,7 +2119,7 @@ mod tests {
         let mut sim = Sim::new(|_| {});
         let mut c = connect("q", ProtocolVersion::V5, 0);
         c.clean_start = false;
-        c.properties.session_expiry_interval = Some(60);
+        c.properties.make_mut().session_expiry_interval = Some(60);
         let id = sim.open(c.clone());
         sim.subscribe(id, "t", QoS::AtLeastOnce);
         sim.r
@@ -2216,7 +2234,7 @@ mod tests {
     fn slow_subscriber_makes_publishers_wait_stalled_one_does_not() {
         let mut sim = Sim::new(|l| l.max_queued_messages = 10);
         let mut c = connect("slow", ProtocolVersion::V5, 0);
-        c.properties.receive_maximum = Some(1);
+        c.properties.make_mut().receive_maximum = Some(1);
         let sub = sim.open(c);
         sim.subscribe(sub, "t", QoS::AtLeastOnce);
         let p = sim.open(connect("p", ProtocolVersion::V311, 0));
@@ -2302,7 +2320,7 @@ mod tests {
     fn a_client_never_waits_for_itself() {
         let mut sim = Sim::new(|l| l.max_queued_messages = 4);
         let mut c = connect("loop", ProtocolVersion::V5, 0);
-        c.properties.receive_maximum = Some(1);
+        c.properties.make_mut().receive_maximum = Some(1);
         let me = sim.open(c);
         sim.subscribe(me, "t", QoS::AtLeastOnce);
         for pid in 1..=6 {
@@ -2320,7 +2338,7 @@ mod tests {
                 unreachable!()
             };
             p.retain = true;
-            p.properties.message_expiry_interval = expiry;
+            p.properties.make_mut().message_expiry_interval = expiry;
             Packet::Publish(p)
         };
         // Republished with an expiry: one entry, the newest (also within one instant).
@@ -2362,7 +2380,7 @@ mod tests {
             let want = Packet::Publish(p.clone()).encoded_len(v).unwrap();
             assert_eq!(publish_size(&p, v), want);
         }
-        p.properties = Properties {
+        p.properties = Properties::from(tinsel_codec::PropertyValues {
             payload_format_indicator: Some(1),
             message_expiry_interval: Some(10),
             content_type: Some(s("text/plain")),
@@ -2371,8 +2389,8 @@ mod tests {
             subscription_identifiers: vec![1, 300, 70_000],
             topic_alias: Some(3),
             user_properties: vec![(s("k"), s("v")), (s("key2"), s("value2"))],
-            ..Properties::default()
-        };
+            ..Default::default()
+        });
         let want = Packet::Publish(p.clone())
             .encoded_len(ProtocolVersion::V5)
             .unwrap();

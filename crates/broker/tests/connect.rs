@@ -45,6 +45,7 @@ async fn empty_client_id() {
     let id = ack
         .properties
         .assigned_client_identifier
+        .clone()
         .expect("assigned id");
     assert!(!id.is_empty());
     // The assigned id is usable: a subscription works.
@@ -174,7 +175,7 @@ async fn keep_alive_enforced_at_one_and_a_half() {
 async fn unsupported_auth_method_refused_with_0x8c() {
     let b = TestBroker::start().await;
     let mut c = connect_packet("auth", V5, true);
-    c.properties.authentication_method = Some(s("SCRAM-SHA-1"));
+    c.properties.make_mut().authentication_method = Some(s("SCRAM-SHA-1"));
     let (mut p, ack) = Peer::connect_with(b.addr, c).await;
     assert_eq!(ack.reason, ReasonCode::BAD_AUTHENTICATION_METHOD);
     assert!(ack.properties.reason_string.is_some(), "says why");

@@ -103,7 +103,7 @@ async fn queue_is_bounded_and_drops_newest() {
 
 fn v5_connect(id: &str, clean: bool, expiry: Option<u32>) -> tinsel_codec::Connect {
     let mut c = connect_packet(id, V5, clean);
-    c.properties.session_expiry_interval = expiry;
+    c.properties.make_mut().session_expiry_interval = expiry;
     c
 }
 
@@ -138,7 +138,7 @@ async fn v5_session_expiry_changed_at_disconnect() {
     // Raised from 60 to "never" then lowered to 0 at DISCONNECT: the session ends.
     let (mut p, _) = Peer::connect_with(b.addr, v5_connect("chg", false, Some(60))).await;
     let mut d = Disconnect::default();
-    d.properties.session_expiry_interval = Some(0);
+    d.properties.make_mut().session_expiry_interval = Some(0);
     p.send(Packet::Disconnect(d)).await;
     p.expect_closed().await;
     let (mut p, ack) = Peer::connect_with(b.addr, v5_connect("chg", false, Some(0))).await;
@@ -146,7 +146,7 @@ async fn v5_session_expiry_changed_at_disconnect() {
 
     // From 0 at CONNECT to non-zero at DISCONNECT: protocol error.
     let mut d = Disconnect::default();
-    d.properties.session_expiry_interval = Some(30);
+    d.properties.make_mut().session_expiry_interval = Some(30);
     p.send(Packet::Disconnect(d)).await;
     let seen = p.expect_closed().await;
     match &seen[..] {
@@ -157,10 +157,10 @@ async fn v5_session_expiry_changed_at_disconnect() {
     // Raised at DISCONNECT from 10 to 100: it survives.
     let (mut p, _) = Peer::connect_with(b.addr, v5_connect("up", false, Some(10))).await;
     let mut d = Disconnect::default();
-    d.properties = Properties {
+    d.properties = Properties::from(tinsel_codec::PropertyValues {
         session_expiry_interval: Some(100),
-        ..Properties::default()
-    };
+        ..Default::default()
+    });
     p.send(Packet::Disconnect(d)).await;
     p.expect_closed().await;
     let (_p, ack) = Peer::connect_with(b.addr, v5_connect("up", false, Some(10))).await;

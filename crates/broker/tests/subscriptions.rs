@@ -87,10 +87,10 @@ async fn overlapping_v311_one_delivery_at_max_qos() {
 fn sub_with_id(pid: u16, filter: &str, id: u32, o: SubscriptionOptions) -> Subscribe {
     Subscribe {
         packet_id: pid,
-        properties: Properties {
+        properties: Properties::from(tinsel_codec::PropertyValues {
             subscription_identifiers: vec![id],
-            ..Properties::default()
-        },
+            ..Default::default()
+        }),
         filters: vec![(s(filter), o)],
     }
 }

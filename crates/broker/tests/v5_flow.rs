@@ -16,7 +16,7 @@ const QUIET: Duration = Duration::from_millis(300);
 async fn broker_respects_client_receive_maximum() {
     let b = TestBroker::start().await;
     let mut c = connect_packet("slow", V5, true);
-    c.properties.receive_maximum = Some(2);
+    c.properties.make_mut().receive_maximum = Some(2);
     let (mut sub, _) = Peer::connect_with(b.addr, c).await;
     sub.subscribe("rm", QoS::AtLeastOnce).await;
     let mut publ = Peer::connect(b.addr, "p", V5).await;
@@ -68,7 +68,7 @@ async fn client_exceeding_receive_maximum_gets_0x93() {
 async fn maximum_packet_size_both_ways() {
     let b = TestBroker::with(|c| c.limits.max_packet_size = 200).await;
     let mut c = connect_packet("small", V5, true);
-    c.properties.maximum_packet_size = Some(60);
+    c.properties.make_mut().maximum_packet_size = Some(60);
     let (mut sub, _) = Peer::connect_with(b.addr, c).await;
     sub.subscribe("mp", QoS::AtMostOnce).await;
     let mut publ = Peer::connect(b.addr, "p", V5).await;
@@ -98,18 +98,18 @@ async fn maximum_packet_size_both_ways() {
 async fn topic_aliases_both_ways() {
     let b = TestBroker::start().await;
     let mut c = connect_packet("aliased", V5, true);
-    c.properties.topic_alias_maximum = Some(2);
+    c.properties.make_mut().topic_alias_maximum = Some(2);
     let (mut sub, _) = Peer::connect_with(b.addr, c).await;
     sub.subscribe("ta/#", QoS::AtMostOnce).await;
     let mut publ = Peer::connect(b.addr, "p", V5).await;
 
     // Client -> broker: set alias 1, then use it with an empty topic.
     let mut m = publish("ta/one", "a", QoS::AtMostOnce, false, 0);
-    m.properties.topic_alias = Some(1);
+    m.properties.make_mut().topic_alias = Some(1);
     publ.publish(m).await;
     let mut m = publish("", "b", QoS::AtLeastOnce, false, 3);
     m.topic = Default::default();
-    m.properties.topic_alias = Some(1);
+    m.properties.make_mut().topic_alias = Some(1);
     publ.publish(m).await;
 
     // Broker -> client: first with topic and alias, then the alias alone.
@@ -134,7 +134,7 @@ async fn topic_aliases_both_ways() {
 
     // An alias above the broker's maximum: DISCONNECT 0x94.
     let mut m = publish("ta/x", "e", QoS::AtMostOnce, false, 0);
-    m.properties.topic_alias = Some(1000);
+    m.properties.make_mut().topic_alias = Some(1000);
     publ.send(m).await;
     let seen = publ.expect_closed().await;
     assert!(
@@ -147,7 +147,7 @@ async fn topic_aliases_both_ways() {
 async fn properties_passed_through_and_expiry_counted_down() {
     let b = TestBroker::start().await;
     let mut c = connect_packet("later", V5, false);
-    c.properties.session_expiry_interval = Some(100);
+    c.properties.make_mut().session_expiry_interval = Some(100);
     let (mut sub, _) = Peer::connect_with(b.addr, c.clone()).await;
     sub.subscribe("pp", QoS::AtLeastOnce).await;
     sub.send(Packet::Disconnect(Default::default())).await;
@@ -155,16 +155,16 @@ async fn properties_passed_through_and_expiry_counted_down() {
 
     let mut publ = Peer::connect(b.addr, "p", V5).await;
     let mut m = publish("pp", "{}", QoS::AtLeastOnce, false, 1);
-    m.properties.message_expiry_interval = Some(10);
-    m.properties.response_topic = Some(s("reply/here"));
-    m.properties.correlation_data = Some(Bytes::from_static(b"\x01\x02"));
-    m.properties.content_type = Some(s("application/json"));
-    m.properties.payload_format_indicator = Some(1);
-    m.properties.user_properties = vec![(s("k"), s("v")), (s("k"), s("w"))];
+    m.properties.make_mut().message_expiry_interval = Some(10);
+    m.properties.make_mut().response_topic = Some(s("reply/here"));
+    m.properties.make_mut().correlation_data = Some(Bytes::from_static(b"\x01\x02"));
+    m.properties.make_mut().content_type = Some(s("application/json"));
+    m.properties.make_mut().payload_format_indicator = Some(1);
+    m.properties.make_mut().user_properties = vec![(s("k"), s("v")), (s("k"), s("w"))];
     let sent = m.clone();
     publ.publish(m).await;
     let mut gone = publish("pp", "gone", QoS::AtLeastOnce, false, 2);
-    gone.properties.message_expiry_interval = Some(1);
+    gone.properties.make_mut().message_expiry_interval = Some(1);
     publ.publish(gone).await;
 
     tokio::time::sleep(Duration::from_millis(1100)).await;

@@ -21,10 +21,10 @@ fn with_will(
         payload: format!("{id} died").into(),
         qos: QoS::AtLeastOnce,
         retain: false,
-        properties: Properties {
+        properties: Properties::from(tinsel_codec::PropertyValues {
             will_delay_interval: delay,
-            ..Properties::default()
-        },
+            ..Default::default()
+        }),
     });
     c
 }
@@ -88,7 +88,7 @@ async fn will_delay() {
 
     // Delay 1 s with a session that outlives it: published after the delay.
     let mut c = with_will("late", V5, Some(1));
-    c.properties.session_expiry_interval = Some(60);
+    c.properties.make_mut().session_expiry_interval = Some(60);
     let (p, _) = Peer::connect_with(b.addr, c).await;
     let start = Instant::now();
     drop(p);
@@ -103,7 +103,7 @@ async fn will_delay() {
     // Reconnecting before the delay cancels it.
     let mut c = with_will("back", V5, Some(2));
     c.clean_start = false;
-    c.properties.session_expiry_interval = Some(60);
+    c.properties.make_mut().session_expiry_interval = Some(60);
     let (p, _) = Peer::connect_with(b.addr, c.clone()).await;
     drop(p);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -114,7 +114,7 @@ async fn will_delay() {
 
     // Session expiry shorter than the delay: the will goes when the session ends.
     let mut c = with_will("short", V5, Some(100));
-    c.properties.session_expiry_interval = Some(1);
+    c.properties.make_mut().session_expiry_interval = Some(1);
     let (p, _) = Peer::connect_with(b.addr, c).await;
     drop(p);
     let m = watcher.recv_publish().await;
@@ -172,10 +172,10 @@ async fn retained_message_expiry() {
     let b = TestBroker::start().await;
     let mut publ = Peer::connect(b.addr, "p", V5).await;
     let mut m = publish("exp/a", "short", QoS::AtMostOnce, true, 0);
-    m.properties.message_expiry_interval = Some(1);
+    m.properties.make_mut().message_expiry_interval = Some(1);
     publ.publish(m).await;
     let mut m = publish("exp/b", "long", QoS::AtMostOnce, true, 0);
-    m.properties.message_expiry_interval = Some(100);
+    m.properties.make_mut().message_expiry_interval = Some(100);
     publ.publish(m).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let mut sub = Peer::connect(b.addr, "s", V5).await;

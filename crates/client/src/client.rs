@@ -352,11 +352,11 @@ async fn establish(opts: &ClientOptions) -> Result<(Conn, ConnAck), Error> {
                     Packet::ConnAck(ack) if ack.reason.is_success() => Ok((conn, ack)),
                     Packet::ConnAck(ack) => Err(Error::ConnectionRefused {
                         reason: ack.reason,
-                        reason_string: ack.properties.reason_string.map(|s| s.to_string()),
+                        reason_string: ack.properties.reason_string.as_ref().map(|s| s.to_string()),
                     }),
                     Packet::Disconnect(d) => Err(Error::ServerDisconnect {
                         reason: d.reason,
-                        reason_string: d.properties.reason_string.map(|s| s.to_string()),
+                        reason_string: d.properties.reason_string.as_ref().map(|s| s.to_string()),
                     }),
                     other => Err(Error::Protocol(format!(
                         "expected CONNACK, got {}",
@@ -862,7 +862,7 @@ impl Task {
             Packet::Disconnect(d) => {
                 return Err(Error::ServerDisconnect {
                     reason: d.reason,
-                    reason_string: d.properties.reason_string.map(|s| s.to_string()),
+                    reason_string: d.properties.reason_string.as_ref().map(|s| s.to_string()),
                 });
             }
             other => {
@@ -1002,12 +1002,12 @@ mod tests {
 
     #[test]
     fn connack_limits_are_enforced_locally() {
-        let props = Properties {
+        let props = Properties::from(tinsel_codec::PropertyValues {
             maximum_qos: Some(1),
             retain_available: Some(0),
             maximum_packet_size: Some(100),
-            ..Properties::default()
-        };
+            ..Default::default()
+        });
         let l = ServerLimits::from_connack(&props);
         let v = ProtocolVersion::V5;
         assert!(l.check(&publish(QoS::AtLeastOnce, false, 10), v).is_ok());

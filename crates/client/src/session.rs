@@ -439,7 +439,7 @@ mod tests {
     fn topic_aliases_resolve_and_reset() {
         let mut s = Session::new(10);
         let mut p = publish("long/topic", QoS::AtMostOnce);
-        p.properties.topic_alias = Some(3);
+        p.properties.make_mut().topic_alias = Some(3);
         assert_eq!(
             s.on_publish(p.clone()).unwrap().deliver.unwrap().topic,
             "long/topic"
@@ -449,10 +449,10 @@ mod tests {
             s.on_publish(p.clone()).unwrap().deliver.unwrap().topic,
             "long/topic"
         );
-        p.properties.topic_alias = Some(11);
+        p.properties.make_mut().topic_alias = Some(11);
         assert!(s.on_publish(p.clone()).is_err(), "alias above the maximum");
         s.on_connected(true);
-        p.properties.topic_alias = Some(3);
+        p.properties.make_mut().topic_alias = Some(3);
         assert!(
             s.on_publish(p).is_err(),
             "aliases do not survive a reconnection"

@@ -20,8 +20,8 @@ fn publish(v: ProtocolVersion) -> Packet {
     p.qos = QoS::AtLeastOnce;
     p.packet_id = 42;
     if v.is_v5() {
-        p.properties.message_expiry_interval = Some(60);
-        p.properties.topic_alias = Some(3);
+        p.properties.make_mut().message_expiry_interval = Some(60);
+        p.properties.make_mut().topic_alias = Some(3);
     }
     Packet::Publish(p)
 }
@@ -29,8 +29,8 @@ fn publish(v: ProtocolVersion) -> Packet {
 fn connect(v: ProtocolVersion) -> Packet {
     let mut properties = Properties::default();
     if v.is_v5() {
-        properties.session_expiry_interval = Some(3600);
-        properties.receive_maximum = Some(20);
+        properties.make_mut().session_expiry_interval = Some(3600);
+        properties.make_mut().receive_maximum = Some(20);
     }
     Packet::from(Connect {
         protocol: v,

@@ -71,8 +71,8 @@ mod tests {
             reason: ReasonCode::CONTINUE_AUTHENTICATION,
             properties: Properties::default(),
         };
-        a.properties.authentication_method = Some(ByteStr::from_static("M"));
-        a.properties.authentication_data = Some(Bytes::from_static(b"\x01"));
+        a.properties.make_mut().authentication_method = Some(ByteStr::from_static("M"));
+        a.properties.make_mut().authentication_data = Some(Bytes::from_static(b"\x01"));
         let p = Packet::Auth(a);
         assert_eq!(
             encode(&p, V5),

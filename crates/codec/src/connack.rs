@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn all_properties_round_trip() {
         let mut c = ConnAck::new(false, ReasonCode::SUCCESS);
-        let p = &mut c.properties;
+        let p = c.properties.make_mut();
         p.session_expiry_interval = Some(1);
         p.assigned_client_identifier = Some(crate::ByteStr::from_static("auto-1"));
         p.server_keep_alive = Some(30);

@@ -257,8 +257,8 @@ mod tests {
     fn golden_v5_with_will_and_properties() {
         let bytes = hex(MOSQUITTO_V5);
         let mut want = basic(ProtocolVersion::V5);
-        want.properties.session_expiry_interval = Some(10);
-        want.properties.receive_maximum = Some(20);
+        want.properties.make_mut().session_expiry_interval = Some(10);
+        want.properties.make_mut().receive_maximum = Some(20);
         want.will = Some(Will {
             topic: ByteStr::from_static("w"),
             payload: Bytes::from_static(b"bye"),
@@ -276,16 +276,17 @@ mod tests {
     #[test]
     fn will_properties_round_trip() {
         let mut c = basic(ProtocolVersion::V5);
-        let mut wp = Properties {
+        let mut wp = Properties::from(crate::PropertyValues {
             will_delay_interval: Some(5),
             message_expiry_interval: Some(100),
             payload_format_indicator: Some(1),
             content_type: Some(ByteStr::from_static("text/plain")),
             response_topic: Some(ByteStr::from_static("r/t")),
             correlation_data: Some(Bytes::from_static(b"\x00\x01")),
-            ..Properties::default()
-        };
-        wp.user_properties
+            ..Default::default()
+        });
+        wp.make_mut()
+            .user_properties
             .push((ByteStr::from_static("a"), ByteStr::from_static("b")));
         c.will = Some(Will {
             topic: ByteStr::from_static("will/topic"),
@@ -294,12 +295,12 @@ mod tests {
             retain: true,
             properties: wp,
         });
-        c.properties.authentication_method = Some(ByteStr::from_static("SCRAM"));
-        c.properties.authentication_data = Some(Bytes::from_static(b"abc"));
-        c.properties.request_problem_information = Some(0);
-        c.properties.request_response_information = Some(1);
-        c.properties.topic_alias_maximum = Some(10);
-        c.properties.maximum_packet_size = Some(1024);
+        c.properties.make_mut().authentication_method = Some(ByteStr::from_static("SCRAM"));
+        c.properties.make_mut().authentication_data = Some(Bytes::from_static(b"abc"));
+        c.properties.make_mut().request_problem_information = Some(0);
+        c.properties.make_mut().request_response_information = Some(1);
+        c.properties.make_mut().topic_alias_maximum = Some(10);
+        c.properties.make_mut().maximum_packet_size = Some(1024);
         c.password = Some(Bytes::from_static(b"no user: allowed in 5.0"));
         round_trip(&Packet::from(c), ProtocolVersion::V5);
     }

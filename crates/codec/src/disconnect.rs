@@ -97,8 +97,8 @@ mod tests {
         round_trip(&will, V5);
         assert_eq!(decode(&[0xE0, 2, 0, 0], V5).unwrap(), normal);
         let mut d = Disconnect::new(ReasonCode::SERVER_MOVED);
-        d.properties.server_reference = Some(ByteStr::from_static("elsewhere"));
-        d.properties.session_expiry_interval = Some(0);
+        d.properties.make_mut().server_reference = Some(ByteStr::from_static("elsewhere"));
+        d.properties.make_mut().session_expiry_interval = Some(0);
         round_trip(&Packet::Disconnect(d), V5);
     }
 

@@ -54,7 +54,7 @@ pub use error::{DecodeError, EncodeError};
 pub use packet::{
     FixedHeader, Packet, PacketType, check_frame, decode_body, decode_packet, encode_packet,
 };
-pub use properties::{Properties, UserProperty};
+pub use properties::{Properties, PropertyValues, UserProperty};
 pub use publish::{EncodedPublish, Publish};
 pub use pubresp::PubResp;
 pub use reason::ReasonCode;

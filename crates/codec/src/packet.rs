@@ -501,7 +501,7 @@ mod tests {
         let mut publish = crate::Publish::new(ByteStr::from_static("t/1"), &b"0123456789"[..]);
         publish.qos = QoS::AtLeastOnce;
         publish.packet_id = 300;
-        publish.properties.message_expiry_interval = Some(9);
+        publish.properties.make_mut().message_expiry_interval = Some(9);
         let packets = vec![
             Packet::Publish(publish),
             Packet::PingReq,
@@ -558,7 +558,7 @@ mod tests {
         p.qos = QoS::ExactlyOnce;
         p.packet_id = 1;
         p.dup = true;
-        let pr = &mut p.properties;
+        let pr = p.properties.make_mut();
         pr.payload_format_indicator = Some(0);
         pr.message_expiry_interval = Some(u32::MAX);
         pr.content_type = Some(ByteStr::from_static("c"));
@@ -595,7 +595,7 @@ mod tests {
             Err(EncodeError::ZeroPacketId)
         );
         let mut c = crate::Publish::new(ByteStr::from_static("t"), &b""[..]);
-        c.properties.correlation_data = Some(Bytes::from(vec![0u8; 70_000]));
+        c.properties.make_mut().correlation_data = Some(Bytes::from(vec![0u8; 70_000]));
         assert_eq!(
             encode_packet(&Packet::Publish(c), V5, &mut buf),
             Err(EncodeError::InvalidString)
@@ -616,8 +616,8 @@ mod tests {
         // A will's properties reused for the PUBLISH that delivers it: the Will Delay
         // Interval is dropped, the rest kept.
         let mut p = crate::Publish::new(ByteStr::from_static("t"), &b""[..]);
-        p.properties.will_delay_interval = Some(5);
-        p.properties.content_type = Some(ByteStr::from_static("c"));
+        p.properties.make_mut().will_delay_interval = Some(5);
+        p.properties.make_mut().content_type = Some(ByteStr::from_static("c"));
         let mut buf = BytesMut::new();
         encode_packet(&Packet::Publish(p), V5, &mut buf).unwrap();
         let Packet::Publish(back) = decode(&buf, V5).unwrap() else {

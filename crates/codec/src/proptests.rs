@@ -62,7 +62,7 @@ fn properties(allowed: Allowed) -> impl Strategy<Value = Properties> {
     );
     let c = (flag(), flag(), flag());
     (a, b, c).prop_map(move |(a, b, c)| {
-        Properties {
+        Properties::from(crate::PropertyValues {
             payload_format_indicator: a.0,
             message_expiry_interval: a.1,
             content_type: a.2,
@@ -90,7 +90,7 @@ fn properties(allowed: Allowed) -> impl Strategy<Value = Properties> {
             wildcard_subscription_available: c.0,
             subscription_identifier_available: c.1,
             shared_subscription_available: c.2,
-        }
+        })
         .only(allowed)
     })
 }
@@ -195,7 +195,7 @@ fn publish(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
                 let at_least_once = qos != QoS::AtMostOnce;
                 // MQTT 5: an empty topic with a topic alias.
                 let topic = if v.is_v5() && empty {
-                    properties.topic_alias.get_or_insert(1);
+                    properties.make_mut().topic_alias.get_or_insert(1);
                     ByteStr::new()
                 } else {
                     topic

@@ -257,7 +257,7 @@ mod tests {
         let mut p = sample(QoS::AtMostOnce);
         p.retain = false;
         p.topic = ByteStr::new();
-        p.properties.topic_alias = Some(1);
+        p.properties.make_mut().topic_alias = Some(1);
         let p = Packet::Publish(p);
         // topic length 0, property length 3, Topic Alias (0x23) = 1, payload.
         let golden = [0x30, 8, 0, 0, 3, 0x23, 0, 1, b'h', b'i'];
@@ -396,6 +396,7 @@ mod tests {
             for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
                 let mut p = sample(qos);
                 p.properties
+                    .make_mut()
                     .user_properties
                     .push((ByteStr::from_static("k"), ByteStr::from_static("v")));
                 let shared = EncodedPublish::new(&p, v).unwrap();

@@ -151,7 +151,7 @@ mod tests {
         round_trip(&p, V5);
         // 3.1.1 drops what it cannot say.
         assert_eq!(encode(&p, V311), [0x62, 2, 0, 7]);
-        r.properties.reason_string = Some(ByteStr::from_static("x"));
+        r.properties.make_mut().reason_string = Some(ByteStr::from_static("x"));
         let p = Packet::PubComp(r);
         assert_eq!(encode(&p, V5), [0x70, 8, 0, 7, 0x92, 4, 0x1F, 0, 1, b'x']);
         round_trip(&p, V5);

@@ -102,7 +102,7 @@ mod tests {
         let Packet::SubAck(mut s) = p else {
             unreachable!()
         };
-        s.properties.reason_string = Some(ByteStr::from_static("no"));
+        s.properties.make_mut().reason_string = Some(ByteStr::from_static("no"));
         round_trip(&Packet::SubAck(s), V5);
     }
 

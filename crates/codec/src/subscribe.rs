@@ -258,8 +258,9 @@ mod tests {
         //  -D subscribe user-property k v`
         let bytes = hex("82120001090b072600016b0001760003612f2b01");
         let mut properties = Properties::default();
-        properties.subscription_identifiers.push(7);
+        properties.make_mut().subscription_identifiers.push(7);
         properties
+            .make_mut()
             .user_properties
             .push((ByteStr::from_static("k"), ByteStr::from_static("v")));
         let p = Packet::Subscribe(Subscribe {
@@ -286,7 +287,10 @@ mod tests {
             properties: Properties::default(),
             filters: vec![(ByteStr::from_static("$share/g/x/#"), opts)],
         };
-        p.properties.subscription_identifiers.push(268_435_455);
+        p.properties
+            .make_mut()
+            .subscription_identifiers
+            .push(268_435_455);
         let p = Packet::Subscribe(p);
         let bytes = encode(&p, V5);
         // property length 5: 0x0B and a four-byte varint.

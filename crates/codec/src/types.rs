@@ -4,6 +4,7 @@ use std::fmt;
 use std::ops::Deref;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 
 /// The protocol level a connection speaks, fixed by its CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -82,52 +83,53 @@ impl QoS {
 
 /// A UTF-8 string as MQTT defines it: valid UTF-8, no U+0000, at most 65,535 bytes.
 ///
-/// It is a [`Bytes`] underneath, so a topic decoded from a read buffer shares that buffer,
-/// and cloning it never copies. The invariant is checked when it is built.
+/// It is a [`Bytes`] underneath (through [`ByteString`], which keeps the UTF-8 check it
+/// was built with), so a topic decoded from a read buffer shares that buffer, cloning it
+/// never copies, and reading it as a `&str` checks nothing again. The invariant is checked
+/// once, when it is built.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct ByteStr(Bytes);
+pub struct ByteStr(ByteString);
+
+/// The MQTT limits a string must also meet besides being UTF-8 [MQTT-1.5.4-2].
+fn mqtt_limits_ok(bytes: &[u8]) -> bool {
+    bytes.len() <= 65_535 && !bytes.contains(&0)
+}
 
 impl ByteStr {
     /// An empty string.
     pub const fn new() -> ByteStr {
-        ByteStr(Bytes::new())
+        ByteStr(ByteString::new())
     }
 
     /// A string from a `&'static str`, without copying. Panics on U+0000 or more than
     /// 65,535 bytes: meant for constants.
     pub fn from_static(s: &'static str) -> ByteStr {
-        assert!(
-            s.len() <= 65_535 && !s.contains('\0'),
-            "invalid MQTT string"
-        );
-        ByteStr(Bytes::from_static(s.as_bytes()))
+        assert!(mqtt_limits_ok(s.as_bytes()), "invalid MQTT string");
+        ByteStr(ByteString::from_static(s))
     }
 
     /// Checks `bytes` and wraps them; `None` if they are not a valid MQTT string
     /// (invalid UTF-8, U+0000, or over 65,535 bytes) [MQTT-1.5.4-1] [MQTT-1.5.4-2].
     pub fn from_utf8(bytes: Bytes) -> Option<ByteStr> {
-        if bytes.len() > 65_535 || bytes.contains(&0) {
+        if !mqtt_limits_ok(&bytes) {
             return None;
         }
-        std::str::from_utf8(&bytes).ok()?;
-        Some(ByteStr(bytes))
+        ByteString::try_from(bytes).ok().map(ByteStr)
     }
 
     /// The string.
     pub fn as_str(&self) -> &str {
-        // The constructor checked that the bytes are UTF-8; re-checking is cheap next to a
-        // socket write and keeps this crate free of `unsafe`.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        &self.0
     }
 
     /// The bytes, shared.
     pub fn as_bytes(&self) -> &Bytes {
-        &self.0
+        self.0.as_bytes()
     }
 
     /// Consumes the string into its bytes.
     pub fn into_bytes(self) -> Bytes {
-        self.0
+        self.0.into_bytes()
     }
 }
 
@@ -159,15 +161,20 @@ impl fmt::Display for ByteStr {
 impl TryFrom<String> for ByteStr {
     type Error = crate::EncodeError;
     fn try_from(s: String) -> Result<ByteStr, Self::Error> {
-        ByteStr::from_utf8(Bytes::from(s)).ok_or(crate::EncodeError::InvalidString)
+        if !mqtt_limits_ok(s.as_bytes()) {
+            return Err(crate::EncodeError::InvalidString);
+        }
+        Ok(ByteStr(ByteString::from(s)))
     }
 }
 
 impl TryFrom<&str> for ByteStr {
     type Error = crate::EncodeError;
     fn try_from(s: &str) -> Result<ByteStr, Self::Error> {
-        ByteStr::from_utf8(Bytes::copy_from_slice(s.as_bytes()))
-            .ok_or(crate::EncodeError::InvalidString)
+        if !mqtt_limits_ok(s.as_bytes()) {
+            return Err(crate::EncodeError::InvalidString);
+        }
+        Ok(ByteStr(ByteString::from(s)))
     }
 }
 

@@ -73,6 +73,7 @@ mod tests {
         round_trip(&p, V311);
         round_trip(&p, V5);
         u.properties
+            .make_mut()
             .user_properties
             .push((ByteStr::from_static("k"), ByteStr::new()));
         round_trip(&Packet::Unsubscribe(u), V5);

@@ -62,8 +62,8 @@ pub(crate) fn options(c: &Config) -> Result<ClientOptions, String> {
     if c.version.is_v5() {
         let mut p = c.props.connect.clone();
         match c.session_expiry {
-            Some(x) => p.session_expiry_interval = Some(x),
-            None if !c.clean => p.session_expiry_interval = Some(u32::MAX),
+            Some(x) => p.make_mut().session_expiry_interval = Some(x),
+            None if !c.clean => p.make_mut().session_expiry_interval = Some(u32::MAX),
             None => {}
         }
         o.connect_properties = p;

@@ -422,9 +422,9 @@ mod tests {
     fn widths_match_mosquitto() {
         // Expected values captured from mosquitto_sub 2.0.11.
         let mut m = msg("b/topic", b"hi");
-        m.properties.content_type = Some(ByteStr::try_from("text/plain").unwrap());
-        m.properties.message_expiry_interval = Some(100);
-        m.properties.user_properties = vec![
+        m.properties.make_mut().content_type = Some(ByteStr::try_from("text/plain").unwrap());
+        m.properties.make_mut().message_expiry_interval = Some(100);
+        m.properties.make_mut().user_properties = vec![
             (
                 ByteStr::try_from("k").unwrap(),
                 ByteStr::try_from("v").unwrap(),

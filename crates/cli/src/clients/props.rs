@@ -90,43 +90,60 @@ impl PropSet {
         let v = values[0].as_str();
         match identifier {
             "authentication-data" => {
-                props.authentication_data = Some(Bytes::copy_from_slice(v.as_bytes()))
+                props.make_mut().authentication_data = Some(Bytes::copy_from_slice(v.as_bytes()))
             }
-            "authentication-method" => props.authentication_method = Some(s(v)?),
+            "authentication-method" => props.make_mut().authentication_method = Some(s(v)?),
             "maximum-packet-size" => {
-                props.maximum_packet_size = Some(nonzero(num(v, identifier)?, identifier)?)
+                props.make_mut().maximum_packet_size =
+                    Some(nonzero(num(v, identifier)?, identifier)?)
             }
             "receive-maximum" => {
-                props.receive_maximum = Some(nonzero(num(v, identifier)?, identifier)?)
+                props.make_mut().receive_maximum = Some(nonzero(num(v, identifier)?, identifier)?)
             }
             "request-problem-information" => {
-                props.request_problem_information = Some(flag(num(v, identifier)?, identifier)?)
+                props.make_mut().request_problem_information =
+                    Some(flag(num(v, identifier)?, identifier)?)
             }
             "request-response-information" => {
-                props.request_response_information = Some(flag(num(v, identifier)?, identifier)?)
+                props.make_mut().request_response_information =
+                    Some(flag(num(v, identifier)?, identifier)?)
             }
-            "session-expiry-interval" => props.session_expiry_interval = Some(num(v, identifier)?),
-            "topic-alias-maximum" => props.topic_alias_maximum = Some(num(v, identifier)?),
-            "content-type" => props.content_type = Some(s(v)?),
+            "session-expiry-interval" => {
+                props.make_mut().session_expiry_interval = Some(num(v, identifier)?)
+            }
+            "topic-alias-maximum" => {
+                props.make_mut().topic_alias_maximum = Some(num(v, identifier)?)
+            }
+            "content-type" => props.make_mut().content_type = Some(s(v)?),
             "correlation-data" => {
-                props.correlation_data = Some(Bytes::copy_from_slice(v.as_bytes()))
+                props.make_mut().correlation_data = Some(Bytes::copy_from_slice(v.as_bytes()))
             }
-            "message-expiry-interval" => props.message_expiry_interval = Some(num(v, identifier)?),
+            "message-expiry-interval" => {
+                props.make_mut().message_expiry_interval = Some(num(v, identifier)?)
+            }
             "payload-format-indicator" => {
-                props.payload_format_indicator = Some(flag(num(v, identifier)?, identifier)?)
+                props.make_mut().payload_format_indicator =
+                    Some(flag(num(v, identifier)?, identifier)?)
             }
-            "response-topic" => props.response_topic = Some(s(v)?),
-            "topic-alias" => props.topic_alias = Some(nonzero(num(v, identifier)?, identifier)?),
+            "response-topic" => props.make_mut().response_topic = Some(s(v)?),
+            "topic-alias" => {
+                props.make_mut().topic_alias = Some(nonzero(num(v, identifier)?, identifier)?)
+            }
             "subscription-identifier" => {
                 let id: u32 = num(v, identifier)?;
                 if id == 0 || id > 268_435_455 {
                     return Err(format!("Invalid value '{v}' for property {identifier}."));
                 }
-                props.subscription_identifiers = vec![id];
+                props.make_mut().subscription_identifiers = vec![id];
             }
-            "reason-string" => props.reason_string = Some(s(v)?),
-            "will-delay-interval" => props.will_delay_interval = Some(num(v, identifier)?),
-            "user-property" => props.user_properties.push((s(v)?, s(&values[1])?)),
+            "reason-string" => props.make_mut().reason_string = Some(s(v)?),
+            "will-delay-interval" => {
+                props.make_mut().will_delay_interval = Some(num(v, identifier)?)
+            }
+            "user-property" => props
+                .make_mut()
+                .user_properties
+                .push((s(v)?, s(&values[1])?)),
             _ => return Err(format!("Invalid property name '{identifier}'.")),
         }
         self.any = true;

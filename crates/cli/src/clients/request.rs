@@ -73,9 +73,9 @@ pub(crate) async fn run(c: Config) -> ExitCode {
             Properties::default()
         };
         let corr = if c.version.is_v5() {
-            props.response_topic = ByteStr::try_from(resp_topic.as_str()).ok();
+            props.make_mut().response_topic = ByteStr::try_from(resp_topic.as_str()).ok();
             let corr = props.correlation_data.clone().unwrap_or_else(correlation);
-            props.correlation_data = Some(corr.clone());
+            props.make_mut().correlation_data = Some(corr.clone());
             Some(corr)
         } else {
             None
