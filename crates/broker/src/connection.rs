@@ -11,6 +11,7 @@
 //! and whenever it has been idle for [`PARK_IDLE`]. Its task ends; the parking lot gives it
 //! a new one when the client sends something or the router has output for it.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream as StdTcpStream};
@@ -146,7 +147,7 @@ fn serve_plain(
             n == buf.len()
         }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-        Err(e) => return end(shared, id, &format!("read error: {e}")),
+        Err(e) => return end(shared, id, &io_failure(Io::Read, &e)),
     };
     let mut pending = BytesMut::new();
     let mut close = false;
@@ -162,7 +163,7 @@ fn serve_plain(
                     taken.bytes.advance(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return end(shared, id, &format!("write error: {e}")),
+                Err(e) => return end(shared, id, &io_failure(Io::Write, &e)),
             }
         }
         (pending, close) = (taken.bytes, taken.close);
@@ -236,6 +237,30 @@ fn spawn_task(
 }
 
 /// Tells the router that connection `id` is gone, and shutdown that one fewer is open.
+/// Which way a socket call failed, for [`io_failure`].
+#[derive(Debug, Clone, Copy)]
+enum Io {
+    Read,
+    Write,
+}
+
+/// Why a connection ended after a failed read or write. The usual failures (a client that
+/// reset or went away, which a storm of disconnects is made of) are fixed strings: the OS
+/// error's text costs a `strerror` call and two allocations per connection.
+fn io_failure(io: Io, e: &io::Error) -> Cow<'static, str> {
+    use io::ErrorKind as K;
+    let fixed = match (io, e.kind()) {
+        (Io::Read, K::ConnectionReset) => "read error: connection reset by the client",
+        (Io::Write, K::ConnectionReset) => "write error: connection reset by the client",
+        (Io::Write, K::BrokenPipe) => "write error: connection closed by the client",
+        (Io::Read, K::TimedOut) => "read error: connection timed out",
+        (Io::Write, K::TimedOut) => "write error: connection timed out",
+        (Io::Read, _) => return Cow::Owned(format!("read error: {e}")),
+        (Io::Write, _) => return Cow::Owned(format!("write error: {e}")),
+    };
+    Cow::Borrowed(fixed)
+}
+
 pub(crate) fn end(shared: &Shared, id: ConnId, why: &str) {
     debug!("connection {id} ended: {why}");
     {
@@ -274,7 +299,7 @@ impl<S: Transport> Future for ConnFuture<S> {
 /// How a connection task ends.
 enum End {
     /// The connection is closed, for this reason.
-    Closed(String),
+    Closed(Cow<'static, str>),
     /// It has nothing to do: to the parking lot.
     Park,
 }
@@ -378,12 +403,12 @@ impl<S: Transport> ConnTask<S> {
             while !self.wbuf.is_empty() {
                 match ready!(self.stream.poll_write(cx, &self.wbuf)) {
                     Ok(0) => {
-                        return Poll::Ready(End::Closed(
-                            "write error: connection closed".to_owned(),
-                        ));
+                        return Poll::Ready(End::Closed(Cow::Borrowed(
+                            "write error: connection closed",
+                        )));
                     }
                     Ok(n) => self.wbuf.advance(n),
-                    Err(e) => return Poll::Ready(End::Closed(format!("write error: {e}"))),
+                    Err(e) => return Poll::Ready(End::Closed(io_failure(Io::Write, &e))),
                 }
             }
             if self.wbuf.capacity() > 0 {
@@ -392,7 +417,7 @@ impl<S: Transport> ConnTask<S> {
             }
             if self.closing {
                 let _ = ready!(self.stream.poll_shutdown(cx));
-                return Poll::Ready(End::Closed("closed by the broker".to_owned()));
+                return Poll::Ready(End::Closed(Cow::Borrowed("closed by the broker")));
             }
             if self.conn.reads >= YIELD_READS {
                 // Let the other tasks on this worker run (its subscribers among them): tokio
@@ -421,7 +446,7 @@ impl<S: Transport> ConnTask<S> {
                 Poll::Pending if self.should_park(cx) => return Poll::Ready(End::Park),
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => {
-                    return Poll::Ready(End::Closed(format!("read error: {e}")));
+                    return Poll::Ready(End::Closed(io_failure(Io::Read, &e)));
                 }
                 Poll::Ready(Ok(())) => {}
             }
@@ -535,7 +560,7 @@ impl Conn {
         &mut self,
         stream: &mut impl Transport,
         capture: Option<&mut ConnCapture>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Cow<'static, str>> {
         // A partial packet grows the buffer geometrically; a busy connection (the last read
         // filled the buffer) reads more per call, up to MAX_READ; an idle one borrows little.
         let hint = self.read_hint as usize;
@@ -548,7 +573,7 @@ impl Conn {
         let before = self.rbuf.len();
         let spare = self.rbuf.capacity() - before;
         match stream.try_read_buf(&mut self.rbuf) {
-            Ok(0) => return Err("connection closed by the client".to_owned()),
+            Ok(0) => return Err(Cow::Borrowed("connection closed by the client")),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if self.rbuf.is_empty() {
@@ -556,7 +581,7 @@ impl Conn {
                 }
                 return Ok(());
             }
-            Err(e) => return Err(format!("read error: {e}")),
+            Err(e) => return Err(io_failure(Io::Read, &e)),
         }
         let n = self.rbuf.len() - before;
         self.reads = self.reads.saturating_add(1);
@@ -621,5 +646,28 @@ impl Conn {
             // Idle connections hold no buffer.
             self.rbuf = BytesMut::new();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usual_socket_failures_are_fixed_strings_and_others_keep_the_os_text() {
+        let reset = io::Error::from_raw_os_error(libc::ECONNRESET);
+        let why = io_failure(Io::Read, &reset);
+        assert!(matches!(why, Cow::Borrowed(_)));
+        assert_eq!(why, "read error: connection reset by the client");
+        let pipe = io::Error::from_raw_os_error(libc::EPIPE);
+        assert_eq!(
+            io_failure(Io::Write, &pipe),
+            "write error: connection closed by the client"
+        );
+        let other = io::Error::from_raw_os_error(libc::EHOSTUNREACH);
+        let why = io_failure(Io::Read, &other);
+        assert!(matches!(why, Cow::Owned(_)));
+        assert!(why.starts_with("read error: "), "{why}");
+        assert!(why.contains("os error"), "{why}");
     }
 }

@@ -693,27 +693,33 @@ impl Router {
             NEVER_EXPIRES
         };
 
-        // Session takeover [MQTT-3.1.4-3].
-        if let Some(old) = self.sessions.get(&client).and_then(|s| s.conn) {
-            self.close(
-                now,
-                old,
-                Some(ReasonCode::SESSION_TAKEN_OVER),
-                true,
-                "session taken over by a new connection",
-            );
+        // A new client id (the usual case) has nothing to take over, end or resume: one
+        // lookup here and the insertion below.
+        let mut session_present = false;
+        if let Some(old_conn) = self.sessions.get(&client).map(|s| s.conn) {
+            // Session takeover [MQTT-3.1.4-3].
+            if let Some(old) = old_conn {
+                self.close(
+                    now,
+                    old,
+                    Some(ReasonCode::SESSION_TAKEN_OVER),
+                    true,
+                    "session taken over by a new connection",
+                );
+            }
+            if connect.clean_start {
+                self.end_session(now, &client);
+            }
+            session_present = self.sessions.contains_key(&client);
+            self.forget_session_timer(&client);
         }
         // A will waiting for its delay: the session continues (drop it) or ends (publish it).
-        if let Some(pending) = self.wills.remove(&client)
+        if !self.wills.is_empty()
+            && let Some(pending) = self.wills.remove(&client)
             && connect.clean_start
         {
             self.publish_will(now, pending.will);
         }
-        if connect.clean_start && self.sessions.contains_key(&client) {
-            self.end_session(now, &client);
-        }
-        let session_present = self.sessions.contains_key(&client);
-        self.forget_session_timer(&client);
         let session = self
             .sessions
             .entry(client.clone())
