@@ -50,14 +50,15 @@ impl Connect {
     /// Decodes a CONNECT body. The protocol name and level in the body decide the version.
     pub(crate) fn decode(mut b: Bytes) -> Result<Connect, DecodeError> {
         let b = &mut b;
-        let name = read_string(b)?;
+        // Compared as bytes: anything but the two names (invalid UTF-8 included) is refused.
+        let name = read_binary(b)?;
         let level = read_u8(b)?;
         // [MQTT-3.1.2-1] the protocol name; [MQTT-3.1.2-2] the level must match it.
-        let protocol = match (name.as_str(), level) {
-            ("MQTT", 4) => ProtocolVersion::V311,
-            ("MQTT", 5) => ProtocolVersion::V5,
-            ("MQIsdp", 3) => ProtocolVersion::V31,
-            ("MQTT" | "MQIsdp", l) => return Err(DecodeError::UnsupportedProtocolLevel(l)),
+        let protocol = match (&name[..], level) {
+            (b"MQTT", 4) => ProtocolVersion::V311,
+            (b"MQTT", 5) => ProtocolVersion::V5,
+            (b"MQIsdp", 3) => ProtocolVersion::V31,
+            (b"MQTT" | b"MQIsdp", l) => return Err(DecodeError::UnsupportedProtocolLevel(l)),
             _ => return Err(DecodeError::InvalidProtocolName),
         };
         let flags = read_u8(b)?;
