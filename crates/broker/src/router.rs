@@ -224,6 +224,9 @@ pub(crate) struct Router {
     publishing: Option<Arc<str>>,
     /// Set by [`Router::shutdown`].
     shutting_down: bool,
+    /// Connections whose CONNECT was accepted, until they are gone (for `$SYS`, without a
+    /// scan of every session).
+    connected: usize,
 }
 
 /// A point on the timers' clock: milliseconds since the router started, never 0 (0 means
@@ -301,6 +304,7 @@ impl Router {
             congested: FastSet::default(),
             publishing: None,
             shutting_down: false,
+            connected: 0,
         }
     }
 
@@ -362,10 +366,13 @@ impl Router {
         if self.conns.get(&conn).is_some_and(|c| !c.closing) {
             self.close(now, conn, None, true, why);
         }
-        if let Some(c) = self.conns.remove(&conn)
-            && c.timer != 0
-        {
-            self.conn_timers.remove(&(c.timer, conn));
+        if let Some(c) = self.conns.remove(&conn) {
+            if c.timer != 0 {
+                self.conn_timers.remove(&(c.timer, conn));
+            }
+            if matches!(c.state, ConnState::Connected(_)) {
+                self.connected -= 1;
+            }
         }
     }
 
@@ -732,6 +739,7 @@ impl Router {
 
         let c = c_mut(&mut self.conns, conn);
         c.state = ConnState::Connected(client.clone());
+        self.connected += 1;
         c.keep_alive = keep_alive;
         // Copied: kept for the connection's life, they must not pin the read buffer the
         // CONNECT was decoded from.
@@ -1573,7 +1581,7 @@ impl Router {
     fn publish_sys(&mut self, now: Instant) {
         let snapshot = SysSnapshot {
             uptime: now.saturating_duration_since(self.started),
-            clients_connected: self.sessions.values().filter(|s| s.conn.is_some()).count(),
+            clients_connected: self.connected,
             clients_total: self.sessions.len(),
             subscriptions: self.subs.len(),
             retained: self.retained.len(),
@@ -2401,5 +2409,34 @@ mod tests {
             .encoded_len(ProtocolVersion::V5)
             .unwrap();
         assert_eq!(publish_size(&p, ProtocolVersion::V5), want);
+    }
+
+    #[test]
+    fn connected_count_follows_connections_without_a_scan() {
+        let mut sim = Sim::new(|_| {});
+        let a = sim.open(connect("a", ProtocolVersion::V311, 0));
+        let _b = sim.open(connect("b", ProtocolVersion::V311, 0));
+        // Accepted but no CONNECT yet: not connected.
+        let waiting = sim.r.accept(sim.now, ([127, 0, 0, 1], 1884).into());
+        assert_eq!(sim.r.connected, 2);
+        // A session taken over: the old connection counts until it is gone.
+        let a2 = sim.open(connect("a", ProtocolVersion::V311, 0));
+        sim.r.connection_lost(sim.now, a, "taken over");
+        assert_eq!(sim.r.connected, 2);
+        sim.r.connection_lost(sim.now, a2, "gone");
+        sim.r.connection_lost(sim.now, waiting, "gone");
+        assert_eq!(sim.r.connected, 1);
+        // Refused: never counted.
+        let mut bad = connect("", ProtocolVersion::V31, 0);
+        bad.clean_start = false;
+        let refused = sim.r.accept(sim.now, ([127, 0, 0, 1], 1885).into());
+        sim.r
+            .handle(sim.now, refused, Packet::Connect(Box::new(bad)));
+        assert_eq!(sim.r.connected, 1);
+        sim.r.connection_lost(sim.now, refused, "refused");
+        assert_eq!(sim.r.connected, 1);
+        // The same figure the scan of sessions gave.
+        let scanned = sim.r.sessions.values().filter(|s| s.conn.is_some()).count();
+        assert_eq!(sim.r.connected, scanned);
     }
 }

@@ -52,7 +52,9 @@ pub(crate) fn topics(s: &SysSnapshot) -> Vec<(&'static str, String)> {
         ),
         (
             "$SYS/broker/clients/disconnected",
-            (s.clients_total - s.clients_connected).to_string(),
+            s.clients_total
+                .saturating_sub(s.clients_connected)
+                .to_string(),
         ),
         ("$SYS/broker/clients/total", s.clients_total.to_string()),
         (
