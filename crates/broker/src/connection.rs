@@ -236,7 +236,6 @@ fn spawn_task(
     }
 }
 
-/// Tells the router that connection `id` is gone, and shutdown that one fewer is open.
 /// Which way a socket call failed, for [`io_failure`].
 #[derive(Debug, Clone, Copy)]
 enum Io {
@@ -261,6 +260,7 @@ fn io_failure(io: Io, e: &io::Error) -> Cow<'static, str> {
     Cow::Borrowed(fixed)
 }
 
+/// Tells the router that connection `id` is gone, and shutdown that one fewer is open.
 pub(crate) fn end(shared: &Shared, id: ConnId, why: &str) {
     debug!("connection {id} ended: {why}");
     {
@@ -521,10 +521,12 @@ struct Conn {
     paused: bool,
     /// Park as soon as idle (the CONNACK is out).
     park_now: bool,
-    /// Handled a packet that carries messages (anything but CONNECT, PINGREQ and
-    /// DISCONNECT): the connection is in use, so the parking lot gives it a task instead of
-    /// serving its next packets on the lot's thread too (each message would then cross
-    /// from the lot's thread to the tasks of its subscribers).
+    /// Handled a packet that carries or acknowledges a message (PUBLISH, PUBACK, PUBREC,
+    /// PUBREL, PUBCOMP): the connection is in use, so the parking lot gives it a task
+    /// instead of serving its next packets on the lot's thread too (each message would then
+    /// cross from the lot's thread to the tasks of its subscribers). CONNECT, SUBSCRIBE,
+    /// UNSUBSCRIBE, PINGREQ, AUTH and DISCONNECT are served on the lot's thread: a device
+    /// that connects, subscribes and waits never costs a task.
     busy: bool,
     /// When the connection last read or wrote.
     last_active: Instant,
@@ -619,9 +621,13 @@ impl Conn {
                         self.park_now = true;
                     }
                     let publish = matches!(packet, Packet::Publish(_));
-                    self.busy |= !matches!(
+                    self.busy |= matches!(
                         packet,
-                        Packet::Connect(_) | Packet::PingReq | Packet::Disconnect(_)
+                        Packet::Publish(_)
+                            | Packet::PubAck(_)
+                            | Packet::PubRec(_)
+                            | Packet::PubRel(_)
+                            | Packet::PubComp(_)
                     );
                     state.router.handle(now, self.id, packet);
                     if publish && state.router.take_pressure() {

@@ -219,7 +219,7 @@ impl ParkingLot {
         if let Some(closed) = readable
             && p.capture.is_none()
         {
-            // Usually a CONNECT, a PINGREQ or the end: served here first.
+            // Usually a CONNECT, SUBSCRIBE, PINGREQ or the end: served here first.
             return connection::resume_plain(self, rt, shared, id, outbox, p, closed);
         }
         self.forget(id, &p.stream);

@@ -581,7 +581,7 @@ impl Router {
     fn end_session(&mut self, now: Instant, client: &Arc<str>) {
         self.forget_session_timer(client);
         if let Some(session) = self.sessions.remove(client) {
-            for filter in session.subscriptions.keys() {
+            for filter in session.subscriptions.filters() {
                 let (tree_filter, key) = sub_key(filter, client);
                 self.subs.remove(tree_filter, &key);
             }
@@ -1370,9 +1370,7 @@ impl Router {
             let (tree_filter, key) = sub_key(filter, client);
             let existed = self.subs.insert(tree_filter, key, entry).is_some();
             if let Some(session) = self.sessions.get_mut(client) {
-                session
-                    .subscriptions
-                    .insert(Arc::from(filter.as_str()), entry);
+                session.subscriptions.insert(filter.as_str(), entry);
             }
             reasons.push(ReasonCode(options.qos.as_u8()));
             let send_retained = !shared

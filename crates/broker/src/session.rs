@@ -58,6 +58,44 @@ pub(crate) struct Queued {
     pub(crate) received: Instant,
 }
 
+/// A session's subscriptions, sorted by filter. Most clients hold one or a few: a sorted
+/// `Vec` costs 32 bytes per subscription, where a `BTreeMap` allocates a 320-byte node for
+/// the first one (a device that connects and subscribes to its command topic paid that in
+/// every session). Lookups are binary searches; inserting is linear, which a client with
+/// thousands of subscriptions pays once per SUBSCRIBE.
+#[derive(Debug, Default)]
+pub(crate) struct Subscriptions(Vec<(Arc<str>, SubEntry)>);
+
+impl Subscriptions {
+    fn find(&self, filter: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(f, _)| (**f).cmp(filter))
+    }
+
+    /// Adds or replaces the subscription to `filter`.
+    pub(crate) fn insert(&mut self, filter: &str, entry: SubEntry) {
+        match self.find(filter) {
+            Ok(i) => self.0[i].1 = entry,
+            Err(i) => self.0.insert(i, (Arc::from(filter), entry)),
+        }
+    }
+
+    /// Removes the subscription to `filter`, if there is one.
+    pub(crate) fn remove(&mut self, filter: &str) -> Option<SubEntry> {
+        let i = self.find(filter).ok()?;
+        let (_, entry) = self.0.remove(i);
+        if self.0.is_empty() {
+            // A client that unsubscribed from everything keeps no spare capacity.
+            self.0 = Vec::new();
+        }
+        Some(entry)
+    }
+
+    /// The filters, in order.
+    pub(crate) fn filters(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.0.iter().map(|(f, _)| f)
+    }
+}
+
 /// A session.
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -68,7 +106,7 @@ pub(crate) struct Session {
     /// When the connection went away (None while connected).
     pub(crate) disconnected_at: Option<Instant>,
     /// Subscriptions by the filter as the client wrote it (`$share/...` included).
-    pub(crate) subscriptions: BTreeMap<Arc<str>, SubEntry>,
+    pub(crate) subscriptions: Subscriptions,
     /// Outgoing QoS 1/2 messages not yet completely acknowledged, by packet identifier.
     pub(crate) inflight: BTreeMap<u16, Inflight>,
     /// Messages waiting to be sent. Bounded by the message and byte limits; when full, the
@@ -91,7 +129,7 @@ impl Session {
             conn: None,
             expiry,
             disconnected_at: None,
-            subscriptions: BTreeMap::new(),
+            subscriptions: Subscriptions::default(),
             inflight: BTreeMap::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -147,5 +185,31 @@ mod tests {
         s.next_pid = u16::MAX;
         assert_eq!(s.alloc_pid(), Some(u16::MAX));
         assert_eq!(s.alloc_pid(), Some(1));
+    }
+
+    #[test]
+    fn subscriptions_stay_sorted_replace_and_free_their_space() {
+        let e = |qos: u8| SubEntry {
+            options: SubscriptionOptions {
+                qos: tinsel_codec::QoS::from_u8(qos).unwrap(),
+                ..SubscriptionOptions::default()
+            },
+            id: None,
+        };
+        let mut subs = Subscriptions::default();
+        subs.insert("b/#", e(0));
+        subs.insert("a/+", e(1));
+        subs.insert("c", e(2));
+        subs.insert("a/+", e(2));
+        assert_eq!(subs.0.len(), 3);
+        let filters: Vec<&str> = subs.filters().map(|f| &**f).collect();
+        assert_eq!(filters, ["a/+", "b/#", "c"]);
+        assert_eq!(subs.0[0].1, e(2));
+        assert_eq!(subs.remove("b/#"), Some(e(0)));
+        assert_eq!(subs.remove("b/#"), None);
+        subs.remove("a/+");
+        subs.remove("c");
+        assert!(subs.0.is_empty());
+        assert_eq!(subs.0.capacity(), 0);
     }
 }
