@@ -943,10 +943,7 @@ impl Router {
         let topic =
             ByteStr::from_utf8(Bytes::copy_from_slice(p.topic.as_bytes())).unwrap_or_default();
         let mut properties = p.properties.clone();
-        if let Some(p) = properties.get_mut() {
-            p.topic_alias = None;
-            p.subscription_identifiers.clear();
-        }
+        clear_hop_properties(&mut properties);
         let publish = Publish {
             dup: false,
             qos: p.qos,
@@ -1659,6 +1656,17 @@ fn sub_key<'a>(filter: &'a str, client: &Arc<str>) -> (&'a str, SubKey) {
     }
 }
 
+/// Clears what concerns one hop only (topic alias, subscription identifiers). Properties
+/// shared with another copy of the message (most carry none at all) are copied only when
+/// one of those is set.
+fn clear_hop_properties(p: &mut Properties) {
+    if p.topic_alias.is_some() || !p.subscription_identifiers.is_empty() {
+        let v = p.make_mut();
+        v.topic_alias = None;
+        v.subscription_identifiers.clear();
+    }
+}
+
 /// The copy of `msg` one subscriber gets: shares topic and payload bytes.
 fn for_subscriber(
     msg: &Publish,
@@ -1667,14 +1675,9 @@ fn for_subscriber(
     ids: Vec<u32>,
 ) -> Publish {
     let mut properties = msg.properties.clone();
-    // Shared with `msg` unless something changes (most messages carry no properties).
-    if properties.topic_alias.is_some()
-        || !properties.subscription_identifiers.is_empty()
-        || !ids.is_empty()
-    {
-        let p = properties.make_mut();
-        p.topic_alias = None;
-        p.subscription_identifiers = ids;
+    clear_hop_properties(&mut properties);
+    if !ids.is_empty() {
+        properties.make_mut().subscription_identifiers = ids;
     }
     Publish {
         dup: false,
