@@ -138,11 +138,17 @@ def test_keep_alive_enforced_and_will_fires(any_broker, connected, peers, protoc
     assert victim.connected
     victim.pause()  # stops pinging (and reading)
     silent = time.monotonic()
-    m = watcher.expect(timeout=6)
+    try:
+        # Generous for the reference broker: Mosquitto keeps time in whole seconds and has,
+        # once in CI, taken over 6s here; its log then says when it gave up on the client.
+        m = watcher.expect(timeout=15)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; broker log:\n{any_broker.log()[-3000:]}") from None
     waited = time.monotonic() - silent
     assert m.payload == b"timed-out"
-    # The broker may wait 1.5 x 2s after the last packet, which may be up to 2s old at the pause.
-    assert waited <= 3.0 + 1.0, f"dropped only after {waited:.2f}s of silence"
+    if "mosquitto" not in any_broker.args[0]:
+        # Tinsel waits 1.5 x 2s after the last packet, which may be up to 2s old at the pause.
+        assert waited <= 3.0 + 1.0, f"dropped only after {waited:.2f}s of silence"
     assert waited >= 0.9, f"dropped after only {waited:.2f}s of silence"
 
 
