@@ -42,6 +42,9 @@ pub struct CompareConfig {
     /// Scheduling niceness for brokers and load generator (`nice -n`); negative values
     /// (root only) keep other work on a shared machine from taking their CPU.
     pub nice: i32,
+    /// Rounds of each case (at least 1), every broker once per round, one after the other:
+    /// the tables show each figure's median over the rounds, and the targets its range.
+    pub repeat: u32,
 }
 
 /// One case of the suite.
@@ -256,18 +259,29 @@ struct Measurement {
     mode: String,
     broker: String,
     case: String,
+    /// Which round of the case (0-based; see [`CompareConfig::repeat`]).
+    #[serde(default)]
+    round: u32,
     broker_command: String,
     bench_command: String,
     report: Option<Value>,
     error: Option<String>,
 }
 
-fn run_case(cfg: &CompareConfig, broker: &str, mode: &str, case: &Case, dir: &Path) -> Measurement {
+fn run_case(
+    cfg: &CompareConfig,
+    broker: &str,
+    mode: &str,
+    case: &Case,
+    round: u32,
+    dir: &Path,
+) -> Measurement {
     let pinned = mode == "pinned";
     let mut m = Measurement {
         mode: mode.into(),
         broker: broker.into(),
         case: case.id.into(),
+        round,
         broker_command: String::new(),
         bench_command: String::new(),
         report: None,
@@ -341,6 +355,8 @@ fn run_case(cfg: &CompareConfig, broker: &str, mode: &str, case: &Case, dir: &Pa
 struct Saved {
     quick: bool,
     nice: i32,
+    #[serde(default = "one")]
+    repeat: u32,
     brokers: Vec<String>,
     modes: Vec<String>,
     cases: Vec<String>,
@@ -348,6 +364,11 @@ struct Saved {
     versions: String,
     took_s: f64,
     measurements: Vec<Measurement>,
+}
+
+/// A results file from before `repeat` ran each case once.
+fn one() -> u32 {
+    1
 }
 
 /// Writes `results.md`, `results.json` and the charts for `saved` into `out`.
@@ -363,6 +384,7 @@ fn write_outputs(out: &Path, saved: &Saved) -> Result<(), BenchError> {
         out: out.to_path_buf(),
         verbose: false,
         nice: saved.nice,
+        repeat: saved.repeat,
     };
     let cases: Vec<Case> = suite(saved.quick)
         .into_iter()
@@ -441,29 +463,44 @@ pub fn run(cfg: &CompareConfig) -> Result<String, BenchError> {
             )));
         }
     }
+    if cfg.repeat == 0 {
+        return Err(BenchError::Config(
+            "--repeat 0 measures nothing: use 1 or more".into(),
+        ));
+    }
     let dir = std::env::temp_dir().join(format!("tinsel-compare-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let started = Instant::now();
     let mut results = Vec::new();
     for mode in &cfg.modes {
         for case in &cases {
-            for broker in &cfg.brokers {
-                let m = run_case(cfg, broker, mode, case, &dir);
-                if cfg.verbose {
-                    eprintln!(
-                        "[{:>5.0} s] {mode} {} {broker}: {}",
-                        started.elapsed().as_secs_f64(),
-                        case.id,
-                        summary_line(&m)
-                    );
+            // Brokers take turns within each round, so a slow minute on the shared machine
+            // lands on all of them rather than on one broker's every run.
+            for round in 0..cfg.repeat {
+                for broker in &cfg.brokers {
+                    let m = run_case(cfg, broker, mode, case, round, &dir);
+                    if cfg.verbose {
+                        eprintln!(
+                            "[{:>5.0} s] {mode} {} {broker}{}: {}",
+                            started.elapsed().as_secs_f64(),
+                            case.id,
+                            if cfg.repeat > 1 {
+                                format!(" (round {})", round + 1)
+                            } else {
+                                String::new()
+                            },
+                            summary_line(&m)
+                        );
+                    }
+                    results.push(m);
                 }
-                results.push(m);
             }
         }
     }
     let saved = Saved {
         quick: cfg.quick,
         nice: cfg.nice,
+        repeat: cfg.repeat,
         brokers: cfg.brokers.clone(),
         modes: cfg.modes.clone(),
         cases: cases.iter().map(|c| c.id.to_string()).collect(),
@@ -603,17 +640,39 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-fn find<'a>(
+/// A broker's runs of one case in one placement, every round.
+fn runs<'a>(
     results: &'a [Measurement],
+    mode: &'a str,
+    case: &'a str,
+    broker: &'a str,
+) -> impl Iterator<Item = &'a Measurement> {
+    results
+        .iter()
+        .filter(move |m| m.mode == mode && m.case == case && m.broker == broker)
+}
+
+/// One metric of a broker's runs of a case, sorted; a run without it (it failed) is left out.
+fn samples(
+    results: &[Measurement],
     mode: &str,
     case: &str,
     broker: &str,
-) -> Option<&'a Measurement> {
-    results
-        .iter()
-        .find(|m| m.mode == mode && m.case == case && m.broker == broker)
+    metric: &str,
+) -> Vec<f64> {
+    let mut v: Vec<f64> = runs(results, mode, case, broker)
+        .filter_map(|m| {
+            metrics(m.report.as_ref()?)
+                .into_iter()
+                .find(|(l, _)| *l == metric)
+                .map(|(_, v)| v)
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v
 }
 
+/// The median over the rounds (of an even count, the mean of the middle two).
 fn value(
     results: &[Measurement],
     mode: &str,
@@ -621,11 +680,16 @@ fn value(
     broker: &str,
     metric: &str,
 ) -> Option<f64> {
-    let m = find(results, mode, case, broker)?;
-    metrics(m.report.as_ref()?)
-        .into_iter()
-        .find(|(l, _)| *l == metric)
-        .map(|(_, v)| v)
+    median(&samples(results, mode, case, broker, metric))
+}
+
+fn median(sorted: &[f64]) -> Option<f64> {
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
 }
 
 /// Metrics shown per case, and whether higher is better (`None`: no ratio makes sense).
@@ -720,6 +784,14 @@ fn markdown(cfg: &CompareConfig, cases: &[Case], saved: &Saved) -> String {
          against Mosquitto in the same run (for latency and memory: Mosquitto's figure divided \
          by the broker's, so above 1 is better).\n"
     );
+    if saved.repeat > 1 {
+        let _ = writeln!(
+            s,
+            "Each case ran {} rounds, the brokers one after the other in each round; every \
+             figure is the median of a broker's rounds (the targets table adds their range).\n",
+            saved.repeat
+        );
+    }
     for mode in &cfg.modes {
         let _ = writeln!(s, "## {mode}\n");
         let _ = write!(s, "| case | metric |");
@@ -737,9 +809,14 @@ fn markdown(cfg: &CompareConfig, cases: &[Case], saved: &Saved) -> String {
             for (metric, hb) in case_metrics(case.id) {
                 let _ = write!(s, "| {} | {metric} |", case.title);
                 for b in &cfg.brokers {
-                    let cell = match find(results, mode, case.id, b) {
-                        Some(m) if m.report.is_none() => "failed".to_string(),
-                        _ => value(results, mode, case.id, b, metric).map_or("–".into(), fmt_num),
+                    let ran = runs(results, mode, case.id, b).count();
+                    let failed = runs(results, mode, case.id, b)
+                        .filter(|m| m.report.is_none())
+                        .count();
+                    let cell = if ran > 0 && failed == ran {
+                        "failed".to_string()
+                    } else {
+                        value(results, mode, case.id, b, metric).map_or("–".into(), fmt_num)
                     };
                     let _ = write!(s, " {cell} |");
                 }
@@ -762,10 +839,8 @@ fn markdown(cfg: &CompareConfig, cases: &[Case], saved: &Saved) -> String {
         for m in problems {
             let _ = writeln!(
                 s,
-                "- {} {} {}: {}",
-                m.mode,
-                m.case,
-                m.broker,
+                "- {}: {}",
+                run_name(m, saved.repeat),
                 grouped_errors(m.error.as_deref().unwrap_or_default())
             );
         }
@@ -780,10 +855,8 @@ fn markdown(cfg: &CompareConfig, cases: &[Case], saved: &Saved) -> String {
             if lost + dup + re > 0 {
                 let _ = writeln!(
                     s,
-                    "- {} {} {}: lost {lost}, duplicates {dup}, reordered {re} of {}",
-                    m.mode,
-                    m.case,
-                    m.broker,
+                    "- {}: lost {lost}, duplicates {dup}, reordered {re} of {}",
+                    run_name(m, saved.repeat),
                     r.get("expected").map(Value::to_string).unwrap_or_default()
                 );
             }
@@ -797,10 +870,13 @@ fn markdown(cfg: &CompareConfig, cases: &[Case], saved: &Saved) -> String {
         "Ports and pids differ per run; config files were written to a temporary folder:\n"
     );
     let _ = writeln!(s, "```");
-    for m in results {
+    for m in results.iter().filter(|m| m.round == 0) {
         let _ = writeln!(s, "# {} {} {}", m.mode, m.case, m.broker);
         let _ = writeln!(s, "{}", m.broker_command);
         let _ = writeln!(s, "{}", m.bench_command);
+    }
+    if saved.repeat > 1 {
+        let _ = writeln!(s, "# each of these ran {} times (rounds)", saved.repeat);
     }
     let _ = writeln!(s, "```\n\nBroker configurations (port substituted):\n");
     let tmp = std::env::temp_dir().join(format!("tinsel-compare-cfg-{}", std::process::id()));
@@ -819,6 +895,15 @@ fn markdown(cfg: &CompareConfig, cases: &[Case], saved: &Saved) -> String {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     s
+}
+
+/// `pinned p2p-q1 tinsel`, and the round when there were several.
+fn run_name(m: &Measurement, repeat: u32) -> String {
+    let mut name = format!("{} {} {}", m.mode, m.case, m.broker);
+    if repeat > 1 {
+        let _ = write!(name, " (round {})", m.round + 1);
+    }
+    name
 }
 
 fn targets(s: &mut String, cfg: &CompareConfig, results: &[Measurement]) {
@@ -845,7 +930,17 @@ fn targets(s: &mut String, cfg: &CompareConfig, results: &[Measurement]) {
             (Some(t), Some(m)) => Some(test(t, m, r)),
             _ => None,
         };
-        let c = |x: Option<f64>| x.map_or("–".to_string(), fmt_num);
+        // The median, and with several rounds the range it came from.
+        let c = |b: &str| {
+            let all = samples(results, mode, case, b, metric);
+            match (median(&all), all.first(), all.last()) {
+                (Some(x), Some(lo), Some(hi)) if all.len() > 1 => {
+                    format!("{} ({}–{})", fmt_num(x), fmt_num(*lo), fmt_num(*hi))
+                }
+                (Some(x), _, _) => fmt_num(x),
+                _ => "–".to_string(),
+            }
+        };
         let verdict = match met {
             Some(true) => "yes",
             Some(false) => "**no**",
@@ -854,9 +949,9 @@ fn targets(s: &mut String, cfg: &CompareConfig, results: &[Measurement]) {
         let _ = writeln!(
             s,
             "| {name} | {mode} | {} | {} | {} | {verdict} |",
-            c(t),
-            c(m),
-            c(r)
+            c("tinsel"),
+            c("mosquitto"),
+            c("rumqttd")
         );
     };
     for mode in &cfg.modes {
@@ -1035,5 +1130,38 @@ mod tests {
         assert_eq!(m["conn/CPU-s"], 200.0);
         assert_eq!(m["connect p99 µs"], 1500.0);
         assert_eq!(m["load cores"], 0.5);
+    }
+
+    fn p99_run(broker: &str, round: u32, p99: Option<f64>) -> Measurement {
+        Measurement {
+            mode: "pinned".into(),
+            broker: broker.into(),
+            case: "latency-q1".into(),
+            round,
+            broker_command: String::new(),
+            bench_command: String::new(),
+            report: p99.map(|p| serde_json::json!({"scenario": "p2p", "latency_us": {"p99": p}})),
+            error: p99.is_none().then(|| "run failed".to_string()),
+        }
+    }
+
+    #[test]
+    fn figures_are_the_median_of_the_rounds_and_failed_rounds_are_left_out() {
+        let runs = [
+            p99_run("tinsel", 0, Some(500.0)),
+            p99_run("mosquitto", 0, Some(400.0)),
+            p99_run("tinsel", 1, Some(300.0)),
+            p99_run("mosquitto", 1, None),
+            p99_run("tinsel", 2, Some(350.0)),
+            p99_run("mosquitto", 2, Some(480.0)),
+        ];
+        let v = |b| value(&runs, "pinned", "latency-q1", b, "p99 µs");
+        assert_eq!(v("tinsel"), Some(350.0));
+        assert_eq!(v("mosquitto"), Some(440.0));
+        assert_eq!(v("rumqttd"), None);
+        assert_eq!(
+            samples(&runs, "pinned", "latency-q1", "tinsel", "p99 µs"),
+            [300.0, 350.0, 500.0]
+        );
     }
 }

@@ -196,6 +196,14 @@ impl BenchConfig {
         Ok(())
     }
 
+    /// Connections this run opens.
+    pub fn connection_count(&self) -> u64 {
+        match self.scenario {
+            Scenario::Conn => u64::from(self.clients),
+            _ => u64::from(self.publisher_count()) + u64::from(self.subscriber_count()),
+        }
+    }
+
     /// Publishers in this run.
     pub fn publisher_count(&self) -> u32 {
         match self.scenario {

@@ -153,6 +153,10 @@ struct CompareArgs {
     /// machine it keeps other work from taking their CPU.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     nice: i32,
+    /// Run each case N rounds (brokers taking turns) and show medians: single runs of
+    /// latency and connect rate move by a third on a shared machine.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    repeat: u32,
 }
 
 /// Runs the subcommand.
@@ -168,8 +172,11 @@ pub(crate) fn run(args: Args) -> ExitCode {
         Command::Shared(a) => (Scenario::Shared, a),
     };
     let json = a.json;
-    let result =
-        config(scenario, a).and_then(|cfg| tinsel_bench::run(&cfg).map_err(|e| e.to_string()));
+    let result = config(scenario, a).and_then(|cfg| {
+        // The load generator opens as many sockets as the broker accepts.
+        crate::fds::prepare(cfg.connection_count());
+        tinsel_bench::run(&cfg).map_err(|e| e.to_string())
+    });
     match result {
         Ok(report) => {
             if json {
@@ -267,6 +274,7 @@ fn run_compare(c: CompareArgs) -> ExitCode {
         out: c.out,
         verbose: c.verbose,
         nice: c.nice,
+        repeat: c.repeat,
     };
     compare_outcome(compare::run(&cfg))
 }

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use tinsel_broker::{Broker, Config, ListenerConfig};
 
+use crate::fds;
+
 /// Run the MQTT broker. With no arguments it listens on 127.0.0.1:1883, like Mosquitto 2.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -62,6 +64,19 @@ pub(crate) fn run(args: Args) -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 
+    let max = config.limits.max_connections as u64;
+    match fds::prepare(max) {
+        Some(room) if room.short => tracing::warn!(
+            "the open-file limit ({}) is below limits.max_connections ({max}): connections \
+             will be refused before that; raise the hard limit (`ulimit -Hn`, systemd's \
+             LimitNOFILE) or lower max_connections",
+            room.limit
+        ),
+        Some(room) if room.raised => {
+            tracing::debug!("open-file limit raised to {}", room.limit)
+        }
+        _ => {}
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

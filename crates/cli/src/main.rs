@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod bench_cmd;
 mod broker_cmd;
 mod clients;
+mod fds;
 mod lab_cmd;
 mod lights_cmd;
 
