@@ -66,6 +66,9 @@ pub(crate) struct Queued {
 #[derive(Debug, Default)]
 pub(crate) struct Subscriptions(Vec<(Arc<str>, SubEntry)>);
 
+/// Up to this many subscriptions a session grows its list one at a time.
+const SMALL: usize = 4;
+
 impl Subscriptions {
     fn find(&self, filter: &str) -> Result<usize, usize> {
         self.0.binary_search_by(|(f, _)| (**f).cmp(filter))
@@ -75,7 +78,14 @@ impl Subscriptions {
     pub(crate) fn insert(&mut self, filter: &str, entry: SubEntry) {
         match self.find(filter) {
             Ok(i) => self.0[i].1 = entry,
-            Err(i) => self.0.insert(i, (Arc::from(filter), entry)),
+            Err(i) => {
+                // Most devices subscribe to one or two filters: room for exactly those
+                // (a Vec's first growth would make room for four).
+                if self.0.len() < SMALL && self.0.len() == self.0.capacity() {
+                    self.0.reserve_exact(1);
+                }
+                self.0.insert(i, (Arc::from(filter), entry));
+            }
         }
     }
 
@@ -198,6 +208,8 @@ mod tests {
         };
         let mut subs = Subscriptions::default();
         subs.insert("b/#", e(0));
+        // One subscription, room for one.
+        assert_eq!(subs.0.capacity(), 1);
         subs.insert("a/+", e(1));
         subs.insert("c", e(2));
         subs.insert("a/+", e(2));
