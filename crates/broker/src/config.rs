@@ -107,7 +107,9 @@ pub struct Limits {
     /// asking for more (or for none) are given this value through Server Keep Alive; MQTT 3
     /// clients asking for more are refused (CONNACK identifier rejected), as in Mosquitto.
     pub max_keep_alive: u16,
-    /// Concurrent TCP connections; more are closed right after accept.
+    /// Concurrent TCP connections; more are closed right after accept. `tinsel broker`
+    /// raises its open-file limit toward this (up to the hard limit, with a warning when
+    /// that is lower).
     pub max_connections: usize,
     /// Seconds a new connection has to send CONNECT, counted from when the listener
     /// hands it over: a connection that sends nothing at all is handed over only after
