@@ -846,7 +846,7 @@ fn markdown(cfg: &CompareConfig, cases: &[Case], saved: &Saved) -> String {
     let problems: Vec<&Measurement> = results.iter().filter(|m| m.error.is_some()).collect();
     let _ = writeln!(s, "## Errors and delivery checks\n");
     if problems.is_empty() {
-        let _ = writeln!(s, "None: no loss at QoS 1, no failed runs.\n");
+        let _ = writeln!(s, "None: no loss at QoS 1 or 2, no failed runs.\n");
     } else {
         for m in problems {
             let _ = writeln!(
