@@ -821,11 +821,9 @@ fn markdown(cfg: &CompareConfig, cases: &[Case], saved: &Saved) -> String {
             for (metric, hb) in case_metrics(case.id) {
                 let _ = write!(s, "| {} | {metric} |", case.title);
                 for b in &cfg.brokers {
-                    let ran = runs(results, mode, case.id, b).count();
-                    let failed = runs(results, mode, case.id, b)
-                        .filter(|m| m.report.is_none())
-                        .count();
-                    let cell = if ran > 0 && failed == ran {
+                    let mut all = runs(results, mode, case.id, b).peekable();
+                    let failed = all.peek().is_some() && all.all(|m| m.report.is_none());
+                    let cell = if failed {
                         "failed".to_string()
                     } else {
                         value(results, mode, case.id, b, metric).map_or("–".into(), fmt_num)
@@ -1043,7 +1041,7 @@ fn targets(s: &mut String, cfg: &CompareConfig, results: &[Measurement]) {
             (qos > 0 && n > 0).then(|| format!("{} {}", m.mode, m.case))
         })
         .collect();
-    let ran_q1 = results.iter().any(|m| {
+    let ran_acked = results.iter().any(|m| {
         m.broker == "tinsel"
             && m.report
                 .as_ref()
@@ -1058,7 +1056,7 @@ fn targets(s: &mut String, cfg: &CompareConfig, results: &[Measurement]) {
         } else {
             bad.join(", ")
         },
-        if !ran_q1 {
+        if !ran_acked {
             "not measured"
         } else if bad.is_empty() {
             "yes"
