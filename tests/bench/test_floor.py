@@ -4,12 +4,12 @@ in docs/benchmarks come from servers that do the whole handshake."""
 
 import json
 import os
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+
+from conftest import wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,21 +27,18 @@ def floor_bin() -> Path:
 def start(floor_bin, mode, port):
     """Starts the floor server; None when the mode cannot run here (no io_uring)."""
     proc = subprocess.Popen([str(floor_bin), mode, str(port)], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read()
-            if mode != "epoll" and ("io_uring" in err or "Operation not permitted" in err
-                                    or "Function not implemented" in err):
-                return None
-            pytest.fail(f"tinsel-floor {mode} exited with {proc.returncode}: {err}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    pytest.fail(f"tinsel-floor {mode} is not listening on {port}")
+    try:
+        wait_for_port(port, proc)
+    except RuntimeError:
+        err = proc.stderr.read()
+        if mode != "epoll" and ("io_uring" in err or "Operation not permitted" in err
+                                or "Function not implemented" in err):
+            return None
+        pytest.fail(f"tinsel-floor {mode} exited with {proc.returncode}: {err}")
+    except TimeoutError:
+        proc.kill()
+        pytest.fail(f"tinsel-floor {mode} is not listening on {port}")
+    return proc
 
 
 @pytest.mark.parametrize("mode", ["epoll", "uring", "uring-accept", "uring-batch"])
