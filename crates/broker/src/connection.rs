@@ -29,10 +29,10 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::time::Sleep;
 use tracing::{debug, warn};
 
+use tinsel_core::{ConnId, Origin, Outbox, Taken};
+
 use crate::capture::ConnCapture;
-use crate::outbox::{Outbox, Taken};
 use crate::parking::{Parked, ParkingLot};
-use crate::router::ConnId;
 use crate::server::Shared;
 use crate::transport::Transport;
 
@@ -71,8 +71,7 @@ pub(crate) fn serve<S: Transport>(
 fn register(shared: &Shared, peer: SocketAddr) -> (ConnId, Outbox) {
     let (id, outbox) = {
         let mut state = shared.lock();
-        let id = state.router.accept(Instant::now(), peer);
-        (id, state.router.outbox(id).unwrap_or_default())
+        state.router.accept(Instant::now(), Origin::Network(peer))
     };
     debug!(%peer, "accepted connection {id}");
     (id, outbox)
@@ -261,7 +260,7 @@ fn io_failure(io: Io, e: &io::Error) -> Cow<'static, str> {
 }
 
 /// Tells the router that connection `id` is gone, and shutdown that one fewer is open.
-pub(crate) fn end(shared: &Shared, id: ConnId, why: &str) {
+pub(crate) fn end(shared: &Arc<Shared>, id: ConnId, why: &str) {
     debug!("connection {id} ended: {why}");
     {
         let mut state = shared.lock();

@@ -1,18 +1,15 @@
-//! The Tinsel MQTT broker (MQTT 3.1, 3.1.1 and 5.0 over TCP).
+//! The Tinsel MQTT broker (MQTT 3.1, 3.1.1 and 5.0 over TCP): the tokio shell around
+//! [`tinsel_core`].
 //!
-//! Two layers:
+//! The core decides everything MQTT says; this crate owns what it does not: sockets and
+//! listeners, one task per busy connection, a parking lot (one thread with an epoll set of
+//! its own) that accepts connections, answers their CONNECT and keeps idle connections
+//! without a task, a connection cap, the timer driver, shutdown by a watch signal, and
+//! optional packet capture (with capture, tokio tasks accept).
 //!
-//! - a sans-IO core (`router`, `session`, [`topic_tree`], [`retained`]) that holds every
-//!   connection's protocol state, the sessions, subscriptions, retained messages and wills.
-//!   It does no I/O and reads no clock: packets and the time go in, packets to write come out.
-//! - a thin tokio layer ([`Broker`]) around it: one task per busy connection; a parking lot
-//!   (one thread with an epoll set of its own) that accepts connections, answers their
-//!   CONNECT and keeps idle connections without a task; a connection cap, timers, shutdown
-//!   by a watch signal, optional packet capture (with capture, tokio tasks accept).
-//!
-//! What it does not do yet: TLS, WebSocket, authentication and persistence. Their places
-//! are ready: [`config::Transport`] for listeners, [`AuthHook`] for authentication and ACLs,
-//! [`SessionStore`] for a disk store.
+//! What it does not do yet: TLS, WebSocket, authentication and persistence. Their seams
+//! are in the core: [`config::Transport`] for listeners, [`tinsel_core::Authenticator`] and
+//! [`tinsel_core::Authorizer`] for access, the core's durability records for a store.
 //!
 //! # Bounds
 //!
@@ -45,32 +42,19 @@
 //! # }
 //! ```
 
+mod auth;
 pub mod capture;
 pub mod config;
 mod connection;
 mod error;
-mod hooks;
-mod level_map;
-mod outbox;
-mod packet_log;
 mod parking;
-pub mod retained;
-mod router;
 mod server;
-mod session;
 mod sockopt;
-mod sys;
-pub mod topic_tree;
 mod transport;
-
-/// Hash maps on the hot paths: seeded per process (foldhash), several times faster than
-/// SipHash for the short keys used here (client ids, topic levels, connection ids).
-pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-
-/// Hash sets on the hot paths; see [`FastMap`].
-pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 pub use config::{Config, Limits, ListenerConfig, LoggingConfig};
 pub use error::Error;
-pub use hooks::{AllowAll, AuthHook, ConnectInfo, MemoryStore, SessionStore};
 pub use server::Broker;
+pub use tinsel_core::{
+    AllowAll, AuthDecision, Authenticator, Authorizer, ConnectInfo, Identity, Verdict,
+};

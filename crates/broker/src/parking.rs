@@ -33,17 +33,23 @@ use tracing::{debug, warn};
 
 use crate::capture::ConnCapture;
 use crate::connection;
-use crate::outbox::Outbox;
-use crate::router::ConnId;
 use crate::server::Shared;
+use tinsel_core::{ConnId, Outbox};
 
-/// What a parked connection keeps besides its router state (in its outbox).
+/// What a parked connection keeps besides its router state (in its outbox's parked slot).
 #[derive(Debug)]
 pub(crate) struct Parked {
     pub(crate) stream: StdTcpStream,
     pub(crate) version: ProtocolVersion,
     pub(crate) seen_connect: bool,
     pub(crate) capture: Option<Box<ConnCapture>>,
+}
+
+impl Parked {
+    /// What [`ParkingLot::park`] left in an outbox's slot.
+    fn from_slot(slot: tinsel_core::Parked) -> Option<Parked> {
+        slot.downcast::<Parked>().ok().map(|p| *p)
+    }
 }
 
 /// The lot: an epoll set, the requests to take connections out, and a thread.
@@ -165,16 +171,23 @@ impl ParkingLot {
         registered: bool,
     ) -> Result<(), Parked> {
         // Edge-triggered, but registering a socket that is readable already reports it.
-        let register = |s: &StdTcpStream| {
+        let register = |slot: &tinsel_core::Parked| {
             if registered {
-                return Ok(());
+                return true;
             }
+            let Some(p) = slot.downcast_ref::<Parked>() else {
+                return false;
+            };
             let token = Token(id as usize);
-            let fd = s.as_raw_fd();
-            self.registry
+            let fd = p.stream.as_raw_fd();
+            let registry = &self.registry;
+            registry
                 .register(&mut SourceFd(&fd), token, Interest::READABLE)
+                .is_ok()
         };
-        outbox.park(p, register)?;
+        outbox
+            .park(Box::new(p), register)
+            .map_err(|slot| Parked::from_slot(slot).expect("the slot holds what was put in"))?;
         self.parked.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
@@ -211,7 +224,7 @@ impl ParkingLot {
         outbox: Outbox,
         readable: Option<bool>,
     ) {
-        let Some(p) = outbox.unpark() else {
+        let Some(p) = outbox.unpark().and_then(Parked::from_slot) else {
             // Taken out already (readable and wanted at once).
             return;
         };

@@ -6,15 +6,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use tinsel_codec::ReasonCode;
+use tinsel_core::{AuthDecision, Authenticator, Authorizer, ConnId, Router, Settings};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 
+use crate::auth::AuthPool;
 use crate::capture::Capture;
 use crate::config::{Config, Transport};
-use crate::hooks::{AllowAll, AuthHook, MemoryStore, SessionStore};
 use crate::parking::ParkingLot;
-use crate::router::{ConnId, Router, Settings};
 use crate::{Error, connection};
 
 /// How often the router's timers run (keep alive, will delay, session expiry, `$SYS`).
@@ -46,6 +47,8 @@ pub(crate) struct Shared {
     pub(crate) parking: OnceLock<Arc<ParkingLot>>,
     /// Told when the last open connection closes.
     all_closed: Notify,
+    /// Where deferred authentications run (None: no authenticator).
+    auth: Option<AuthPool>,
 }
 
 /// What the mutex protects.
@@ -63,7 +66,10 @@ impl Shared {
 
     /// Wakes the connections with new output (see [`Router::wake`]), parked ones through
     /// the parking lot.
-    pub(crate) fn wake(&self, state: &mut State, me: Option<ConnId>) {
+    pub(crate) fn wake(self: &Arc<Self>, state: &mut State, me: Option<ConnId>) {
+        if state.router.has_work() {
+            self.dispatch_work(state);
+        }
         let mut any = false;
         let lot = self.parking.get();
         state.router.wake(me, |id, outbox| {
@@ -74,6 +80,24 @@ impl Shared {
         });
         if any && let Some(lot) = lot {
             lot.wake();
+        }
+    }
+
+    /// Hands the core's work to whoever does it: deferred authentications to the pool.
+    fn dispatch_work(self: &Arc<Self>, state: &mut State) {
+        let work = state.router.take_work();
+        if !work.records.is_empty() {
+            // No store in this shell: nothing is kept, so nothing needs to wait.
+            state.router.durable(work.ticket);
+        }
+        for (conn, info) in work.authenticate {
+            match &self.auth {
+                Some(pool) => pool.submit(self, conn, info),
+                None => {
+                    let refused = AuthDecision::Deny(ReasonCode::UNSPECIFIED_ERROR);
+                    state.router.authenticated(Instant::now(), conn, refused);
+                }
+            }
         }
     }
 
@@ -105,8 +129,8 @@ impl Shared {
 pub struct Broker {
     listeners: Vec<(TcpListener, SocketAddr)>,
     config: Config,
-    hooks: Arc<dyn AuthHook>,
-    store: Arc<dyn SessionStore>,
+    authenticator: Option<Arc<dyn Authenticator>>,
+    authorizer: Option<Arc<dyn Authorizer>>,
     capture: Option<Capture>,
 }
 
@@ -153,21 +177,22 @@ impl Broker {
         Ok(Broker {
             listeners,
             config,
-            hooks: Arc::new(AllowAll),
-            store: Arc::new(MemoryStore),
+            authenticator: None,
+            authorizer: None,
             capture,
         })
     }
 
-    /// Replaces the authentication / authorisation hook (default: [`AllowAll`]).
-    pub fn with_auth_hook(mut self, hook: impl AuthHook) -> Broker {
-        self.hooks = Arc::new(hook);
+    /// Decides who may connect (default: everybody). It is asked on the event loop: one
+    /// that must hash passwords answers [`tinsel_core::AuthDecision::Defer`].
+    pub fn with_authenticator(mut self, a: impl Authenticator) -> Broker {
+        self.authenticator = Some(Arc::new(a));
         self
     }
 
-    /// Replaces the session store (default: [`MemoryStore`]).
-    pub fn with_session_store(mut self, store: impl SessionStore) -> Broker {
-        self.store = Arc::new(store);
+    /// Decides what clients may publish, subscribe to and receive (default: everything).
+    pub fn with_authorizer(mut self, a: impl Authorizer) -> Broker {
+        self.authorizer = Some(Arc::new(a));
         self
     }
 
@@ -186,11 +211,19 @@ impl Broker {
             limits: self.config.limits.clone(),
             sys_interval: (self.config.sys_interval > 0)
                 .then(|| Duration::from_secs(self.config.sys_interval)),
+            id_seed: rand::random(),
+            durable_acks: false,
         };
+        let mut router = Router::new(settings, Instant::now());
+        let auth = self.authenticator.map(|a| {
+            router.set_authenticator(a.clone());
+            AuthPool::new(a, tokio::runtime::Handle::current())
+        });
+        if let Some(a) = self.authorizer {
+            router.set_authorizer(a);
+        }
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                router: Router::new(settings, self.hooks, self.store, Instant::now()),
-            }),
+            state: Mutex::new(State { router }),
             max_packet_size: self.config.limits.max_packet_size,
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
@@ -198,6 +231,7 @@ impl Broker {
             live: AtomicUsize::new(0),
             all_closed: Notify::new(),
             parking: OnceLock::new(),
+            auth,
         });
         // A watch channel: a task that subscribes late still sees that the broker stops.
         let (stop_tx, _) = watch::channel(false);

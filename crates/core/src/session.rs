@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use tinsel_codec::{Publish, SubscriptionOptions};
 
-use crate::router::ConnId;
+use crate::connections::ConnId;
 
 /// Session expiry that never ends (MQTT 3 persistent sessions, MQTT 5 0xFFFFFFFF).
 pub(crate) const NEVER_EXPIRES: u32 = u32::MAX;
@@ -64,12 +64,12 @@ pub(crate) struct Queued {
 /// every session). Lookups are binary searches; inserting is linear, which a client with
 /// thousands of subscriptions pays once per SUBSCRIBE.
 #[derive(Debug, Default)]
-pub(crate) struct Subscriptions(Vec<(Arc<str>, SubEntry)>);
+pub(crate) struct FilterList(Vec<(Arc<str>, SubEntry)>);
 
 /// Up to this many subscriptions a session grows its list one at a time.
 const SMALL: usize = 4;
 
-impl Subscriptions {
+impl FilterList {
     fn find(&self, filter: &str) -> Result<usize, usize> {
         self.0.binary_search_by(|(f, _)| (**f).cmp(filter))
     }
@@ -116,7 +116,9 @@ pub(crate) struct Session {
     /// When the connection went away (None while connected).
     pub(crate) disconnected_at: Option<Instant>,
     /// Subscriptions by the filter as the client wrote it (`$share/...` included).
-    pub(crate) subscriptions: Subscriptions,
+    pub(crate) subscriptions: FilterList,
+    /// The identity its rights are looked up by (set by each CONNECT that resumes it).
+    pub(crate) username: Option<Arc<str>>,
     /// Outgoing QoS 1/2 messages not yet completely acknowledged, by packet identifier.
     pub(crate) inflight: BTreeMap<u16, Inflight>,
     /// Messages waiting to be sent. Bounded by the message and byte limits; when full, the
@@ -139,7 +141,8 @@ impl Session {
             conn: None,
             expiry,
             disconnected_at: None,
-            subscriptions: Subscriptions::default(),
+            subscriptions: FilterList::default(),
+            username: None,
             inflight: BTreeMap::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -206,7 +209,7 @@ mod tests {
             },
             id: None,
         };
-        let mut subs = Subscriptions::default();
+        let mut subs = FilterList::default();
         subs.insert("b/#", e(0));
         // One subscription, room for one.
         assert_eq!(subs.0.capacity(), 1);

@@ -1,5 +1,5 @@
 //! Machinery shared by the two level trees, [`crate::topic_tree`] (subscriptions keyed by
-//! filter levels) and [`crate::retained`] (retained messages keyed by topic levels): an
+//! filter levels) and [`crate::retained_tree`] (retained messages keyed by topic levels): an
 //! inline stack for iterative walks, level splitting, map shrinking, and removal with
 //! pruning of the branch a removal leaves empty.
 //!

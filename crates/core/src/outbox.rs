@@ -1,4 +1,4 @@
-//! A connection's outgoing bytes: filled by the router, emptied by the connection task.
+//! A connection's outgoing bytes: filled by the router, emptied by the host's connection task.
 //!
 //! The router encodes every packet for a connection straight into its outbox's buffer (a
 //! PUBLISH that many subscribers get is encoded once, then copied per subscriber with its
@@ -22,9 +22,12 @@ use bytes::BytesMut;
 use tinsel_codec::{EncodedPublish, Packet, ProtocolVersion};
 use tracing::warn;
 
-use crate::parking::Parked;
+/// What the host leaves in an outbox while its connection waits without a task (its
+/// socket, and whatever goes with it). The core never looks inside: it only tells, on a
+/// wake-up, that the connection is parked, and gives the value back on [`Outbox::unpark`].
+pub type Parked = Box<dyn std::any::Any + Send>;
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Inner {
     /// Encoded packets, in order.
     buf: BytesMut,
@@ -45,29 +48,35 @@ struct Inner {
 
 /// What a connection task takes from its outbox.
 #[derive(Debug, Default)]
-pub(crate) struct Taken {
+pub struct Taken {
     /// Bytes to write (empty when there is nothing).
-    pub(crate) bytes: BytesMut,
+    pub bytes: BytesMut,
     /// Close the connection once they are written.
-    pub(crate) close: bool,
+    pub close: bool,
     /// Publishers waited for this backlog: the taker should tell them it is gone.
-    pub(crate) watched: bool,
+    pub watched: bool,
 }
 
 /// What became of a QoS 0 PUBLISH offered to an outbox.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Offer {
+pub struct Offer {
     /// It was appended (else dropped: too many waiting).
-    pub(crate) pushed: bool,
+    pub pushed: bool,
     /// The outbox was empty before: the connection needs waking.
-    pub(crate) was_empty: bool,
+    pub was_empty: bool,
     /// The backlog reached the high-water mark while the connection keeps up.
-    pub(crate) congested: bool,
+    pub congested: bool,
 }
 
 /// A cloneable handle on one connection's outgoing bytes.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Outbox(Arc<Mutex<Inner>>);
+#[derive(Clone, Default)]
+pub struct Outbox(Arc<Mutex<Inner>>);
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").finish_non_exhaustive()
+    }
+}
 
 impl Outbox {
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -145,8 +154,9 @@ impl Outbox {
         (inner.qos0 as usize, inner.since)
     }
 
-    /// Asks the connection to close once it has written what is queued.
-    pub(crate) fn close(&self) {
+    /// Asks the connection to close once it has written what is queued (the core does this
+    /// itself when it closes a connection).
+    pub fn close(&self) {
         self.lock().close = true;
     }
 
@@ -158,7 +168,7 @@ impl Outbox {
     /// Wakes the connection task if it waits for bytes. True if the connection is parked:
     /// the caller asks the parking lot to take it out.
     #[must_use]
-    pub(crate) fn wake(&self) -> bool {
+    pub fn wake(&self) -> bool {
         let mut inner = self.lock();
         if inner.parked.is_some() {
             return true;
@@ -175,13 +185,9 @@ impl Outbox {
     /// epoll set (under this lock, so that a wake-up finds either the task or the parked
     /// socket), and wake-ups are for the lot from now on. Err gives the socket back if
     /// output is waiting already or `register` failed.
-    pub(crate) fn park(
-        &self,
-        p: Parked,
-        register: impl FnOnce(&std::net::TcpStream) -> std::io::Result<()>,
-    ) -> Result<(), Parked> {
+    pub fn park(&self, p: Parked, register: impl FnOnce(&Parked) -> bool) -> Result<(), Parked> {
         let mut inner = self.lock();
-        if !inner.buf.is_empty() || inner.close || register(&p.stream).is_err() {
+        if !inner.buf.is_empty() || inner.close || !register(&p) {
             return Err(p);
         }
         inner.waker = None;
@@ -190,13 +196,13 @@ impl Outbox {
     }
 
     /// Takes the parked socket out (None if it is not parked).
-    pub(crate) fn unpark(&self) -> Option<Parked> {
+    pub fn unpark(&self) -> Option<Parked> {
         self.lock().parked.take()
     }
 
     /// Takes every queued byte. With nothing to take (and no close asked), `waker` is
     /// kept and woken by the next [`Outbox::wake`].
-    pub(crate) fn take(&self, waker: Option<&Waker>) -> Taken {
+    pub fn take(&self, waker: Option<&Waker>) -> Taken {
         let mut inner = self.lock();
         inner.qos0 = 0;
         inner.since = None;

@@ -1,6 +1,6 @@
 //! Topic tree and retained store benchmarks.
 //!
-//! `cargo bench -p tinsel-broker --bench topic_tree`
+//! `cargo bench -p tinsel-core --bench topic_tree`
 //!
 //! - `match/10k_subs`: one topic matched against 10,000 subscriptions, a mix of exact
 //!   filters, filters with `+` and filters ending in `#`, laid out like a building
@@ -12,8 +12,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use tinsel_broker::retained::RetainedStore;
-use tinsel_broker::topic_tree::TopicTree;
+use tinsel_core::retained_tree::RetainedStore;
+use tinsel_core::topic_tree::TopicTree;
 
 const SENSORS: [&str; 5] = ["temp", "humidity", "co2", "light", "motion"];
 

@@ -1,6 +1,11 @@
 //! `$SYS` topics, named and formatted as Mosquitto publishes them.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tinsel_codec::{ByteStr, Properties, Publish, QoS};
+
+use crate::router::Router;
 
 /// Counters the router keeps for `$SYS`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -29,7 +34,7 @@ pub(crate) struct SysSnapshot {
 }
 
 /// The version string published on `$SYS/broker/version`.
-pub(crate) fn version() -> String {
+pub fn version() -> String {
     format!("tinsel version {}", env!("CARGO_PKG_VERSION"))
 }
 
@@ -77,4 +82,61 @@ pub(crate) fn topics(s: &SysSnapshot) -> Vec<(&'static str, String)> {
             s.retained.to_string(),
         ),
     ]
+}
+
+/// The counters and when `$SYS` is published next.
+#[derive(Debug)]
+pub(crate) struct Sys {
+    pub(crate) stats: Stats,
+    interval: Option<Duration>,
+    next: Option<Instant>,
+}
+
+impl Sys {
+    /// `$SYS` every `interval` (None: never), the first time at the first tick.
+    pub(crate) fn new(interval: Option<Duration>, now: Instant) -> Sys {
+        Sys {
+            stats: Stats::default(),
+            interval,
+            next: interval.map(|_| now),
+        }
+    }
+
+    /// True if `$SYS` is due at `now` (and then not again before the interval passes).
+    pub(crate) fn due(&mut self, now: Instant) -> bool {
+        match (self.interval, self.next) {
+            (Some(interval), Some(next)) if now >= next => {
+                self.next = Some(now + interval);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Router {
+    /// Publishes every `$SYS` topic, retained, to its subscribers.
+    pub(crate) fn publish_sys(&mut self, now: Instant) {
+        let snapshot = SysSnapshot {
+            uptime: now.saturating_duration_since(self.clock.started),
+            clients_connected: self.conns.connected_count(),
+            clients_total: self.sessions.len(),
+            subscriptions: self.subs.len(),
+            retained: self.retained.len(),
+            stats: self.sys.stats,
+        };
+        for (topic, value) in topics(&snapshot) {
+            let p = Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: true,
+                topic: ByteStr::from_static(topic),
+                packet_id: 0,
+                properties: Properties::default(),
+                payload: Bytes::from(value),
+            };
+            self.store_retained(now, &p);
+            self.route(now, None, &p);
+        }
+    }
 }

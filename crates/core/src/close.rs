@@ -1,0 +1,141 @@
+//! The end of a connection and of a session: DISCONNECT from the client, closing by the
+//! broker (with a DISCONNECT reason for MQTT 5 clients), the socket gone, shutdown.
+//!
+//! Closing a connection detaches it from its session, publishes or schedules its will
+//! (unless the client disconnected normally) and ends the session if its expiry interval
+//! is 0. The connection itself is forgotten only when the host reports it gone.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tinsel_codec::{ByteStr, Disconnect, Packet, Properties, ReasonCode};
+use tracing::{debug, info};
+
+use crate::connections::{ConnId, ConnState};
+use crate::durable::Record;
+use crate::packet_log::summary;
+use crate::router::Router;
+
+impl Router {
+    /// The socket of `conn` is gone: publishes the will if the client did not disconnect
+    /// normally and forgets the connection.
+    pub fn connection_lost(&mut self, now: Instant, conn: ConnId, why: &str) {
+        if self.conns.get(conn).is_some_and(|c| !c.closing) {
+            self.close(now, conn, None, true, why);
+        }
+        if let Some(c) = self.conns.remove(conn) {
+            self.timers.forget(conn, c.timer);
+        }
+    }
+
+    /// The broker is shutting down: tells every connection (MQTT 5: DISCONNECT 0x8B) and
+    /// closes it; connections accepted from now on are closed at once.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.shutting_down = true;
+        for conn in self.conns.ids() {
+            let reason = Some(ReasonCode::SERVER_SHUTTING_DOWN);
+            self.close(now, conn, reason, false, "broker shutting down");
+        }
+    }
+
+    pub(crate) fn protocol_error(&mut self, now: Instant, conn: ConnId, why: &str) {
+        let why = format!("protocol error: {why}");
+        self.close(now, conn, Some(ReasonCode::PROTOCOL_ERROR), true, &why);
+    }
+
+    /// Closes `conn`: sends DISCONNECT `reason` first (MQTT 5, after CONNECT), detaches its
+    /// session, publishes or schedules the will if `will`, and ends a session that expires
+    /// with its connection.
+    pub(crate) fn close(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        reason: Option<ReasonCode>,
+        will: bool,
+        why: &str,
+    ) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        c.closing = true;
+        self.woken.push(conn);
+        if let Some(reason) = reason
+            && c.version.is_v5()
+            && matches!(c.state, ConnState::Connected(_))
+        {
+            let mut properties = Properties::default();
+            if let Ok(s) = ByteStr::try_from(why) {
+                properties.make_mut().reason_string = Some(s);
+            }
+            let packet = Packet::Disconnect(Disconnect { reason, properties });
+            debug!(peer = %c.origin, "-> {}", summary(&packet));
+            c.out.push_packet(&packet, c.version);
+        }
+        // After the last packet: the connection task may take the outbox at any moment.
+        c.out.close();
+        let Some(client) = c.client().cloned() else {
+            debug!(peer = %c.origin, "connection closed before CONNECT: {why}");
+            return;
+        };
+        let will_msg = c.will.take();
+        let username = c.username.clone();
+        info!(client = %client, peer = %c.origin, "disconnected: {why}");
+        let Some(expiry) = self.sessions.detach(self.clock, &client, conn, now) else {
+            return;
+        };
+        if will && let Some(w) = will_msg {
+            self.will_after_close(now, (client.clone(), username, w), expiry);
+        }
+        if expiry == 0 {
+            self.end_session(now, &client);
+        }
+    }
+
+    /// Removes a session and its subscriptions; publishes its pending will.
+    pub(crate) fn end_session(&mut self, now: Instant, client: &Arc<str>) {
+        if let Some(session) = self.sessions.remove(self.clock, client) {
+            for filter in session.subscriptions.filters() {
+                self.subs.remove(filter, client);
+            }
+            if session.expiry != 0 {
+                self.durable.record(|| Record::SessionEnded {
+                    client: client.clone(),
+                });
+            }
+            debug!(client = %client, "session ended");
+        }
+        if let Some(will) = self.wills.take(client) {
+            self.publish_will(now, will);
+        }
+    }
+
+    pub(crate) fn on_disconnect(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        client: &Arc<str>,
+        d: Disconnect,
+    ) {
+        let v5 = self.conns.handling(conn).version.is_v5();
+        if v5 && let Some(expiry) = d.properties.session_expiry_interval {
+            if let Some(session) = self.sessions.get_mut(client) {
+                if session.expiry == 0 && expiry != 0 {
+                    // [MQTT-3.14.2-2]
+                    let why = "session expiry set at DISCONNECT after 0 at CONNECT";
+                    return self.protocol_error(now, conn, why);
+                }
+                session.expiry = expiry;
+            }
+        }
+        let with_will = v5 && d.reason == ReasonCode::DISCONNECT_WITH_WILL;
+        let why = if with_will {
+            "client sent DISCONNECT with will"
+        } else {
+            "client sent DISCONNECT"
+        };
+        self.close(now, conn, None, with_will, why);
+    }
+}

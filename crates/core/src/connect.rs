@@ -1,0 +1,351 @@
+//! CONNECT and CONNACK: the client identifier, authentication, keep alive, session
+//! takeover and resumption [MQTT-3.1.4].
+//!
+//! ```text
+//! CONNECT -> id settled -> authenticated -------------------------------> session attached, CONNACK
+//!                          (or deferred: Authenticating, packets wait) -/
+//!                       \-> refused: CONNACK with the reason, close
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tinsel_codec::{
+    ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion, PubResp, Publish, ReasonCode,
+};
+use tracing::info;
+
+use crate::access::{AuthDecision, ConnectInfo};
+use crate::connections::{Authenticating, ConnId, ConnState, Origin};
+use crate::deliver::{drain, emit, prepare};
+use crate::durable::Record;
+use crate::router::Router;
+use crate::session::{Inflight, NEVER_EXPIRES};
+use crate::timers::keep_alive_limit;
+use crate::will::detach_will;
+
+/// Packets a client may send after its CONNECT while the CONNECT is being authenticated;
+/// one more closes the connection (a client should wait for its CONNACK; most send at
+/// most a few packets ahead).
+pub const MAX_EARLY: usize = 32;
+
+/// The client identifiers the broker assigns to clients that send none: `auto-` and 16
+/// hex digits that differ from run to run (from the host's seed) and a counter.
+#[derive(Debug)]
+pub(crate) struct ClientIds {
+    seed: u64,
+    assigned: u64,
+}
+
+impl ClientIds {
+    pub(crate) fn new(seed: u64) -> ClientIds {
+        ClientIds { seed, assigned: 0 }
+    }
+
+    fn next(&mut self) -> String {
+        self.assigned += 1;
+        // SplitMix64's finaliser: successive ids look unrelated.
+        let mut z = self
+            .seed
+            .wrapping_add(self.assigned.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        format!("auto-{z:016x}-{}", self.assigned)
+    }
+}
+
+/// A refusing CONNACK (the reason string only where the client reads one: MQTT 5).
+pub(crate) fn refusal(reason: ReasonCode, why: Option<&str>) -> Packet {
+    let mut properties = Properties::default();
+    if let Some(why) = why {
+        properties.make_mut().reason_string = ByteStr::try_from(why).ok();
+    }
+    Packet::ConnAck(ConnAck {
+        session_present: false,
+        reason,
+        properties,
+    })
+}
+
+impl Router {
+    fn refuse(&mut self, now: Instant, conn: ConnId, reason: ReasonCode, why: &str) {
+        let c = self.conns.handling(conn);
+        let ack = refusal(reason, c.version.is_v5().then_some(why));
+        c.push(conn, ack, &mut self.woken);
+        info!(peer = %c.origin, "CONNECT refused ({reason}): {why}");
+        self.close(now, conn, None, false, why);
+    }
+
+    pub(crate) fn on_connect(&mut self, now: Instant, conn: ConnId, connect: Connect) {
+        let v5 = connect.protocol.is_v5();
+        self.conns.handling(conn).version = connect.protocol;
+
+        if v5 && let Some(method) = &connect.properties.authentication_method {
+            let supported = self
+                .access
+                .authenticator
+                .as_ref()
+                .is_some_and(|a| a.supports_auth_method(method));
+            if !supported {
+                let why = format!("unsupported authentication method {method:?}");
+                return self.refuse(now, conn, ReasonCode::BAD_AUTHENTICATION_METHOD, &why);
+            }
+        }
+
+        let assigned = connect.client_id.is_empty();
+        let client: Arc<str> = if assigned {
+            // [MQTT-3.1.3-8] 3.1.1 allows an empty id only with clean session; 3.1 never.
+            let allowed = v5 || (connect.protocol == ProtocolVersion::V311 && connect.clean_start);
+            if !allowed {
+                let why = "empty client id without clean session";
+                return self.refuse(now, conn, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, why);
+            }
+            Arc::from(self.ids.next())
+        } else {
+            Arc::from(connect.client_id.as_str())
+        };
+
+        let Some(authenticator) = self.access.authenticator.clone() else {
+            let identity = connect.username.as_ref().map(|u| Arc::from(u.as_str()));
+            return self.admit(now, conn, connect, client, assigned, identity);
+        };
+        let c = self.conns.handling(conn);
+        let info = ConnectInfo {
+            client_id: client.clone(),
+            username: connect.username.clone(),
+            password: connect.password.clone(),
+            protocol: connect.protocol,
+            peer: match &c.origin {
+                Origin::Network(a) => Some(*a),
+                Origin::Link(_) => None,
+            },
+            tls_identity: None,
+        };
+        match authenticator.authenticate(&info) {
+            AuthDecision::Allow(identity) => {
+                self.admit(now, conn, connect, client, assigned, identity);
+            }
+            AuthDecision::Deny(reason) => {
+                self.refuse(now, conn, reason, "refused by the authenticator");
+            }
+            AuthDecision::Defer => {
+                c.state = ConnState::Authenticating(Box::new(Authenticating {
+                    connect,
+                    client,
+                    assigned,
+                    early: Vec::new(),
+                }));
+                self.to_authenticate.push((conn, info));
+            }
+        }
+    }
+
+    /// A packet that came while the CONNECT is being authenticated: kept for later.
+    pub(crate) fn early_packet(&mut self, now: Instant, conn: ConnId, packet: Packet) {
+        let c = self.conns.handling(conn);
+        if let ConnState::Authenticating(a) = &mut c.state {
+            if a.early.len() >= MAX_EARLY {
+                let why = "too many packets before CONNACK";
+                return self.close(now, conn, None, false, why);
+            }
+            a.early.push(packet);
+        }
+    }
+
+    /// The host's answer for a CONNECT it was asked to authenticate
+    /// ([`crate::Work::authenticate`]). Does nothing if the connection is gone.
+    pub fn authenticated(&mut self, now: Instant, conn: ConnId, decision: AuthDecision) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        if c.closing || !matches!(c.state, ConnState::Authenticating(_)) {
+            return;
+        }
+        let ConnState::Authenticating(a) =
+            std::mem::replace(&mut c.state, ConnState::AwaitingConnect)
+        else {
+            return;
+        };
+        let a = *a;
+        match decision {
+            AuthDecision::Allow(identity) => {
+                self.admit(now, conn, a.connect, a.client, a.assigned, identity);
+                for packet in a.early {
+                    self.handle(now, conn, packet);
+                }
+            }
+            AuthDecision::Deny(reason) => {
+                self.refuse(now, conn, reason, "refused by the authenticator");
+            }
+            AuthDecision::Defer => {
+                let why = "the authenticator deferred twice";
+                self.refuse(now, conn, ReasonCode::UNSPECIFIED_ERROR, why);
+            }
+        }
+    }
+
+    /// The CONNECT is authenticated: keep alive, takeover, session, CONNACK.
+    fn admit(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        connect: Connect,
+        client: Arc<str>,
+        assigned: bool,
+        identity: Option<Arc<str>>,
+    ) {
+        let limits = self.settings.limits.clone();
+        let v5 = connect.protocol.is_v5();
+        let mark = self.durable.made();
+        // Keep alive above the broker's maximum (as Mosquitto's max_keepalive): MQTT 5 clients
+        // are told the value to use (also when they asked for none); MQTT 3 clients cannot be
+        // told, so they are refused.
+        let mut keep_alive = connect.keep_alive;
+        let mut server_keep_alive = None;
+        let max = limits.max_keep_alive;
+        if max > 0 && max < u16::MAX {
+            if v5 && (keep_alive > max || keep_alive == 0) {
+                keep_alive = max;
+                server_keep_alive = Some(max);
+            } else if !v5 && keep_alive > max {
+                let why = format!("keep alive {keep_alive} s is above the maximum of {max} s");
+                return self.refuse(now, conn, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, &why);
+            }
+        }
+
+        let expiry = if v5 {
+            connect.properties.session_expiry_interval.unwrap_or(0)
+        } else if connect.clean_start {
+            0
+        } else {
+            NEVER_EXPIRES
+        };
+
+        // A new client id (the usual case) has nothing to take over, end or resume: one
+        // lookup here and the attachment below.
+        let mut session_present = false;
+        if let Some(old_conn) = self.sessions.get(&client).map(|s| s.conn) {
+            // Session takeover [MQTT-3.1.4-3].
+            if let Some(old) = old_conn {
+                let why = "session taken over by a new connection";
+                self.close(now, old, Some(ReasonCode::SESSION_TAKEN_OVER), true, why);
+            }
+            if connect.clean_start {
+                self.end_session(now, &client);
+            }
+            session_present = self.sessions.contains(&client);
+        }
+        // A will waiting for its delay: the session continues (drop it) or ends (publish it).
+        if let Some(pending) = self.wills.take(&client)
+            && connect.clean_start
+        {
+            self.publish_will(now, pending);
+        }
+        let session = self.sessions.attach(self.clock, &client, conn, expiry, now);
+        session.username = identity.clone();
+        // A new persistent session is on disk before its CONNACK. A resumed one is there
+        // already: its CONNACK is not held (what it resends must follow the CONNACK), and
+        // the record of its new expiry interval follows.
+        let record = expiry != 0 || session_present;
+        let mark = if session_present {
+            self.durable.made()
+        } else {
+            if record {
+                self.durable.record(|| Record::SessionOpened {
+                    client: client.clone(),
+                    expiry,
+                });
+            }
+            mark
+        };
+
+        let c = self.conns.connected(conn, client.clone());
+        c.keep_alive = keep_alive;
+        c.will = connect.will.map(|w| Box::new(detach_will(w)));
+        c.username = identity;
+        if v5 {
+            let p = &connect.properties;
+            c.receive_max = p.receive_maximum.unwrap_or(u16::MAX).max(1);
+            c.max_packet = p.maximum_packet_size.unwrap_or(u32::MAX).max(1);
+            c.alias_max = p.topic_alias_maximum.unwrap_or(0);
+        } else {
+            // MQTT 3 has no Receive Maximum: the broker's own limit bounds what is in flight.
+            c.receive_max = limits.max_inflight;
+        }
+        let mut properties = Properties::default();
+        if v5 {
+            let properties = properties.make_mut();
+            properties.receive_maximum = Some(limits.max_inflight);
+            properties.maximum_packet_size = Some(limits.max_packet_size);
+            if limits.topic_alias_maximum > 0 {
+                properties.topic_alias_maximum = Some(limits.topic_alias_maximum);
+            }
+            properties.server_keep_alive = server_keep_alive;
+            if assigned {
+                properties.assigned_client_identifier = ByteStr::try_from(&*client).ok();
+            }
+        }
+        info!(
+            client = %client,
+            peer = %c.origin,
+            version = %connect.protocol,
+            clean_start = connect.clean_start,
+            keep_alive,
+            session_present,
+            "connected"
+        );
+        let ack = Packet::ConnAck(ConnAck {
+            session_present,
+            reason: ReasonCode::SUCCESS,
+            properties,
+        });
+        self.acknowledge(now, conn, mark, ack);
+        if record && session_present {
+            self.durable.record(|| Record::SessionOpened {
+                client: client.clone(),
+                expiry,
+            });
+        }
+        let limit = keep_alive_limit(keep_alive);
+        if keep_alive > 0 && limit < Duration::from_secs(limits.connect_timeout) {
+            // Due before its CONNECT-timeout entry comes up (that one looks at it then).
+            self.set_conn_timer(conn, now + limit);
+        }
+        if session_present {
+            self.resume(now, conn, &client);
+        }
+    }
+
+    /// Resends unacknowledged PUBLISHes with DUP and PUBRELs, then sends queued messages
+    /// [MQTT-4.4.0-1].
+    fn resume(&mut self, now: Instant, conn: ConnId, client: &Arc<str>) {
+        let Some(session) = self.sessions.get_mut(client) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let mut expired = Vec::new();
+        for (&pid, inflight) in &session.inflight {
+            match inflight {
+                Inflight::Publish { publish, received } => {
+                    let mut p = Publish::clone(publish);
+                    p.dup = true;
+                    match prepare(c, p, now, *received) {
+                        Some(p) => emit(c, conn, p, &mut self.sys.stats, &mut self.woken, None),
+                        None => expired.push(pid),
+                    }
+                }
+                Inflight::Release => {
+                    c.push(conn, Packet::PubRel(PubResp::new(pid)), &mut self.woken);
+                }
+            }
+        }
+        for pid in expired {
+            session.inflight.remove(&pid);
+            self.sys.stats.messages_dropped += 1;
+        }
+        drain(session, c, conn, now, &mut self.sys.stats, &mut self.woken);
+    }
+}

@@ -1,0 +1,198 @@
+//! Connections: every open connection's protocol state, by [`ConnId`].
+//!
+//! A connection is what the host accepted (a socket, or an in-process [`Origin::Link`]);
+//! its session (what outlives it) is in [`crate::sessions`]. A connection is
+//! *awaiting CONNECT*, *authenticating* (an [`crate::Authenticator`] deferred its
+//! decision) or *connected* to a session, and *closing* once the core decided to close it
+//! (its last packets are in its outbox; the host reports it gone with
+//! [`crate::Router::connection_lost`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tinsel_codec::{Connect, Packet, ProtocolVersion, Will};
+use tracing::debug;
+
+use crate::FastMap;
+use crate::outbox::Outbox;
+use crate::packet_log::summary;
+use crate::publish::Aliases;
+use crate::timers::Millis;
+
+/// Identifies one connection for its whole life; never reused.
+pub type ConnId = u64;
+
+/// Where a connection comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A network peer (TCP, TLS, WebSocket...).
+    Network(SocketAddr),
+    /// An in-process peer that speaks MQTT through the same paths as a network client:
+    /// a bridge to another broker or, later, another node. It is never parked and has no
+    /// socket; its host task takes its output from the outbox like a connection task does.
+    Link(Arc<str>),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Network(a) => a.fmt(f),
+            Origin::Link(name) => write!(f, "link {name}"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum ConnState {
+    AwaitingConnect,
+    /// The CONNECT waits for the host's authentication; packets sent meanwhile wait too.
+    Authenticating(Box<Authenticating>),
+    Connected(Arc<str>),
+}
+
+/// A CONNECT being authenticated off the event loop.
+#[derive(Debug)]
+pub(crate) struct Authenticating {
+    pub(crate) connect: Connect,
+    /// The client identifier settled for it (assigned when the client sent none).
+    pub(crate) client: Arc<str>,
+    pub(crate) assigned: bool,
+    /// Packets that came after the CONNECT, handled once it is accepted. Bounded by
+    /// [`crate::MAX_EARLY`].
+    pub(crate) early: Vec<Packet>,
+}
+
+/// One connection's protocol state.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) state: ConnState,
+    pub(crate) origin: Origin,
+    pub(crate) version: ProtocolVersion,
+    /// Last packet from the client (before CONNECT: when the connection was accepted).
+    pub(crate) last_rx: Instant,
+    /// Effective keep alive in seconds (0: off).
+    pub(crate) keep_alive: u16,
+    /// Packets waiting for the host. QoS 0 PUBLISHes in it are bounded by
+    /// `max_queued_messages` (further ones are dropped); everything else is bounded by
+    /// Receive Maximum or by the client's own requests (the host stops reading while it
+    /// writes).
+    pub(crate) out: Outbox,
+    pub(crate) closing: bool,
+    /// Boxed: most connections have none, and a will with its properties is large.
+    pub(crate) will: Option<Box<Will>>,
+    /// The identity rights are looked up by (the user name, unless the authenticator
+    /// said otherwise).
+    pub(crate) username: Option<Arc<str>>,
+    /// The client's Receive Maximum: QoS 1/2 PUBLISHes the broker may have unacknowledged.
+    pub(crate) receive_max: u16,
+    /// The client's Maximum Packet Size.
+    pub(crate) max_packet: u32,
+    /// The client's Topic Alias Maximum (aliases the broker may use towards it).
+    pub(crate) alias_max: u16,
+    /// Topic aliases, once the connection uses any (boxed: most never do, and an idle
+    /// connection should cost little).
+    pub(crate) aliases: Option<Box<Aliases>>,
+    /// Its entry in the connection timers (0: none).
+    pub(crate) timer: Millis,
+    /// Acknowledgements of this connection waiting for the store (see `durable.rs`).
+    pub(crate) held: u16,
+}
+
+impl Conn {
+    /// Encodes `packet` into the outbox; records in `woken` that the connection has output.
+    pub(crate) fn push(&mut self, id: ConnId, packet: Packet, woken: &mut Vec<ConnId>) {
+        debug!(peer = %self.origin, "-> {}", summary(&packet));
+        if self.out.push_packet(&packet, self.version) {
+            woken.push(id);
+        }
+    }
+
+    /// The client id, once connected.
+    pub(crate) fn client(&self) -> Option<&Arc<str>> {
+        match &self.state {
+            ConnState::Connected(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// Every open connection.
+#[derive(Debug, Default)]
+pub(crate) struct Connections {
+    /// Boxed: the map's spare capacity then costs a pointer per slot, not a whole entry
+    /// (memory per idle connection).
+    map: FastMap<ConnId, Box<Conn>>,
+    next: ConnId,
+    /// Connections whose CONNECT was accepted, until they are gone (for `$SYS`, without a
+    /// scan of every session).
+    connected: usize,
+}
+
+impl Connections {
+    /// Registers a new connection.
+    pub(crate) fn accept(&mut self, now: Instant, origin: Origin) -> ConnId {
+        self.next += 1;
+        let id = self.next;
+        self.map.insert(
+            id,
+            Box::new(Conn {
+                state: ConnState::AwaitingConnect,
+                origin,
+                version: ProtocolVersion::V311,
+                last_rx: now,
+                keep_alive: 0,
+                out: Outbox::default(),
+                closing: false,
+                will: None,
+                username: None,
+                receive_max: u16::MAX,
+                max_packet: u32::MAX,
+                alias_max: 0,
+                aliases: None,
+                timer: 0,
+                held: 0,
+            }),
+        );
+        id
+    }
+
+    pub(crate) fn get(&self, id: ConnId) -> Option<&Conn> {
+        self.map.get(&id).map(|c| &**c)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.map.get_mut(&id).map(|c| &mut **c)
+    }
+
+    /// The connection whose packet is being handled: it exists until `connection_lost`.
+    pub(crate) fn handling(&mut self, id: ConnId) -> &mut Conn {
+        self.get_mut(id).expect("connection being handled exists")
+    }
+
+    /// Marks `id` connected to `client`.
+    pub(crate) fn connected(&mut self, id: ConnId, client: Arc<str>) -> &mut Conn {
+        let c = self.handling(id);
+        c.state = ConnState::Connected(client);
+        self.connected += 1;
+        self.handling(id)
+    }
+
+    /// Forgets a connection that is gone.
+    pub(crate) fn remove(&mut self, id: ConnId) -> Option<Box<Conn>> {
+        let c = self.map.remove(&id)?;
+        if matches!(c.state, ConnState::Connected(_)) {
+            self.connected -= 1;
+        }
+        Some(c)
+    }
+
+    pub(crate) fn ids(&self) -> Vec<ConnId> {
+        self.map.keys().copied().collect()
+    }
+
+    /// Connections whose CONNECT was accepted.
+    pub(crate) fn connected_count(&self) -> usize {
+        self.connected
+    }
+}

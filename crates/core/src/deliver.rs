@@ -1,0 +1,530 @@
+//! Delivery: a routed message to each subscriber, in the form that subscriber gets it.
+//!
+//! For each target (see [`crate::subscriptions`]) the message is downgraded to the
+//! subscription's QoS, checked against the subscriber's read right, and then:
+//!
+//! - QoS 0 to a connected subscriber: appended to its outbox from one shared encoding per
+//!   form (protocol version, QoS, retain), bounded by `max_queued_messages` (dropped
+//!   beyond); never queued for an offline one;
+//! - QoS 1/2: sent at once with a packet identifier while the subscriber's Receive Maximum
+//!   allows (remembered in the session's in-flight window until acknowledged), else
+//!   queued in the session (bounded; the newest is dropped when full).
+//!
+//! Outgoing flows, one entry per packet identifier in the session's window:
+//!
+//! ```text
+//! QoS 1: PUBLISH ->            <- PUBACK                        (entry removed, queue drained)
+//! QoS 2: PUBLISH -> (Publish)  <- PUBREC  PUBREL -> (Release)   <- PUBCOMP (entry removed)
+//! ```
+//!
+//! A link (a bridge, later another node) is a connection like any other: it gets its
+//! messages through this same path.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tinsel_codec::{
+    ByteStr, EncodedPublish, Packet, Properties, ProtocolVersion, PubResp, Publish, QoS, ReasonCode,
+};
+use tracing::debug;
+
+use crate::access::Identity;
+use crate::backpressure::{STALLED, high_water};
+use crate::connections::{Conn, ConnId};
+use crate::durable::Record;
+use crate::packet_log::summary_publish;
+use crate::router::Router;
+use crate::session::{Inflight, Queued, Session};
+use crate::sys::Stats;
+
+/// Shared encodings of one message, by form: MQTT 5 or not, QoS, retain.
+#[derive(Default)]
+pub(crate) struct FormCache {
+    forms: [Option<EncodedPublish>; 12],
+}
+
+impl FormCache {
+    fn slot(version: ProtocolVersion, qos: QoS, retain: bool) -> usize {
+        usize::from(version.is_v5()) * 6 + usize::from(qos.as_u8()) * 2 + usize::from(retain)
+    }
+
+    /// `msg` as a subscriber gets it at `qos` (at most the message's) with `retain`, without
+    /// subscription identifiers or topic alias; encoded on first use. None if it cannot be
+    /// encoded.
+    fn get(
+        &mut self,
+        msg: &Publish,
+        qos: QoS,
+        retain: bool,
+        version: ProtocolVersion,
+    ) -> Option<&EncodedPublish> {
+        let slot = &mut self.forms[FormCache::slot(version, qos, retain)];
+        if slot.is_none() {
+            let p = for_subscriber(msg, qos, retain, Vec::new());
+            *slot = EncodedPublish::new(&p, version).ok();
+        }
+        slot.as_ref()
+    }
+}
+
+impl Router {
+    /// May `client` receive a message on `topic`? Asked only when an authorizer is
+    /// installed.
+    fn may_receive(&self, client: &Arc<str>, topic: &str) -> bool {
+        if self.access.authorizer.is_none() {
+            return true;
+        }
+        let username = self
+            .sessions
+            .get(client)
+            .and_then(|s| s.username.as_deref());
+        let who = Identity {
+            client_id: client,
+            username,
+        };
+        self.access.may_receive(who, topic)
+    }
+
+    /// Forwards `msg` to every matching subscription. True if anybody subscribes.
+    pub(crate) fn route(
+        &mut self,
+        now: Instant,
+        publisher: Option<&Arc<str>>,
+        msg: &Publish,
+    ) -> bool {
+        let sessions = &self.sessions;
+        let matches = self
+            .subs
+            .matches(&msg.topic, publisher, |c| sessions.is_online(c));
+        let matched = !matches.targets.is_empty() || !matches.shared.is_empty();
+        let mut cache = FormCache::default();
+        let expires = msg.properties.message_expiry_interval.is_some();
+        for t in matches.targets {
+            if !self.may_receive(&t.client, &msg.topic) {
+                continue;
+            }
+            if msg.qos.min(t.qos) == QoS::AtMostOnce && t.ids.is_empty() && !expires {
+                let retain = t.retain_as_published && msg.retain;
+                self.deliver_qos0(now, &t.client, msg, retain, &mut cache);
+                continue;
+            }
+            let p = for_subscriber(msg, t.qos, t.retain_as_published, t.ids);
+            self.deliver(now, &t.client, p, now, Some(&mut cache));
+        }
+        for t in matches.shared {
+            if !self.may_receive(&t.client, &msg.topic) {
+                continue;
+            }
+            let p = for_subscriber(msg, t.qos, t.retain_as_published, t.ids);
+            self.deliver(now, &t.client, p, now, Some(&mut cache));
+        }
+        if !self.durable.accepted_by.is_empty() {
+            let sessions = std::mem::take(&mut self.durable.accepted_by);
+            self.durable.record(|| Record::Accepted {
+                message: msg.clone(),
+                sessions,
+            });
+        }
+        matched
+    }
+
+    /// Sends `msg` at QoS 0 to `client` (nothing if it is offline: QoS 0 is not queued) from
+    /// the shared encoding, under one lock of its outbox: the fan-out path. For messages
+    /// without expiry or subscription identifiers.
+    fn deliver_qos0(
+        &mut self,
+        now: Instant,
+        client: &Arc<str>,
+        msg: &Publish,
+        retain: bool,
+        cache: &mut FormCache,
+    ) {
+        let Some(id) = self.sessions.conn_of(client) else {
+            return;
+        };
+        let Some(c) = self.conns.get(id) else {
+            return;
+        };
+        if c.version.is_v5() && c.alias_max > 0 {
+            // Topic aliases are chosen per connection: the general path.
+            let p = for_subscriber(msg, QoS::AtMostOnce, retain, Vec::new());
+            return self.deliver(now, client, p, now, Some(cache));
+        }
+        let Some(publish) = cache.get(msg, QoS::AtMostOnce, retain, c.version) else {
+            self.sys.stats.messages_dropped += 1;
+            return;
+        };
+        if publish.len() > c.max_packet as usize {
+            // [MQTT-3.1.2-25] Larger than the client accepts.
+            self.sys.stats.messages_dropped += 1;
+            return;
+        }
+        let limits = &self.settings.limits;
+        let watch = self.flow.may_hold(client).then(|| high_water(limits));
+        let offer = c
+            .out
+            .offer_qos0(now, publish, limits.max_queued_messages, watch, STALLED);
+        if offer.congested {
+            self.flow.note(client);
+        }
+        if !offer.pushed {
+            // The connection is not keeping up: QoS 0 is dropped.
+            self.sys.stats.messages_dropped += 1;
+            return;
+        }
+        debug!(
+            peer = %c.origin,
+            "-> {}",
+            summary_publish(&for_subscriber(msg, QoS::AtMostOnce, retain, Vec::new()))
+        );
+        self.sys.stats.messages_sent += 1;
+        if offer.was_empty {
+            self.woken.push(id);
+        }
+    }
+
+    /// Sends `p` (QoS already downgraded) to `client` now, or queues it.
+    pub(crate) fn deliver(
+        &mut self,
+        now: Instant,
+        client: &Arc<str>,
+        p: Publish,
+        received: Instant,
+        cache: Option<&mut FormCache>,
+    ) {
+        let limits = &self.settings.limits;
+        let Some(session) = self.sessions.get_mut(client) else {
+            return;
+        };
+        if p.qos != QoS::AtMostOnce && self.durable.enabled() && session.expiry != 0 {
+            self.durable.accepted_by.push(client.clone());
+        }
+        let conn = session
+            .conn
+            .and_then(|id| self.conns.get_mut(id).map(|c| (id, c)));
+        match conn {
+            Some((id, c)) if p.qos == QoS::AtMostOnce => {
+                let (waiting, since) = c.out.qos0_backlog(now);
+                // A subscriber whose connection keeps taking its packets, but slower than
+                // they come: ask the publishers to wait, so that TCP slows them down instead
+                // of their messages being dropped. One that took nothing for `STALLED` (its
+                // client does not read) only loses messages.
+                if waiting + 1 >= high_water(limits)
+                    && self.flow.may_hold(client)
+                    && now.saturating_duration_since(since) < STALLED
+                {
+                    self.flow.note(client);
+                    c.out.watch();
+                }
+                if waiting >= limits.max_queued_messages {
+                    // The connection is not keeping up: QoS 0 is dropped.
+                    self.sys.stats.messages_dropped += 1;
+                    return;
+                }
+                match prepare(c, p, now, received) {
+                    Some(p) => emit(c, id, p, &mut self.sys.stats, &mut self.woken, cache),
+                    None => self.sys.stats.messages_dropped += 1,
+                }
+            }
+            Some((id, c))
+                if session.queue.is_empty()
+                    && session.inflight.len() < usize::from(c.receive_max) =>
+            {
+                let stats = &mut self.sys.stats;
+                send_inflight(
+                    session,
+                    c,
+                    id,
+                    p,
+                    now,
+                    received,
+                    stats,
+                    &mut self.woken,
+                    cache,
+                );
+            }
+            None if p.qos == QoS::AtMostOnce => {
+                // QoS 0 is not queued for offline clients (as in Mosquitto by default).
+            }
+            other => {
+                let online = other.is_some();
+                let queued = Queued {
+                    publish: p,
+                    received,
+                };
+                if !session.enqueue(queued, limits.max_queued_messages, limits.max_queued_bytes) {
+                    // Queue full: the newest message is dropped.
+                    self.sys.stats.messages_dropped += 1;
+                }
+                // A connected subscriber that acknowledges, but slower than messages come:
+                // ask the publishers to wait rather than drop later.
+                if online
+                    && self.flow.may_hold(client)
+                    && session.queue.len() >= high_water(limits)
+                    && now.saturating_duration_since(session.last_progress) < STALLED
+                {
+                    self.flow.note(client);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn on_puback(&mut self, now: Instant, conn: ConnId, client: &Arc<str>, r: PubResp) {
+        let Some(session) = self.sessions.get_mut(client) else {
+            return;
+        };
+        session.last_progress = now;
+        if let Some(Inflight::Publish { publish, .. }) = session.inflight.get(&r.packet_id)
+            && publish.qos == QoS::AtLeastOnce
+        {
+            session.inflight.remove(&r.packet_id);
+            self.durable.record(|| Record::Delivered {
+                client: client.clone(),
+                packet_id: r.packet_id,
+                released: false,
+            });
+            let c = self.conns.handling(conn);
+            drain(session, c, conn, now, &mut self.sys.stats, &mut self.woken);
+        }
+    }
+
+    pub(crate) fn on_pubrec(&mut self, now: Instant, conn: ConnId, client: &Arc<str>, r: PubResp) {
+        let Some(session) = self.sessions.get_mut(client) else {
+            return;
+        };
+        session.last_progress = now;
+        let c = self.conns.handling(conn);
+        let rel = Packet::PubRel(PubResp::new(r.packet_id));
+        match session.inflight.get(&r.packet_id) {
+            Some(Inflight::Publish { publish, .. }) if publish.qos == QoS::ExactlyOnce => {
+                if r.reason.is_success() {
+                    session.inflight.insert(r.packet_id, Inflight::Release);
+                    self.durable.record(|| Record::Delivered {
+                        client: client.clone(),
+                        packet_id: r.packet_id,
+                        released: true,
+                    });
+                    c.push(conn, rel, &mut self.woken);
+                } else {
+                    // The client refused it: the flow ends here.
+                    session.inflight.remove(&r.packet_id);
+                    drain(session, c, conn, now, &mut self.sys.stats, &mut self.woken);
+                }
+            }
+            Some(Inflight::Release) => c.push(conn, rel, &mut self.woken),
+            _ => {
+                let mut rel = PubResp::new(r.packet_id);
+                rel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                c.push(conn, Packet::PubRel(rel), &mut self.woken);
+            }
+        }
+    }
+
+    pub(crate) fn on_pubcomp(&mut self, now: Instant, conn: ConnId, client: &Arc<str>, r: PubResp) {
+        let Some(session) = self.sessions.get_mut(client) else {
+            return;
+        };
+        session.last_progress = now;
+        if let Some(Inflight::Release) = session.inflight.get(&r.packet_id) {
+            session.inflight.remove(&r.packet_id);
+            self.durable.record(|| Record::Delivered {
+                client: client.clone(),
+                packet_id: r.packet_id,
+                released: false,
+            });
+            let c = self.conns.handling(conn);
+            drain(session, c, conn, now, &mut self.sys.stats, &mut self.woken);
+        }
+    }
+}
+
+/// Clears what concerns one hop only (topic alias, subscription identifiers). Properties
+/// shared with another copy of the message (most carry none at all) are copied only when
+/// one of those is set.
+pub(crate) fn clear_hop_properties(p: &mut Properties) {
+    if p.topic_alias.is_some() || !p.subscription_identifiers.is_empty() {
+        let v = p.make_mut();
+        v.topic_alias = None;
+        v.subscription_identifiers.clear();
+    }
+}
+
+/// The copy of `msg` one subscriber gets: shares topic and payload bytes.
+fn for_subscriber(
+    msg: &Publish,
+    sub_qos: QoS,
+    retain_as_published: bool,
+    ids: Vec<u32>,
+) -> Publish {
+    let mut properties = msg.properties.clone();
+    clear_hop_properties(&mut properties);
+    if !ids.is_empty() {
+        properties.make_mut().subscription_identifiers = ids;
+    }
+    Publish {
+        dup: false,
+        qos: msg.qos.min(sub_qos),
+        retain: retain_as_published && msg.retain,
+        topic: msg.topic.clone(),
+        packet_id: 0,
+        properties,
+        payload: msg.payload.clone(),
+    }
+}
+
+/// Readies `p` for `c`: counts message expiry down to what is left [MQTT-3.3.2-6] and
+/// applies the client's Maximum Packet Size [MQTT-3.1.2-25]. None: do not send it.
+pub(crate) fn prepare(
+    c: &Conn,
+    mut p: Publish,
+    now: Instant,
+    received: Instant,
+) -> Option<Publish> {
+    if let Some(e) = p.properties.message_expiry_interval {
+        let elapsed = now.saturating_duration_since(received).as_secs();
+        if elapsed >= u64::from(e) {
+            return None;
+        }
+        p.properties.make_mut().message_expiry_interval = Some(e - elapsed as u32);
+    }
+    if publish_size(&p, c.version) > c.max_packet as usize {
+        return None;
+    }
+    Some(p)
+}
+
+/// Assigns a packet identifier, remembers the message as in flight and sends it.
+#[allow(clippy::too_many_arguments)]
+fn send_inflight(
+    session: &mut Session,
+    c: &mut Conn,
+    id: ConnId,
+    p: Publish,
+    now: Instant,
+    received: Instant,
+    stats: &mut Stats,
+    woken: &mut Vec<ConnId>,
+    cache: Option<&mut FormCache>,
+) {
+    let Some(mut p) = prepare(c, p, now, received) else {
+        stats.messages_dropped += 1;
+        return;
+    };
+    let Some(pid) = session.alloc_pid() else {
+        stats.messages_dropped += 1;
+        return;
+    };
+    p.packet_id = pid;
+    session.inflight.insert(
+        pid,
+        Inflight::Publish {
+            publish: Box::new(p.clone()),
+            received: now,
+        },
+    );
+    emit(c, id, p, stats, woken, cache);
+}
+
+/// Sends queued messages while the client's Receive Maximum allows.
+pub(crate) fn drain(
+    session: &mut Session,
+    c: &mut Conn,
+    id: ConnId,
+    now: Instant,
+    stats: &mut Stats,
+    woken: &mut Vec<ConnId>,
+) {
+    if c.closing {
+        return;
+    }
+    while session.inflight.len() < usize::from(c.receive_max) {
+        let Some(q) = session.dequeue() else {
+            break;
+        };
+        send_inflight(
+            session, c, id, q.publish, now, q.received, stats, woken, None,
+        );
+    }
+}
+
+/// Queues a PUBLISH on `c`, replacing its topic by an alias when the client allows
+/// aliases (the first use of a topic sends both and sets the alias). With a `cache`, a
+/// PUBLISH without per-subscriber properties reuses the encoding of the same form.
+pub(crate) fn emit(
+    c: &mut Conn,
+    id: ConnId,
+    mut p: Publish,
+    stats: &mut Stats,
+    woken: &mut Vec<ConnId>,
+    cache: Option<&mut FormCache>,
+) {
+    if c.version.is_v5() && c.alias_max > 0 {
+        let aliases = &mut c.aliases.get_or_insert_default().out;
+        if let Some(&alias) = aliases.get(&p.topic) {
+            p.properties.make_mut().topic_alias = Some(alias);
+            p.topic = ByteStr::new();
+        } else if aliases.len() < usize::from(c.alias_max) {
+            let alias = aliases.len() as u16 + 1;
+            aliases.insert(p.topic.clone(), alias);
+            p.properties.make_mut().topic_alias = Some(alias);
+        }
+    }
+    stats.messages_sent += 1;
+    if let Some(cache) = cache
+        && !p.dup
+        && p.properties.topic_alias.is_none()
+        && p.properties.subscription_identifiers.is_empty()
+    {
+        let slot = FormCache::slot(c.version, p.qos, p.retain);
+        if cache.forms[slot].is_none() {
+            cache.forms[slot] = EncodedPublish::new(&p, c.version).ok();
+        }
+        if let Some(publish) = &cache.forms[slot] {
+            debug!(peer = %c.origin, "-> {}", summary_publish(&p));
+            if c.out.push_publish(publish, p.packet_id) {
+                woken.push(id);
+            }
+            return;
+        }
+    }
+    c.push(id, Packet::Publish(p), woken);
+}
+
+fn varint_len(n: usize) -> usize {
+    match n {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+/// The encoded size of `p` (an upper bound when a topic alias will replace the topic).
+pub(crate) fn publish_size(p: &Publish, version: ProtocolVersion) -> usize {
+    let mut body = 2 + p.topic.len() + p.payload.len();
+    if p.qos != QoS::AtMostOnce {
+        body += 2;
+    }
+    if version.is_v5() {
+        let pr = &p.properties;
+        let mut props = 0;
+        props += pr.payload_format_indicator.map_or(0, |_| 2);
+        props += pr.message_expiry_interval.map_or(0, |_| 5);
+        props += pr.content_type.as_ref().map_or(0, |s| 3 + s.len());
+        props += pr.response_topic.as_ref().map_or(0, |s| 3 + s.len());
+        props += pr.correlation_data.as_ref().map_or(0, |s| 3 + s.len());
+        props += pr
+            .subscription_identifiers
+            .iter()
+            .map(|&i| 1 + varint_len(i as usize))
+            .sum::<usize>();
+        props += pr.topic_alias.map_or(0, |_| 3);
+        props += pr
+            .user_properties
+            .iter()
+            .map(|(k, v)| 5 + k.len() + v.len())
+            .sum::<usize>();
+        body += varint_len(props) + props;
+    }
+    1 + varint_len(body) + body
+}

@@ -1,0 +1,162 @@
+//! Inbound PUBLISH: topic aliases from the client, the publish right, retained messages,
+//! and the acknowledgement of each QoS.
+//!
+//! ```text
+//! QoS 0: PUBLISH -> route
+//! QoS 1: PUBLISH -> route -> PUBACK
+//! QoS 2: PUBLISH -> route -> PUBREC (packet id remembered)   PUBLISH again -> PUBREC only
+//!        PUBREL -> PUBCOMP (packet id forgotten)
+//! ```
+//!
+//! QoS 2 is handled with method A of the specification (forward on PUBLISH, remember the
+//! packet identifier until PUBREL), so a repeated PUBLISH is never forwarded twice.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tinsel_codec::{ByteStr, Packet, Properties, PubResp, Publish, QoS, ReasonCode};
+
+use crate::FastMap;
+use crate::access::Identity;
+use crate::connections::ConnId;
+use crate::durable::Record;
+use crate::router::Router;
+
+/// Topic aliases of one MQTT 5 connection.
+#[derive(Debug, Default)]
+pub(crate) struct Aliases {
+    /// Assigned by the broker. Bounded by the client's Topic Alias Maximum.
+    pub(crate) out: FastMap<ByteStr, u16>,
+    /// Set by the client. Bounded by the broker's `topic_alias_maximum`.
+    pub(crate) inbound: FastMap<u16, ByteStr>,
+}
+
+impl Router {
+    pub(crate) fn on_publish(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        client: &Arc<str>,
+        mut p: Publish,
+    ) {
+        let mark = self.durable.made();
+        let alias_max = self.settings.limits.topic_alias_maximum;
+        let max_inflight = self.settings.limits.max_inflight;
+        let c = self.conns.handling(conn);
+        let v5 = c.version.is_v5();
+        // Topic alias from the client [MQTT-3.3.2-7] .. [MQTT-3.3.2-12].
+        if let Some(alias) = p.properties.get_mut().and_then(|v| v.topic_alias.take()) {
+            if alias == 0 || alias > alias_max {
+                let why = format!("topic alias {alias} out of range");
+                return self.close(now, conn, Some(ReasonCode::TOPIC_ALIAS_INVALID), true, &why);
+            }
+            if p.topic.is_empty() {
+                match c.aliases.as_ref().and_then(|a| a.inbound.get(&alias)) {
+                    Some(t) => p.topic = t.clone(),
+                    None => {
+                        let why = format!("unknown topic alias {alias}");
+                        return self.protocol_error(now, conn, &why);
+                    }
+                }
+            } else {
+                // Copied so the alias table does not pin a whole read buffer.
+                let topic = ByteStr::from_utf8(Bytes::copy_from_slice(p.topic.as_bytes()))
+                    .unwrap_or_default();
+                c.aliases
+                    .get_or_insert_default()
+                    .inbound
+                    .insert(alias, topic);
+            }
+        } else if p.topic.is_empty() {
+            return self.protocol_error(now, conn, "empty topic name without topic alias");
+        }
+        if let Some(v) = p.properties.get_mut() {
+            v.subscription_identifiers.clear();
+        }
+        p.dup = false;
+        let username = c.username.clone();
+        let qos = p.qos;
+        let pid = p.packet_id;
+        self.sys.stats.messages_received += 1;
+
+        if qos == QoS::ExactlyOnce {
+            let Some(session) = self.sessions.get_mut(client) else {
+                return;
+            };
+            if session.incoming_qos2.contains(&pid) {
+                // A resend before PUBREL: acknowledge again, do not forward again.
+                let ack = Packet::PubRec(PubResp::new(pid));
+                return self.acknowledge(now, conn, mark, ack);
+            }
+            if session.incoming_qos2.len() >= usize::from(max_inflight) {
+                let reason = Some(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+                return self.close(now, conn, reason, true, "receive maximum exceeded");
+            }
+        }
+
+        // After the alias is resolved: an alias cannot reach a topic the client could not
+        // name.
+        let who = Identity {
+            client_id: client,
+            username: username.as_deref(),
+        };
+        let allowed = self.access.may_publish(who, &p.topic);
+        let mut matched = false;
+        if allowed {
+            if p.retain {
+                self.store_retained(now, &p);
+            }
+            self.flow.publishing(Some(client.clone()));
+            matched = self.route(now, Some(client), &p);
+            self.flow.publishing(None);
+        }
+        let reason = if !v5 {
+            ReasonCode::SUCCESS
+        } else if !allowed {
+            ReasonCode::NOT_AUTHORIZED
+        } else if !matched {
+            ReasonCode::NO_MATCHING_SUBSCRIBERS
+        } else {
+            ReasonCode::SUCCESS
+        };
+        let ack = PubResp {
+            packet_id: pid,
+            reason,
+            properties: Properties::default(),
+        };
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.acknowledge(now, conn, mark, Packet::PubAck(ack)),
+            QoS::ExactlyOnce => {
+                if reason.is_success()
+                    && let Some(session) = self.sessions.get_mut(client)
+                {
+                    session.incoming_qos2.insert(pid);
+                    self.durable.record(|| Record::Qos2Received {
+                        client: client.clone(),
+                        packet_id: pid,
+                    });
+                }
+                self.acknowledge(now, conn, mark, Packet::PubRec(ack));
+            }
+        }
+    }
+
+    pub(crate) fn on_pubrel(&mut self, now: Instant, conn: ConnId, client: &Arc<str>, r: PubResp) {
+        let mark = self.durable.made();
+        let Some(session) = self.sessions.get_mut(client) else {
+            return;
+        };
+        let mut comp = PubResp::new(r.packet_id);
+        if session.incoming_qos2.remove(&r.packet_id) {
+            self.durable.record(|| Record::Qos2Released {
+                client: client.clone(),
+                packet_id: r.packet_id,
+            });
+        } else {
+            comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+        }
+        self.acknowledge(now, conn, mark, Packet::PubComp(comp));
+    }
+}

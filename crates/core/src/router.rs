@@ -1,0 +1,292 @@
+//! The router: owns the rooms and dispatches each packet to the one that handles it. See
+//! the crate docs for the call order.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tinsel_codec::{DecodeError, Packet, Publish, ReasonCode};
+use tracing::debug;
+
+use crate::access::{Access, Authenticator, Authorizer, ConnectInfo};
+use crate::backpressure::Backpressure;
+use crate::connect::ClientIds;
+use crate::connections::{ConnId, ConnState, Connections, Origin};
+use crate::durable::{Durability, Record, Ticket};
+use crate::outbox::Outbox;
+use crate::packet_log::summary;
+use crate::retained::RetainedMessages;
+use crate::sessions::Sessions;
+use crate::settings::Settings;
+use crate::subscriptions::Subscriptions;
+use crate::sys::Sys;
+use crate::timers::{Clock, ConnTimers};
+use crate::will::Wills;
+
+/// What the core asks of its host besides writing packets; see [`Router::take_work`].
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Work {
+    /// CONNECTs to authenticate off the event loop; answer each with
+    /// [`Router::authenticated`].
+    pub authenticate: Vec<(ConnId, ConnectInfo)>,
+    /// Records for the store, in order; once they are synced, call [`Router::durable`]
+    /// with `ticket`.
+    pub records: Vec<Record>,
+    /// The ticket of the last record in `records`.
+    pub ticket: Ticket,
+}
+
+/// The broker core. See the crate docs for the call order.
+pub struct Router {
+    pub(crate) settings: Settings,
+    pub(crate) access: Access,
+    pub(crate) clock: Clock,
+    pub(crate) conns: Connections,
+    pub(crate) timers: ConnTimers,
+    pub(crate) sessions: Sessions,
+    pub(crate) subs: Subscriptions,
+    pub(crate) retained: RetainedMessages,
+    pub(crate) wills: Wills,
+    pub(crate) flow: Backpressure,
+    pub(crate) durable: Durability,
+    pub(crate) sys: Sys,
+    pub(crate) ids: ClientIds,
+    /// Connections with new output since the last [`Router::wake`].
+    pub(crate) woken: Vec<ConnId>,
+    /// CONNECTs waiting for the host's authentication. Bounded by the connections.
+    pub(crate) to_authenticate: Vec<(ConnId, ConnectInfo)>,
+    /// Set by [`Router::shutdown`].
+    pub(crate) shutting_down: bool,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("connections", &self.conns.connected_count())
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// A router with no connections, started at `now`, that lets everybody do everything
+    /// until [`Router::set_authenticator`] or [`Router::set_authorizer`] say otherwise.
+    pub fn new(settings: Settings, now: Instant) -> Router {
+        let ids = ClientIds::new(settings.id_seed);
+        Router {
+            access: Access::default(),
+            clock: Clock { started: now },
+            conns: Connections::default(),
+            timers: ConnTimers::default(),
+            sessions: Sessions::default(),
+            subs: Subscriptions::default(),
+            retained: RetainedMessages::default(),
+            wills: Wills::default(),
+            flow: Backpressure::default(),
+            durable: Durability::new(settings.durable_acks),
+            sys: Sys::new(settings.sys_interval, now),
+            ids,
+            woken: Vec::new(),
+            to_authenticate: Vec::new(),
+            shutting_down: false,
+            settings,
+        }
+    }
+
+    /// Decides who may connect, from the next CONNECT on.
+    pub fn set_authenticator(&mut self, a: Arc<dyn Authenticator>) {
+        self.access.authenticator = Some(a);
+    }
+
+    /// Decides what clients may do, from the next decision on (subscriptions already made
+    /// are checked again at each delivery).
+    pub fn set_authorizer(&mut self, a: Arc<dyn Authorizer>) {
+        self.access.authorizer = Some(a);
+    }
+
+    /// Registers a new connection from `origin`: its id, and the outbox its host takes its
+    /// output from.
+    pub fn accept(&mut self, now: Instant, origin: Origin) -> (ConnId, Outbox) {
+        let id = self.conns.accept(now, origin);
+        let deadline = now + std::time::Duration::from_secs(self.settings.limits.connect_timeout);
+        self.timers.connect_deadline(self.clock, id, deadline);
+        if self.shutting_down {
+            self.close(now, id, None, false, "broker shutting down");
+        }
+        let out = self
+            .conns
+            .get(id)
+            .map(|c| c.out.clone())
+            .unwrap_or_default();
+        (id, out)
+    }
+
+    /// The outbox of `conn` (None once it is gone).
+    pub fn outbox(&self, conn: ConnId) -> Option<Outbox> {
+        self.conns.get(conn).map(|c| c.out.clone())
+    }
+
+    /// Wakes every connection with new output since the last call, except `me` (the
+    /// connection whose packets were just handled: it takes its output anyway). Parked
+    /// connections are passed to `parked`, for the host to take out.
+    pub fn wake(&mut self, me: Option<ConnId>, mut parked: impl FnMut(ConnId, &Outbox)) {
+        for id in self.woken.drain(..) {
+            if Some(id) != me
+                && let Some(c) = self.conns.get(id)
+                && c.out.wake()
+            {
+                parked(id, &c.out);
+            }
+        }
+    }
+
+    /// True if [`Router::take_work`] has something.
+    pub fn has_work(&self) -> bool {
+        !self.to_authenticate.is_empty() || self.durable.has_records()
+    }
+
+    /// What the host must do besides writing packets: authentications and records for the
+    /// store. Bounded by what the packets handled since the last call produced.
+    pub fn take_work(&mut self) -> Work {
+        let (records, ticket) = self.durable.take();
+        Work {
+            authenticate: std::mem::take(&mut self.to_authenticate),
+            records,
+            ticket,
+        }
+    }
+
+    /// The store has synced every record up to `ticket`: the acknowledgements that waited
+    /// for them leave, in order.
+    pub fn durable(&mut self, ticket: Ticket) {
+        for (id, packet) in self.durable.release(ticket) {
+            if let Some(c) = self.conns.get_mut(id) {
+                c.held = c.held.saturating_sub(1);
+                if !c.closing {
+                    c.push(id, packet, &mut self.woken);
+                }
+            }
+        }
+    }
+
+    /// Sends `packet`, an acknowledgement of a packet whose handling started when `mark`
+    /// records had been made: at once, or once the store has what it acknowledges.
+    pub(crate) fn acknowledge(&mut self, now: Instant, conn: ConnId, mark: Ticket, packet: Packet) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        if !self.durable.must_hold(mark, c.held) {
+            return c.push(conn, packet, &mut self.woken);
+        }
+        if c.held >= self.settings.limits.max_inflight {
+            let why = "too many acknowledgements waiting for the store";
+            return self.close(
+                now,
+                conn,
+                Some(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED),
+                true,
+                why,
+            );
+        }
+        c.held += 1;
+        self.durable.hold(conn, packet);
+    }
+
+    /// Handles one packet from `conn`.
+    pub fn handle(&mut self, now: Instant, conn: ConnId, packet: Packet) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        debug!(peer = %c.origin, "<- {}", summary(&packet));
+        if c.closing {
+            return;
+        }
+        c.last_rx = now;
+        let client = match &mut c.state {
+            ConnState::AwaitingConnect => {
+                if let Packet::Connect(connect) = packet {
+                    self.on_connect(now, conn, *connect);
+                } else {
+                    let why = format!("{} before CONNECT", packet.packet_type().name());
+                    self.close(now, conn, None, false, &why);
+                }
+                return;
+            }
+            ConnState::Authenticating(_) => return self.early_packet(now, conn, packet),
+            ConnState::Connected(client) => client.clone(),
+        };
+        match packet {
+            Packet::Publish(p) => self.on_publish(now, conn, &client, p),
+            Packet::PubAck(r) => self.on_puback(now, conn, &client, r),
+            Packet::PubRec(r) => self.on_pubrec(now, conn, &client, r),
+            Packet::PubRel(r) => self.on_pubrel(now, conn, &client, r),
+            Packet::PubComp(r) => self.on_pubcomp(now, conn, &client, r),
+            Packet::Subscribe(s) => self.on_subscribe(now, conn, &client, s),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(now, conn, &client, u),
+            Packet::PingReq => {
+                self.conns
+                    .handling(conn)
+                    .push(conn, Packet::PingResp, &mut self.woken)
+            }
+            Packet::Disconnect(d) => self.on_disconnect(now, conn, &client, d),
+            Packet::Connect(_) => self.protocol_error(now, conn, "second CONNECT"),
+            Packet::Auth(_) => {
+                self.protocol_error(now, conn, "AUTH without an authentication method");
+            }
+            other @ (Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp) => {
+                let why = format!("client sent {}", other.packet_type().name());
+                self.protocol_error(now, conn, &why);
+            }
+        }
+    }
+
+    /// The bytes from `conn` are malformed: closes only that connection (MQTT 5: DISCONNECT
+    /// with the error's reason code first; a CONNECT of an unknown protocol level gets
+    /// CONNACK 0x01 in the 3.1.1 form [MQTT-3.1.2-2]).
+    pub fn decode_error(&mut self, now: Instant, conn: ConnId, err: &DecodeError) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        debug!(peer = %c.origin, "<- malformed: {err}");
+        if c.closing {
+            return;
+        }
+        if matches!(c.state, ConnState::AwaitingConnect)
+            && matches!(
+                err,
+                DecodeError::UnsupportedProtocolLevel(_) | DecodeError::InvalidProtocolName
+            )
+        {
+            let ack = crate::connect::refusal(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION, None);
+            c.push(conn, ack, &mut self.woken);
+        }
+        let why = format!("bad packet: {err}");
+        self.close(now, conn, Some(err.reason_code()), true, &why);
+    }
+
+    /// True (once) if the packets handled since the last call queued messages for a
+    /// congested subscriber: the host should then pause reading from that publisher until
+    /// [`Router::congested`] says false.
+    pub fn take_pressure(&mut self) -> bool {
+        self.flow.take_pressure()
+    }
+
+    /// True while a connected subscriber that is still making progress has a long queue or
+    /// a long QoS 0 backlog (see `backpressure.rs`).
+    pub fn congested(&mut self, now: Instant) -> bool {
+        self.flow
+            .congested(now, &self.settings.limits, &self.sessions, &self.conns)
+    }
+
+    /// Publishes a message from the broker itself (an operator, the admin API): retained
+    /// if it says so, routed like a client's.
+    pub fn publish(&mut self, now: Instant, p: &Publish) {
+        if p.retain {
+            self.store_retained(now, p);
+        }
+        self.route(now, None, p);
+    }
+}
