@@ -13,6 +13,8 @@ use crate::deliver::publish_size;
 use crate::router::Router;
 use crate::settings::{Limits, Settings};
 
+mod seams;
+
 fn origin(port: u16) -> Origin {
     Origin::Network(([127, 0, 0, 1], port).into())
 }

@@ -1,0 +1,402 @@
+//! The seams driven step by step: access (authenticator, authorizer), durability (records
+//! and held acknowledgements) and links.
+
+use std::sync::Arc;
+
+use tinsel_codec::{ByteStr, Packet, Properties, ProtocolVersion, QoS, ReasonCode};
+
+use super::{Sim, connect, msg, origin, s, will};
+use crate::access::{AuthDecision, Authenticator, Authorizer, ConnectInfo, Identity, Verdict};
+use crate::connect::MAX_EARLY;
+use crate::connections::Origin;
+use crate::durable::Record;
+
+/// Lets in user `alice` with password `secret` (deciding slowly for `slow`); anonymous
+/// clients are refused.
+struct Passwords;
+
+impl Authenticator for Passwords {
+    fn authenticate(&self, info: &ConnectInfo) -> AuthDecision {
+        match info.username.as_deref() {
+            Some("slow") => AuthDecision::Defer,
+            Some("alice") if info.password.as_deref() == Some(b"secret") => {
+                AuthDecision::Allow(Some(Arc::from("alice")))
+            }
+            _ => AuthDecision::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+        }
+    }
+}
+
+/// `alice` may read and write `home/alice/#`; everybody may read `public/#`; nobody may
+/// write `public/#` but alice; wills only to `wills/#`.
+struct Rules;
+
+impl Authorizer for Rules {
+    fn publish(&self, who: Identity<'_>, topic: &str) -> bool {
+        who.username == Some("alice")
+            && (topic.starts_with("home/alice/") || topic.starts_with("public/"))
+            || topic.starts_with("wills/")
+    }
+
+    fn subscribe(&self, who: Identity<'_>, filter: &str) -> Verdict {
+        let readable = filter.starts_with("public/")
+            || filter == "#"
+            || who.username == Some("alice") && filter.starts_with("home/alice/");
+        if readable {
+            Verdict::Grant
+        } else {
+            Verdict::Refuse
+        }
+    }
+
+    fn deliver(&self, who: Identity<'_>, topic: &str) -> bool {
+        topic.starts_with("public/")
+            || topic.starts_with("wills/")
+            || who.username == Some("alice") && topic.starts_with("home/alice/")
+    }
+}
+
+fn with_user(
+    id: &str,
+    version: ProtocolVersion,
+    user: &str,
+    password: &str,
+) -> tinsel_codec::Connect {
+    let mut c = connect(id, version, 0);
+    c.username = Some(s(user));
+    c.password = Some(bytes::Bytes::copy_from_slice(password.as_bytes()));
+    c
+}
+
+fn connack_reason(p: &[Packet]) -> Option<ReasonCode> {
+    match p.first() {
+        Some(Packet::ConnAck(a)) => Some(a.reason),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_refused_connect_gets_its_reason_and_closes() {
+    let mut sim = Sim::new(|_| {});
+    sim.r.set_authenticator(Arc::new(Passwords));
+    for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        let id = sim.r.accept(sim.now, origin(1)).0;
+        let c = with_user("c", version, "alice", "wrong");
+        sim.r.handle(sim.now, id, Packet::Connect(Box::new(c)));
+        let (out, close) = sim.take(id);
+        assert_eq!(
+            connack_reason(&out),
+            Some(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+        );
+        assert!(close);
+        assert!(
+            !sim.r.sessions.contains("c"),
+            "no session for a refused client"
+        );
+    }
+    let ok = sim.open(with_user("c", ProtocolVersion::V5, "alice", "secret"));
+    assert_eq!(
+        sim.r.conns.get(ok).unwrap().username.as_deref(),
+        Some("alice")
+    );
+}
+
+#[test]
+fn a_deferred_connect_waits_with_its_early_packets() {
+    let mut sim = Sim::new(|_| {});
+    sim.r.set_authenticator(Arc::new(Passwords));
+    let id = sim.r.accept(sim.now, origin(1)).0;
+    let c = with_user("d", ProtocolVersion::V5, "slow", "x");
+    sim.r.handle(sim.now, id, Packet::Connect(Box::new(c)));
+    sim.r
+        .handle(sim.now, id, msg("public/x", QoS::AtLeastOnce, 7));
+    assert!(sim.out(id).is_empty(), "nothing before the decision");
+    let work = sim.r.take_work();
+    assert_eq!(work.authenticate.len(), 1);
+    assert_eq!(work.authenticate[0].0, id);
+    assert_eq!(work.authenticate[0].1.client_id.as_ref(), "d");
+    assert!(!sim.r.has_work());
+
+    sim.r.authenticated(sim.now, id, AuthDecision::Allow(None));
+    let out = sim.out(id);
+    assert_eq!(connack_reason(&out), Some(ReasonCode::SUCCESS));
+    // The PUBLISH sent before the CONNACK is handled after it.
+    assert!(
+        matches!(&out[1..], [Packet::PubAck(a)] if a.packet_id == 7),
+        "{out:?}"
+    );
+
+    // Refused after deferring: CONNACK with the reason, closed, no session.
+    let id = sim.r.accept(sim.now, origin(2)).0;
+    let c = with_user("e", ProtocolVersion::V311, "slow", "x");
+    sim.r.handle(sim.now, id, Packet::Connect(Box::new(c)));
+    sim.r.take_work();
+    sim.r
+        .authenticated(sim.now, id, AuthDecision::Deny(ReasonCode::NOT_AUTHORIZED));
+    let (out, close) = sim.take(id);
+    assert_eq!(connack_reason(&out), Some(ReasonCode::NOT_AUTHORIZED));
+    assert!(close);
+    assert!(!sim.r.sessions.contains("e"));
+}
+
+#[test]
+fn too_many_early_packets_close_the_connection() {
+    let mut sim = Sim::new(|_| {});
+    sim.r.set_authenticator(Arc::new(Passwords));
+    let id = sim.r.accept(sim.now, origin(1)).0;
+    let c = with_user("d", ProtocolVersion::V5, "slow", "x");
+    sim.r.handle(sim.now, id, Packet::Connect(Box::new(c)));
+    for _ in 0..MAX_EARLY {
+        sim.r.handle(sim.now, id, Packet::PingReq);
+    }
+    assert!(!sim.closed(id));
+    sim.r.handle(sim.now, id, Packet::PingReq);
+    assert!(sim.closed(id));
+    // The answer that comes later finds it closed: nothing happens.
+    sim.r.take_work();
+    sim.r.authenticated(sim.now, id, AuthDecision::Allow(None));
+    assert!(!sim.r.sessions.contains("d"));
+}
+
+#[test]
+fn the_authorizer_decides_publish_subscribe_delivery_and_retained() {
+    let mut sim = Sim::new(|_| {});
+    sim.r.set_authorizer(Arc::new(Rules));
+    let mut alice = with_user("alice-1", ProtocolVersion::V5, "alice", "");
+    alice.clean_start = true;
+    let alice = sim.open(alice);
+    let bob = sim.open(connect("bob", ProtocolVersion::V5, 0));
+    let old = sim.open(connect("old", ProtocolVersion::V311, 0));
+
+    // A retained message bob may not read, published before he subscribes to `#`.
+    let mut secret = msg("home/alice/door", QoS::AtMostOnce, 0);
+    if let Packet::Publish(p) = &mut secret {
+        p.retain = true;
+    }
+    sim.r.handle(sim.now, alice, secret);
+    let mut news = msg("public/news", QoS::AtMostOnce, 0);
+    if let Packet::Publish(p) = &mut news {
+        p.retain = true;
+    }
+    sim.r.handle(sim.now, alice, news);
+
+    // Refused filters: 0x87 in MQTT 5, 0x80 before.
+    sim.r.handle(sim.now, bob, sub("home/alice/#", 1));
+    assert!(
+        matches!(&sim.out(bob)[..], [Packet::SubAck(a)] if a.reasons == [ReasonCode::NOT_AUTHORIZED])
+    );
+    sim.r.handle(sim.now, old, sub("home/alice/#", 1));
+    assert!(
+        matches!(&sim.out(old)[..], [Packet::SubAck(a)] if a.reasons == [ReasonCode::UNSPECIFIED_ERROR])
+    );
+
+    // A wide filter is granted; only what bob may read arrives, retained included.
+    sim.r.handle(sim.now, bob, sub("#", 0));
+    let out = sim.out(bob);
+    let topics: Vec<&str> = out
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.topic.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(topics, ["public/news"], "{out:?}");
+    sim.r
+        .handle(sim.now, alice, msg("home/alice/light", QoS::AtMostOnce, 0));
+    assert!(sim.out(bob).is_empty(), "bob may not read home/alice/light");
+
+    // A refused PUBLISH: 0x87 in MQTT 5, routed nowhere.
+    sim.r
+        .handle(sim.now, bob, msg("public/news", QoS::AtLeastOnce, 3));
+    assert!(
+        matches!(&sim.out(bob)[..], [Packet::PubAck(a)] if a.reason == ReasonCode::NOT_AUTHORIZED)
+    );
+    sim.r
+        .handle(sim.now, old, msg("public/news", QoS::AtLeastOnce, 4));
+    assert!(matches!(&sim.out(old)[..], [Packet::PubAck(a)] if a.reason == ReasonCode::SUCCESS));
+    assert!(sim.out(alice).is_empty());
+}
+
+#[test]
+fn wills_are_checked_when_they_are_sent() {
+    let mut sim = Sim::new(|_| {});
+    sim.r.set_authorizer(Arc::new(Rules));
+    let watcher = sim.open(connect("w", ProtocolVersion::V5, 0));
+    sim.subscribe(watcher, "#", QoS::AtMostOnce);
+    for (id, topic, sent) in [("a", "wills/a", true), ("b", "public/b", false)] {
+        let mut c = connect(id, ProtocolVersion::V5, 0);
+        c.will = Some(will(topic, None));
+        let conn = sim.open(c);
+        sim.r.connection_lost(sim.now, conn, "gone");
+        let out = sim.out(watcher);
+        assert_eq!(
+            out.iter().any(|p| matches!(p, Packet::Publish(_))),
+            sent,
+            "{topic}: {out:?}"
+        );
+    }
+}
+
+fn sub(filter: &str, qos: u8) -> Packet {
+    Packet::Subscribe(tinsel_codec::Subscribe {
+        packet_id: 1,
+        properties: Properties::default(),
+        filters: vec![(
+            s(filter),
+            tinsel_codec::SubscriptionOptions {
+                qos: QoS::from_u8(qos).unwrap(),
+                ..Default::default()
+            },
+        )],
+    })
+}
+
+fn durable_sim() -> Sim {
+    let mut sim = Sim::new(|_| {});
+    sim.r.settings.durable_acks = true;
+    sim.r.durable = crate::durable::Durability::new(true);
+    sim
+}
+
+fn persistent(id: &str) -> tinsel_codec::Connect {
+    let mut c = connect(id, ProtocolVersion::V311, 0);
+    c.clean_start = false;
+    c
+}
+
+#[test]
+fn acknowledgements_wait_for_the_store() {
+    let mut sim = durable_sim();
+    // A new persistent session: its CONNACK waits for its record.
+    let sub_id = sim.r.accept(sim.now, origin(1)).0;
+    sim.r
+        .handle(sim.now, sub_id, Packet::Connect(Box::new(persistent("s"))));
+    assert!(sim.out(sub_id).is_empty(), "CONNACK held");
+    let work = sim.r.take_work();
+    assert_eq!(
+        work.records,
+        [Record::SessionOpened {
+            client: Arc::from("s"),
+            expiry: u32::MAX
+        }]
+    );
+    sim.r.durable(work.ticket);
+    assert_eq!(connack_reason(&sim.out(sub_id)), Some(ReasonCode::SUCCESS));
+
+    sim.r.handle(sim.now, sub_id, sub("t/#", 1));
+    assert!(sim.out(sub_id).is_empty(), "SUBACK held");
+    let work = sim.r.take_work();
+    assert!(matches!(&work.records[..], [Record::Subscribed { filter, .. }] if &**filter == "t/#"));
+    sim.r.durable(work.ticket);
+    assert!(matches!(&sim.out(sub_id)[..], [Packet::SubAck(_)]));
+
+    // A clean publisher: its QoS 1 message goes to a persistent session, so its PUBACK
+    // waits; the subscriber gets the message at once.
+    let publisher = sim.open(connect("p", ProtocolVersion::V311, 0));
+    assert!(!sim.r.has_work(), "a clean session makes no record");
+    sim.r
+        .handle(sim.now, publisher, msg("t/1", QoS::AtLeastOnce, 1));
+    sim.r.handle(sim.now, publisher, Packet::PingReq);
+    sim.r.handle(
+        sim.now,
+        publisher,
+        msg("nobody/listens", QoS::AtLeastOnce, 2),
+    );
+    let out = sim.out(publisher);
+    assert!(
+        matches!(&out[..], [Packet::PingResp]),
+        "PUBACKs held: {out:?}"
+    );
+    assert!(matches!(&sim.out(sub_id)[..], [Packet::Publish(p)] if p.topic.as_str() == "t/1"));
+    let work = sim.r.take_work();
+    assert!(
+        matches!(&work.records[..], [Record::Accepted { sessions, .. }] if sessions.len() == 1 && &*sessions[0] == "s"),
+        "{:?}",
+        work.records
+    );
+    // Released in order: the second PUBACK (no record of its own) waited behind the first.
+    sim.r.durable(work.ticket - 1);
+    assert!(sim.out(publisher).is_empty());
+    sim.r.durable(work.ticket);
+    let out = sim.out(publisher);
+    let ids: Vec<u16> = out
+        .iter()
+        .filter_map(|p| match p {
+            Packet::PubAck(a) => Some(a.packet_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, [1, 2]);
+}
+
+#[test]
+fn a_client_that_does_not_wait_for_held_acknowledgements_is_closed() {
+    let mut sim = durable_sim();
+    sim.r.settings.limits.max_inflight = 3;
+    let s_conn = sim.r.accept(sim.now, origin(1)).0;
+    sim.r
+        .handle(sim.now, s_conn, Packet::Connect(Box::new(persistent("s"))));
+    sim.r.handle(sim.now, s_conn, sub("t", 1));
+    let ticket = sim.r.take_work().ticket;
+    sim.r.durable(ticket);
+    let publisher = sim.open(connect("p", ProtocolVersion::V5, 0));
+    for pid in 1..=3 {
+        sim.r
+            .handle(sim.now, publisher, msg("t", QoS::AtLeastOnce, pid));
+    }
+    assert!(!sim.closed(publisher));
+    sim.r
+        .handle(sim.now, publisher, msg("t", QoS::AtLeastOnce, 4));
+    let (out, close) = sim.take(publisher);
+    assert!(close);
+    assert!(
+        matches!(&out[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::RECEIVE_MAXIMUM_EXCEEDED),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn without_a_store_nothing_is_recorded_or_held() {
+    let mut sim = Sim::new(|_| {});
+    let id = sim.r.accept(sim.now, origin(1)).0;
+    sim.r
+        .handle(sim.now, id, Packet::Connect(Box::new(persistent("s"))));
+    sim.r.handle(sim.now, id, sub("t", 1));
+    sim.r.handle(sim.now, id, msg("t", QoS::ExactlyOnce, 5));
+    assert!(!sim.r.has_work());
+    let out = sim.out(id);
+    assert!(matches!(&out[0], Packet::ConnAck(_)));
+    assert!(
+        out.iter()
+            .any(|p| matches!(p, Packet::PubRec(r) if r.packet_id == 5))
+    );
+}
+
+#[test]
+fn a_link_gets_messages_through_the_same_path() {
+    let mut sim = Sim::new(|_| {});
+    let (link, outbox) = sim.r.accept(sim.now, Origin::Link(Arc::from("bridge-1")));
+    sim.r.handle(
+        sim.now,
+        link,
+        Packet::Connect(Box::new(persistent("$bridge/1"))),
+    );
+    sim.r.handle(sim.now, link, sub("sensors/#", 1));
+    let device = sim.open(connect("d", ProtocolVersion::V5, 0));
+    sim.r
+        .handle(sim.now, device, msg("sensors/t", QoS::AtLeastOnce, 9));
+    let mut woken = Vec::new();
+    sim.r.wake(None, |id, _| woken.push(id));
+    assert!(woken.is_empty(), "a link is never parked");
+    let mut taken = outbox.take(None);
+    let mut topics = Vec::new();
+    while let Some(p) =
+        tinsel_codec::decode_packet(&mut taken.bytes, ProtocolVersion::V311, u32::MAX).unwrap()
+    {
+        if let Packet::Publish(p) = p {
+            topics.push((p.topic, p.qos));
+        }
+    }
+    let want: ByteStr = s("sensors/t");
+    assert_eq!(topics, [(want, QoS::AtLeastOnce)]);
+}
