@@ -16,57 +16,13 @@ use tinsel_codec::{
 use tracing::info;
 
 use crate::access::{AuthDecision, ConnectInfo};
-use crate::connections::{Authenticating, ConnId, ConnState, Origin};
+use crate::connections::{Authenticating, ConnId, ConnState, MAX_EARLY, Origin};
 use crate::deliver::{drain, emit, prepare};
 use crate::durable::Record;
-use crate::router::Router;
+use crate::router::{Router, refusal};
 use crate::session::{Inflight, NEVER_EXPIRES};
 use crate::timers::keep_alive_limit;
-use crate::will::detach_will;
-
-/// Packets a client may send after its CONNECT while the CONNECT is being authenticated;
-/// one more closes the connection (a client should wait for its CONNACK; most send at
-/// most a few packets ahead).
-pub const MAX_EARLY: usize = 32;
-
-/// The client identifiers the broker assigns to clients that send none: `auto-` and 16
-/// hex digits that differ from run to run (from the host's seed) and a counter.
-#[derive(Debug)]
-pub(crate) struct ClientIds {
-    seed: u64,
-    assigned: u64,
-}
-
-impl ClientIds {
-    pub(crate) fn new(seed: u64) -> ClientIds {
-        ClientIds { seed, assigned: 0 }
-    }
-
-    fn next(&mut self) -> String {
-        self.assigned += 1;
-        // SplitMix64's finaliser: successive ids look unrelated.
-        let mut z = self
-            .seed
-            .wrapping_add(self.assigned.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        format!("auto-{z:016x}-{}", self.assigned)
-    }
-}
-
-/// A refusing CONNACK (the reason string only where the client reads one: MQTT 5).
-pub(crate) fn refusal(reason: ReasonCode, why: Option<&str>) -> Packet {
-    let mut properties = Properties::default();
-    if let Some(why) = why {
-        properties.make_mut().reason_string = ByteStr::try_from(why).ok();
-    }
-    Packet::ConnAck(ConnAck {
-        session_present: false,
-        reason,
-        properties,
-    })
-}
+use crate::wills::detach_will;
 
 impl Router {
     fn refuse(&mut self, now: Instant, conn: ConnId, reason: ReasonCode, why: &str) {

@@ -7,18 +7,23 @@
 //! (its last packets are in its outbox; the host reports it gone with
 //! [`crate::Router::connection_lost`]).
 
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tinsel_codec::{Connect, Packet, ProtocolVersion, Will};
+use tinsel_codec::{ByteStr, Connect, Packet, ProtocolVersion, Will};
 use tracing::debug;
 
 use crate::FastMap;
 use crate::outbox::Outbox;
 use crate::packet_log::summary;
-use crate::publish::Aliases;
-use crate::timers::Millis;
+use crate::timers::{Clock, Millis, pop_due};
+
+/// Packets a client may send after its CONNECT while the CONNECT is being authenticated;
+/// one more closes the connection (a client should wait for its CONNACK; most send at
+/// most a few packets ahead).
+pub const MAX_EARLY: usize = 32;
 
 /// Identifies one connection for its whole life; never reused.
 pub type ConnId = u64;
@@ -117,6 +122,15 @@ impl Conn {
     }
 }
 
+/// Topic aliases of one MQTT 5 connection.
+#[derive(Debug, Default)]
+pub(crate) struct Aliases {
+    /// Assigned by the broker. Bounded by the client's Topic Alias Maximum.
+    pub(crate) out: FastMap<ByteStr, u16>,
+    /// Set by the client. Bounded by the broker's `topic_alias_maximum`.
+    pub(crate) inbound: FastMap<u16, ByteStr>,
+}
+
 /// Every open connection.
 #[derive(Debug, Default)]
 pub(crate) struct Connections {
@@ -194,5 +208,76 @@ impl Connections {
     /// Connections whose CONNECT was accepted.
     pub(crate) fn connected_count(&self) -> usize {
         self.connected
+    }
+}
+
+/// When to look at a connection next.
+#[derive(Debug, Default)]
+pub(crate) struct ConnTimers {
+    /// One entry per watched connection at most (its key is in `Conn::timer`). Checked
+    /// lazily: a connection that sent packets since is put back at its new deadline, so
+    /// packets cost nothing here.
+    by_due: BTreeSet<(Millis, ConnId)>,
+    /// CONNECT deadlines of new connections, in the order they were accepted (the timeout
+    /// is the same for all, so this is also deadline order: accepting costs a push). An
+    /// entry whose connection has a keep-alive timer by then is skipped. Bounded by the
+    /// connections accepted within the last `connect_timeout`.
+    connect: VecDeque<(Millis, ConnId)>,
+}
+
+impl ConnTimers {
+    /// Watches a new connection's CONNECT deadline.
+    pub(crate) fn connect_deadline(&mut self, clock: Clock, id: ConnId, at: Instant) {
+        self.connect.push_back((clock.key(at), id));
+    }
+
+    /// Puts connection `id`'s timer at `at`, in place of `slot`'s (its `Conn::timer`).
+    pub(crate) fn set(&mut self, clock: Clock, id: ConnId, slot: &mut Millis, at: Instant) {
+        let ms = clock.key(at);
+        self.forget(id, *slot);
+        *slot = ms;
+        self.by_due.insert((ms, id));
+    }
+
+    /// Forgets connection `id`'s timer at `slot` (0: none).
+    pub(crate) fn forget(&mut self, id: ConnId, slot: Millis) {
+        if slot != 0 {
+            self.by_due.remove(&(slot, id));
+        }
+    }
+
+    /// Takes the due entries: connections to look at, with the timer key each had (None
+    /// for a CONNECT deadline).
+    pub(crate) fn due(&mut self, now_ms: Millis) -> Vec<(Option<Millis>, ConnId)> {
+        let mut due = Vec::new();
+        while let Some(&(at, id)) = self.connect.front()
+            && at <= now_ms
+        {
+            self.connect.pop_front();
+            due.push((None, id));
+        }
+        // After a burst of connections, give the memory back.
+        let (len, cap) = (self.connect.len(), self.connect.capacity());
+        if cap > 1024 && len < cap / 4 {
+            self.connect.shrink_to(len * 2);
+        }
+        due.extend(
+            pop_due(&mut self.by_due, now_ms)
+                .into_iter()
+                .map(|(at, id)| (Some(at), id)),
+        );
+        due
+    }
+
+    /// Watched connections, for tests.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.by_due.len()
+    }
+
+    /// CONNECT deadlines not yet passed, for tests.
+    #[cfg(test)]
+    pub(crate) fn connect_len(&self) -> usize {
+        self.connect.len()
     }
 }

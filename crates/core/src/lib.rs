@@ -41,7 +41,7 @@
 //! | `subscriptions.rs`, `subscribe.rs` | the subscription tree and shared groups; SUBSCRIBE/UNSUBSCRIBE |
 //! | `retained.rs` | retained messages and their expiry |
 //! | `will.rs` | wills waiting for their delay |
-//! | `timers.rs` | CONNECT deadlines and keep alive; the tick that runs every room's timers |
+//! | `timers.rs`, `tick.rs` | the timers' clock; the tick that runs every room's due timers and `$SYS` |
 //! | `close.rs` | DISCONNECT, closing, session end |
 //! | `sys.rs` | counters and `$SYS` |
 //! | `access.rs` | the access seam: who may connect, publish, subscribe, receive |
@@ -61,19 +61,21 @@
 //! - messages in flight: the client's Receive Maximum (MQTT 5) or `limits.max_inflight`;
 //! - incoming QoS 2 awaiting PUBREL, and acknowledgements held for the store:
 //!   `limits.max_inflight` per connection, beyond that DISCONNECT 0x93;
-//! - packets that arrive while a CONNECT is being authenticated: [`connect::MAX_EARLY`]
+//! - packets that arrive while a CONNECT is being authenticated: [`MAX_EARLY`]
 //!   per connection, beyond that the connection closes;
 //! - work for the host ([`Router::take_work`]): what one batch of packets produced; the
 //!   host takes it after every batch.
 
 mod access;
 mod backpressure;
+mod client_ids;
 mod close;
 mod connect;
 mod connections;
 mod deliver;
 mod durable;
 mod level_map;
+mod message;
 mod outbox;
 mod packet_log;
 mod publish;
@@ -86,9 +88,11 @@ mod settings;
 mod subscribe;
 mod subscriptions;
 mod sys;
+mod tick;
 mod timers;
 pub mod topic_tree;
 mod will;
+mod wills;
 
 #[cfg(test)]
 mod tests;
@@ -103,8 +107,7 @@ pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::Random
 pub use access::{
     AllowAll, AuthDecision, Authenticator, Authorizer, ConnectInfo, Identity, Verdict,
 };
-pub use connect::MAX_EARLY;
-pub use connections::{ConnId, Origin};
+pub use connections::{ConnId, MAX_EARLY, Origin};
 pub use durable::{Record, Ticket};
 pub use outbox::{Offer, Outbox, Parked, Taken};
 pub use router::{Router, Work};

@@ -17,20 +17,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use tinsel_codec::{ByteStr, Packet, Properties, PubResp, Publish, QoS, ReasonCode};
 
-use crate::FastMap;
 use crate::access::Identity;
 use crate::connections::ConnId;
 use crate::durable::Record;
 use crate::router::Router;
-
-/// Topic aliases of one MQTT 5 connection.
-#[derive(Debug, Default)]
-pub(crate) struct Aliases {
-    /// Assigned by the broker. Bounded by the client's Topic Alias Maximum.
-    pub(crate) out: FastMap<ByteStr, u16>,
-    /// Set by the client. Bounded by the broker's `topic_alias_maximum`.
-    pub(crate) inbound: FastMap<u16, ByteStr>,
-}
 
 impl Router {
     pub(crate) fn on_publish(
@@ -158,5 +148,19 @@ impl Router {
             comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
         }
         self.acknowledge(now, conn, mark, Packet::PubComp(comp));
+    }
+}
+
+impl Router {
+    /// Stores, replaces or deletes the retained message of `p.topic`.
+    pub(crate) fn store_retained(&mut self, now: Instant, p: &Publish) {
+        self.retained.store(self.clock, now, p);
+        // `$SYS` is the broker's own and made anew after a restart.
+        if !p.topic.starts_with('$') {
+            self.durable.record(|| crate::durable::Record::Retained {
+                topic: p.topic.clone(),
+                message: (!p.payload.is_empty()).then(|| p.clone()),
+            });
+        }
     }
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tinsel_codec::{ByteStr, Publish};
 
+use crate::message::clear_hop_properties;
 use crate::retained_tree::RetainedStore;
-use crate::router::Router;
 use crate::timers::{Clock, Millis, pop_due};
 
 /// A retained message.
@@ -64,7 +64,7 @@ impl RetainedMessages {
         let topic =
             ByteStr::from_utf8(Bytes::copy_from_slice(p.topic.as_bytes())).unwrap_or_default();
         let mut properties = p.properties.clone();
-        crate::deliver::clear_hop_properties(&mut properties);
+        clear_hop_properties(&mut properties);
         let publish = Publish {
             dup: false,
             qos: p.qos,
@@ -123,19 +123,5 @@ impl RetainedMessages {
     #[cfg(test)]
     pub(crate) fn timers_len(&self) -> usize {
         self.timers.len()
-    }
-}
-
-impl Router {
-    /// Stores, replaces or deletes the retained message of `p.topic`.
-    pub(crate) fn store_retained(&mut self, now: Instant, p: &Publish) {
-        self.retained.store(self.clock, now, p);
-        // `$SYS` is the broker's own and made anew after a restart.
-        if !p.topic.starts_with('$') {
-            self.durable.record(|| crate::durable::Record::Retained {
-                topic: p.topic.clone(),
-                message: (!p.payload.is_empty()).then(|| p.clone()),
-            });
-        }
     }
 }

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tinsel_codec::{DecodeError, Packet, Publish, ReasonCode};
+use tinsel_codec::{ByteStr, ConnAck, DecodeError, Packet, Properties, Publish, ReasonCode};
 use tracing::debug;
 
 use crate::access::{Access, Authenticator, Authorizer, ConnectInfo};
 use crate::backpressure::Backpressure;
-use crate::connect::ClientIds;
-use crate::connections::{ConnId, ConnState, Connections, Origin};
+use crate::client_ids::ClientIds;
+use crate::connections::{ConnId, ConnState, ConnTimers, Connections, Origin};
 use crate::durable::{Durability, Record, Ticket};
 use crate::outbox::Outbox;
 use crate::packet_log::summary;
@@ -19,8 +19,21 @@ use crate::sessions::Sessions;
 use crate::settings::Settings;
 use crate::subscriptions::Subscriptions;
 use crate::sys::Sys;
-use crate::timers::{Clock, ConnTimers};
-use crate::will::Wills;
+use crate::timers::Clock;
+use crate::wills::Wills;
+
+/// A refusing CONNACK (the reason string only where the client reads one: MQTT 5).
+pub(crate) fn refusal(reason: ReasonCode, why: Option<&str>) -> Packet {
+    let mut properties = Properties::default();
+    if let Some(why) = why {
+        properties.make_mut().reason_string = ByteStr::try_from(why).ok();
+    }
+    Packet::ConnAck(ConnAck {
+        session_present: false,
+        reason,
+        properties,
+    })
+}
 
 /// What the core asks of its host besides writing packets; see [`Router::take_work`].
 #[derive(Debug, Default)]
@@ -260,7 +273,7 @@ impl Router {
                 DecodeError::UnsupportedProtocolLevel(_) | DecodeError::InvalidProtocolName
             )
         {
-            let ack = crate::connect::refusal(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION, None);
+            let ack = refusal(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION, None);
             c.push(conn, ack, &mut self.woken);
         }
         let why = format!("bad packet: {err}");

@@ -2,11 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use tinsel_codec::{ByteStr, Properties, Publish, QoS};
-
-use crate::router::Router;
-
 /// Counters the router keeps for `$SYS`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Stats {
@@ -110,33 +105,6 @@ impl Sys {
                 true
             }
             _ => false,
-        }
-    }
-}
-
-impl Router {
-    /// Publishes every `$SYS` topic, retained, to its subscribers.
-    pub(crate) fn publish_sys(&mut self, now: Instant) {
-        let snapshot = SysSnapshot {
-            uptime: now.saturating_duration_since(self.clock.started),
-            clients_connected: self.conns.connected_count(),
-            clients_total: self.sessions.len(),
-            subscriptions: self.subs.len(),
-            retained: self.retained.len(),
-            stats: self.sys.stats,
-        };
-        for (topic, value) in topics(&snapshot) {
-            let p = Publish {
-                dup: false,
-                qos: QoS::AtMostOnce,
-                retain: true,
-                topic: ByteStr::from_static(topic),
-                packet_id: 0,
-                properties: Properties::default(),
-                payload: Bytes::from(value),
-            };
-            self.store_retained(now, &p);
-            self.route(now, None, &p);
         }
     }
 }

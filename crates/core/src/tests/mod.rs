@@ -9,7 +9,7 @@ use tinsel_codec::{
 };
 
 use crate::connections::{ConnId, Origin};
-use crate::deliver::publish_size;
+use crate::message::publish_size;
 use crate::router::Router;
 use crate::settings::{Limits, Settings};
 

@@ -7,7 +7,7 @@ use tinsel_codec::{ByteStr, Packet, Properties, ProtocolVersion, QoS, ReasonCode
 
 use super::{Sim, connect, msg, origin, s, will};
 use crate::access::{AuthDecision, Authenticator, Authorizer, ConnectInfo, Identity, Verdict};
-use crate::connect::MAX_EARLY;
+use crate::connections::MAX_EARLY;
 use crate::connections::Origin;
 use crate::durable::Record;
 

@@ -1,0 +1,27 @@
+//! Client identifiers the broker assigns to clients that send none [MQTT-3.1.3-6].
+
+/// The client identifiers the broker assigns to clients that send none: `auto-` and 16
+/// hex digits that differ from run to run (from the host's seed) and a counter.
+#[derive(Debug)]
+pub(crate) struct ClientIds {
+    seed: u64,
+    assigned: u64,
+}
+
+impl ClientIds {
+    pub(crate) fn new(seed: u64) -> ClientIds {
+        ClientIds { seed, assigned: 0 }
+    }
+
+    pub(crate) fn next(&mut self) -> String {
+        self.assigned += 1;
+        // SplitMix64's finaliser: successive ids look unrelated.
+        let mut z = self
+            .seed
+            .wrapping_add(self.assigned.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        format!("auto-{z:016x}-{}", self.assigned)
+    }
+}
