@@ -20,7 +20,8 @@ use crate::{Error, connection};
 /// How often the router's timers run (keep alive, will delay, session expiry, `$SYS`).
 const TICK: Duration = Duration::from_millis(250);
 
-/// How long [`Broker::run`] waits for connections to close after shutdown.
+/// How long [`Broker::run`] waits for connections to close after shutdown, their sockets'
+/// linger included (at most `connection::LINGER`, well below this).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// State shared by every connection task.
@@ -41,10 +42,16 @@ pub(crate) struct Shared {
     pub(crate) eased: Arc<Notify>,
     /// Open connections (bounded by `max_connections`).
     live: AtomicUsize,
+    /// Sockets the broker closed that still linger (see `connection::LINGER`). They are no
+    /// connections any more (not in `live`, so they keep no new client out), but they hold
+    /// a file descriptor each: at most `max_connections` of them linger at once.
+    lingering: AtomicUsize,
+    /// Cap of `lingering`.
+    max_lingering: usize,
     /// Where idle connections wait without a task; set once its thread runs (never if
     /// its epoll set or thread could not be made: connections then keep their tasks).
     pub(crate) parking: OnceLock<Arc<ParkingLot>>,
-    /// Told when the last open connection closes.
+    /// Told when the last open connection closes or the last lingering socket ends.
     all_closed: Notify,
 }
 
@@ -93,9 +100,27 @@ impl Shared {
         }
     }
 
-    /// Waits until no connection is open.
+    /// Counts a socket that starts lingering; false (not counted: close it at once) when
+    /// as many linger as connections may be open.
+    pub(crate) fn linger_started(&self) -> bool {
+        self.lingering
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_lingering).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// A lingering socket closed.
+    pub(crate) fn linger_ended(&self) {
+        if self.lingering.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all_closed.notify_one();
+        }
+    }
+
+    /// Waits until no connection is open and no socket lingers. (A connection that starts
+    /// to linger is counted there before it leaves `live`.)
     async fn all_closed(&self) {
-        while self.live.load(Ordering::Acquire) > 0 {
+        while self.live.load(Ordering::Acquire) > 0 || self.lingering.load(Ordering::Acquire) > 0 {
             self.all_closed.notified().await;
         }
     }
@@ -196,6 +221,8 @@ impl Broker {
             bytes_out: AtomicU64::new(0),
             eased: Arc::new(Notify::new()),
             live: AtomicUsize::new(0),
+            lingering: AtomicUsize::new(0),
+            max_lingering: self.config.limits.max_connections,
             all_closed: Notify::new(),
             parking: OnceLock::new(),
         });
