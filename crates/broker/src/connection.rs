@@ -69,6 +69,13 @@ const PARK_IDLE: Duration = Duration::from_secs(1);
 /// Well below the shutdown grace period, so that shutdown still finishes within it.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// How long a socket lingers once the broker stops (also one that started lingering
+/// before): long enough to read what the
+/// client had in flight when it was told (so that it reads its DISCONNECT 0x8B, then the
+/// end of the stream), short because the process is about to close every socket anyway and
+/// a stop should not wait [`LINGER`] for each client that does not close its side.
+const SHUTDOWN_LINGER: Duration = Duration::from_millis(200);
+
 /// At most this much input is thrown away while a socket lingers: more than a burst a client
 /// had in flight when it was told to go. At the bound the socket closes (with a reset).
 const LINGER_BYTES: usize = 1 << 20;
@@ -380,7 +387,7 @@ enum End {
 
 /// A socket whose connection the broker closed, lingering (see [`LINGER`]): it reads and
 /// throws away what the client still sends, until the client closes its side or the socket
-/// fails (then closing sends no reset), or [`LINGER`] has passed or [`LINGER_BYTES`] were
+/// fails (then closing sends no reset), or [`LINGER`] ([`SHUTDOWN_LINGER`]) has passed or [`LINGER_BYTES`] were
 /// read (then it closes all the same, with a reset if input is still coming, as it did
 /// before lingering existed). It is no connection any more: the router has forgotten it
 /// and it does not count against the connection limit (a client reconnecting at once is
@@ -390,6 +397,8 @@ struct Linger<S> {
     stream: S,
     shared: Arc<Shared>,
     deadline: Pin<Box<Sleep>>,
+    /// Fires when the broker stops: the deadline moves up to [`SHUTDOWN_LINGER`] from then.
+    stop: Option<Pin<Box<OwnedNotified>>>,
     /// Bytes still to throw away before giving up.
     left: usize,
     /// What is read goes here, and is thrown away.
@@ -404,10 +413,18 @@ impl<S: Transport> Linger<S> {
             debug!("too many sockets linger: closing one at once");
             return None;
         }
+        // Told of the stop from here on; or stopping already (then the stop was told before).
+        let stop = Box::pin(shared.stop_lingering.clone().notified_owned());
+        let (limit, stop) = if shared.stopping.load(Ordering::Acquire) {
+            (SHUTDOWN_LINGER, None)
+        } else {
+            (LINGER, Some(stop))
+        };
         Some(Linger {
             stream,
             shared: shared.clone(),
-            deadline: Box::pin(tokio::time::sleep(LINGER)),
+            stop,
+            deadline: Box::pin(tokio::time::sleep(limit)),
             left: LINGER_BYTES,
             scratch: BytesMut::new(),
         })
@@ -419,6 +436,15 @@ impl<S: Transport> Future for Linger<S> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        if let Some(stop) = &mut this.stop
+            && stop.as_mut().poll(cx).is_ready()
+        {
+            this.stop = None;
+            let soon = tokio::time::Instant::now() + SHUTDOWN_LINGER;
+            if soon < this.deadline.deadline() {
+                this.deadline.as_mut().reset(soon);
+            }
+        }
         loop {
             if this.deadline.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(());

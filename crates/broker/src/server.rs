@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,8 @@ use crate::{Error, connection};
 const TICK: Duration = Duration::from_millis(250);
 
 /// How long [`Broker::run`] waits for connections to close after shutdown, their sockets'
-/// linger included (at most `connection::LINGER`, well below this).
+/// linger included: from the shutdown on, sockets linger at most `connection::SHUTDOWN_LINGER`,
+/// well below this.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// State shared by every connection task.
@@ -48,6 +49,10 @@ pub(crate) struct Shared {
     lingering: AtomicUsize,
     /// Cap of `lingering`.
     max_lingering: usize,
+    /// The broker stops: sockets linger only briefly from now on ...
+    pub(crate) stopping: AtomicBool,
+    /// ... and those lingering already are told (after `stopping` is set).
+    pub(crate) stop_lingering: Arc<Notify>,
     /// Where idle connections wait without a task; set once its thread runs (never if
     /// its epoll set or thread could not be made: connections then keep their tasks).
     pub(crate) parking: OnceLock<Arc<ParkingLot>>,
@@ -223,6 +228,8 @@ impl Broker {
             live: AtomicUsize::new(0),
             lingering: AtomicUsize::new(0),
             max_lingering: self.config.limits.max_connections,
+            stopping: AtomicBool::new(false),
+            stop_lingering: Arc::new(Notify::new()),
             all_closed: Notify::new(),
             parking: OnceLock::new(),
         });
@@ -255,6 +262,8 @@ impl Broker {
 
         shutdown.await;
         info!("shutting down");
+        shared.stopping.store(true, Ordering::Release);
+        shared.stop_lingering.notify_waiters();
         {
             // Every connection gets DISCONNECT 0x8B (MQTT 5) through its outbox and closes;
             // one accepted from now on is closed at once.
