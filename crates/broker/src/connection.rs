@@ -76,12 +76,14 @@ const LINGER: Duration = Duration::from_secs(2);
 /// a stop should not wait [`LINGER`] for each client that does not close its side.
 const SHUTDOWN_LINGER: Duration = Duration::from_millis(200);
 
-/// At most this much input is thrown away while a socket lingers: more than a burst a client
-/// had in flight when it was told to go. At the bound the socket closes (with a reset).
-const LINGER_BYTES: usize = 1 << 20;
+/// At most this much input is thrown away while a socket lingers: a few socket buffers'
+/// worth, more than a client that was mid-burst when it was told to go still has in flight.
+/// A client that sends more is not reading; at the bound its socket closes (with a reset).
+const LINGER_BYTES: usize = 4 << 20;
 
-/// Read size while lingering (the bytes are thrown away).
-const LINGER_READ: usize = 4096;
+/// Read size while lingering (the bytes are thrown away; the buffer is held only while
+/// reading).
+const LINGER_READ: usize = 16 * 1024;
 
 /// Registers a connection from `peer` with the router and returns the task that serves it
 /// until it closes or parks. The caller has counted it in `shared.live`.
@@ -261,7 +263,7 @@ fn close_plain(rt: &Handle, shared: &Arc<Shared>, id: ConnId, stream: StdTcpStre
 /// it (or the socket failed), so that closing now sends no reset. A client that already
 /// closed (the usual end after a DISCONNECT it sent) then costs no lingering task.
 fn client_closed(stream: &StdTcpStream) -> bool {
-    let mut buf = [0u8; LINGER_READ];
+    let mut buf = [0u8; 512];
     match (&*stream).read(&mut buf) {
         Ok(0) => true,
         Ok(_) => false,
@@ -387,9 +389,9 @@ enum End {
 
 /// A socket whose connection the broker closed, lingering (see [`LINGER`]): it reads and
 /// throws away what the client still sends, until the client closes its side or the socket
-/// fails (then closing sends no reset), or [`LINGER`] ([`SHUTDOWN_LINGER`]) has passed or [`LINGER_BYTES`] were
-/// read (then it closes all the same, with a reset if input is still coming, as it did
-/// before lingering existed). It is no connection any more: the router has forgotten it
+/// fails (then closing sends no reset), or [`LINGER`] ([`SHUTDOWN_LINGER`]) has passed or
+/// [`LINGER_BYTES`] were read (then it closes all the same, with a reset if input is still
+/// coming, as it did before lingering existed). It is no connection any more: the router has forgotten it
 /// and it does not count against the connection limit (a client reconnecting at once is
 /// not kept out), but it holds a file descriptor: `Shared::lingering` counts it until it is
 /// dropped, and caps how many linger at once (at the cap a socket closes at once).
@@ -401,8 +403,6 @@ struct Linger<S> {
     stop: Option<Pin<Box<OwnedNotified>>>,
     /// Bytes still to throw away before giving up.
     left: usize,
-    /// What is read goes here, and is thrown away.
-    scratch: BytesMut,
 }
 
 impl<S: Transport> Linger<S> {
@@ -413,7 +413,8 @@ impl<S: Transport> Linger<S> {
             debug!("too many sockets linger: closing one at once");
             return None;
         }
-        // Told of the stop from here on; or stopping already (then the stop was told before).
+        // Made before the look at `stopping`: a stop told after the look still reaches it
+        // (`notify_waiters` reaches every `Notified` made before it).
         let stop = Box::pin(shared.stop_lingering.clone().notified_owned());
         let (limit, stop) = if shared.stopping.load(Ordering::Acquire) {
             (SHUTDOWN_LINGER, None)
@@ -426,7 +427,6 @@ impl<S: Transport> Linger<S> {
             stop,
             deadline: Box::pin(tokio::time::sleep(limit)),
             left: LINGER_BYTES,
-            scratch: BytesMut::new(),
         })
     }
 }
@@ -445,6 +445,8 @@ impl<S: Transport> Future for Linger<S> {
                 this.deadline.as_mut().reset(soon);
             }
         }
+        // Allocated at the first read: a lingering socket with nothing to read holds none.
+        let mut scratch = BytesMut::new();
         loop {
             if this.deadline.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(());
@@ -452,9 +454,9 @@ impl<S: Transport> Future for Linger<S> {
             if ready!(this.stream.poll_read_ready(cx)).is_err() {
                 return Poll::Ready(());
             }
-            this.scratch.clear();
-            this.scratch.reserve(LINGER_READ);
-            match this.stream.try_read_buf(&mut this.scratch) {
+            scratch.clear();
+            scratch.reserve(LINGER_READ);
+            match this.stream.try_read_buf(&mut scratch) {
                 // The client closed its side: nothing is left unread, no reset.
                 Ok(0) => return Poll::Ready(()),
                 Ok(n) => {
