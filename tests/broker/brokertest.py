@@ -241,6 +241,10 @@ class Peer:
         """Stop servicing the network: no more PINGREQ, no reads."""
         self._paused.set()
 
+    def resume(self):
+        """Service the network again after `pause` (what was queued meanwhile is written at once)."""
+        self._paused.clear()
+
     def disconnect(self, reasoncode=None, properties=None):
         """A normal DISCONNECT (MQTT 5: with an optional reason code and properties)."""
         if self.protocol == V5 and reasoncode is not None:

@@ -4,6 +4,7 @@ the keep-alive cap enforcement, the CONNECT timeout, bounded offline queues, sig
 import subprocess
 import time
 
+import paho.mqtt.client as mqtt
 import pytest
 
 import rawmqtt as raw
@@ -84,6 +85,29 @@ def test_receive_maximum_from_config_enforced(start_tinsel):
     assert [p.type for p in seen] == [raw.PUBREC] * 3 + [raw.DISCONNECT]
     assert seen[-1].reason == 0x93
     c.close()
+
+
+def test_paho_burst_beyond_receive_maximum_reads_0x93(start_tinsel, peers):
+    """paho bursts QoS 2 far beyond Receive Maximum and is still writing when tinsel closes the
+    connection: it must read the DISCONNECT 0x93 (no reset that fails its next write before it
+    has read it, or discards it unread). Tinsel-only: Mosquitto answers PUBREC 0x97 and keeps
+    the connection (see test_v5)."""
+    srv = start_tinsel(config=_config("{port}", "[limits]\nmax_inflight = 10\n"))
+    p = peers(srv, protocol=V5)
+    # No in-flight limit of paho's own (it does not keep to the broker's either).
+    p.c.max_inflight_messages_set(0)
+    _, _, cprops = p.connect()
+    assert prop(cprops, "ReceiveMaximum") == 10
+    t = topic_base() + "/burst"
+    # Queued while paho's network thread waits, then written in one go: paho is still
+    # writing (2 MB) when the broker closes the connection.
+    p.pause()
+    time.sleep(0.1)  # a loop() in progress finishes
+    for _ in range(2000):
+        assert p.c.publish(t, b"q" * 1000, qos=2).rc == mqtt.MQTT_ERR_SUCCESS
+    p.resume()
+    rc, _ = p.expect_disconnect()
+    assert rc.value == 0x93, f"on_disconnect reason {rc!r}"
 
 
 def test_packet_too_large_for_broker(start_tinsel, connected):

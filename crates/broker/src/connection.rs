@@ -10,6 +10,10 @@
 //! A connection with nothing to do parks (see [`crate::parking`]): right after its CONNACK,
 //! and whenever it has been idle for [`PARK_IDLE`]. Its task ends; the parking lot gives it
 //! a new one when the client sends something or the router has output for it.
+//!
+//! A connection the broker closes lingers (see [`LINGER`]): its last packets written, the
+//! write side shut, what the client still sends is read and thrown away for a bounded time,
+//! so that the client reads why it was closed instead of a reset.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -54,6 +58,33 @@ const PAUSE_POLL: Duration = Duration::from_millis(2);
 /// A connection that neither read nor wrote for this long parks.
 const PARK_IDLE: Duration = Duration::from_secs(1);
 
+/// How long a socket lingers after the broker closed its connection (a DISCONNECT with a
+/// reason code, a refusing CONNACK, a shutdown): the last packets are written and the write
+/// side shut (the client reads them, then the end of the stream), and what the client still
+/// sends is read and thrown away. Closing a socket with unread input makes the kernel answer
+/// with a reset instead: the client's next write fails before it has read the packet that
+/// says why, and the reset can discard that packet unread. A client that sees the end of
+/// the stream usually closes too, which ends the linger at once; a client still sending
+/// after this long is not reading, and its socket closes anyway (with a reset, as before).
+/// Well below the shutdown grace period, so that shutdown still finishes within it.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// How long a socket lingers once the broker stops (also one that started lingering
+/// before): long enough to read what the
+/// client had in flight when it was told (so that it reads its DISCONNECT 0x8B, then the
+/// end of the stream), short because the process is about to close every socket anyway and
+/// a stop should not wait [`LINGER`] for each client that does not close its side.
+const SHUTDOWN_LINGER: Duration = Duration::from_millis(200);
+
+/// At most this much input is thrown away while a socket lingers: a few socket buffers'
+/// worth, more than a client that was mid-burst when it was told to go still has in flight.
+/// A client that sends more is not reading; at the bound its socket closes (with a reset).
+const LINGER_BYTES: usize = 4 << 20;
+
+/// Read size while lingering (the bytes are thrown away; the buffer is held only while
+/// reading).
+const LINGER_READ: usize = 16 * 1024;
+
 /// Registers a connection from `peer` with the router and returns the task that serves it
 /// until it closes or parks. The caller has counted it in `shared.live`.
 pub(crate) fn serve<S: Transport>(
@@ -64,7 +95,11 @@ pub(crate) fn serve<S: Transport>(
 ) -> ConnFuture<S> {
     let (id, outbox) = register(&shared, peer);
     let conn = Conn::new(id, shared, ProtocolVersion::V311, false, outbox);
-    ConnFuture(Some(ConnTask::new(stream, conn, capture.map(Box::new))))
+    ConnFuture(Stage::Serving(ConnTask::new(
+        stream,
+        conn,
+        capture.map(Box::new),
+    )))
 }
 
 /// Registers a connection from `peer` with the router: its id and outbox.
@@ -167,8 +202,13 @@ fn serve_plain(
         }
         (pending, close) = (taken.bytes, taken.close);
         if pending.is_empty() && close {
-            let _ = stream.shutdown(std::net::Shutdown::Write);
-            return end(shared, id, "closed by the broker");
+            if registered {
+                lot.forget(id, &stream);
+            }
+            // The client closed its side and this read took all it sent: nothing is left
+            // to cause a reset, so no need to linger.
+            let linger = !closed;
+            return close_plain(rt, shared, id, stream, linger);
         }
         if pending.is_empty() && closed {
             return end(shared, id, "connection closed by the client");
@@ -195,6 +235,39 @@ fn serve_plain(
         lot.forget(id, &stream);
     }
     spawn_task(rt, stream, conn, None, pending, close);
+}
+
+/// Ends connection `id`, closed by the broker on the lot's thread once its last packets are
+/// written: shuts the write side and, with `linger`, hands the socket to a task that
+/// lingers (see [`LINGER`]): the lot's thread never waits.
+fn close_plain(rt: &Handle, shared: &Arc<Shared>, id: ConnId, stream: StdTcpStream, linger: bool) {
+    let lingering = if linger
+        && stream.shutdown(std::net::Shutdown::Write).is_ok()
+        && !client_closed(&stream)
+    {
+        let _rt = rt.enter();
+        TcpStream::from_std(stream)
+            .ok()
+            .and_then(|s| Linger::start(shared, s))
+    } else {
+        None
+    };
+    end(shared, id, "closed by the broker");
+    if let Some(l) = lingering {
+        rt.spawn(l);
+    }
+}
+
+/// One read that throws away what it gets: true when the client has closed its side after
+/// it (or the socket failed), so that closing now sends no reset. A client that already
+/// closed (the usual end after a DISCONNECT it sent) then costs no lingering task.
+fn client_closed(stream: &StdTcpStream) -> bool {
+    let mut buf = [0u8; 512];
+    match (&*stream).read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    }
 }
 
 /// A parked connection the router has output for (or one that cannot be served on the
@@ -226,7 +299,7 @@ fn spawn_task(
             let mut task = ConnTask::new(stream, conn, capture);
             task.wbuf = pending;
             task.closing = close;
-            rt.spawn(ConnFuture(Some(task)));
+            rt.spawn(ConnFuture(Stage::Serving(task)));
         }
         Err(e) => {
             warn!("connection {}: cannot give it a task: {e}", conn.id);
@@ -270,27 +343,35 @@ pub(crate) fn end(shared: &Arc<Shared>, id: ConnId, why: &str) {
     shared.connection_closed();
 }
 
-/// A connection's task: finishes when the connection ends (after telling the router) or
-/// parks.
-pub(crate) struct ConnFuture<S>(Option<ConnTask<S>>);
+/// A connection's task: finishes when the connection ends (after telling the router) and
+/// its socket has lingered, or when it parks.
+pub(crate) struct ConnFuture<S>(Stage<S>);
+
+/// Where a connection's task is.
+enum Stage<S> {
+    /// Serving the connection.
+    Serving(ConnTask<S>),
+    /// The broker closed it; the router has forgotten it; its socket lingers.
+    Lingering(Linger<S>),
+    /// Ended, or parked.
+    Done,
+}
 
 impl<S: Transport> Future for ConnFuture<S> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let Some(task) = &mut this.0 else {
-            return Poll::Ready(());
-        };
-        match ready!(task.drive(cx)) {
-            End::Closed(why) => end(&task.conn.shared, task.conn.id, &why),
-            End::Park => {
-                if let Some(task) = this.0.take() {
-                    task.park();
-                }
+        if let Stage::Serving(task) = &mut this.0 {
+            let how = ready!(task.drive(cx));
+            if let Stage::Serving(task) = std::mem::replace(&mut this.0, Stage::Done) {
+                this.0 = task.finish(how);
             }
         }
-        this.0 = None;
+        if let Stage::Lingering(linger) = &mut this.0 {
+            ready!(Pin::new(linger).poll(cx));
+        }
+        this.0 = Stage::Done;
         Poll::Ready(())
     }
 }
@@ -299,8 +380,102 @@ impl<S: Transport> Future for ConnFuture<S> {
 enum End {
     /// The connection is closed, for this reason.
     Closed(Cow<'static, str>),
+    /// The broker closed it: its last packets are written and its write side is shut.
+    Shut,
     /// It has nothing to do: to the parking lot.
     Park,
+}
+
+/// A socket whose connection the broker closed, lingering (see [`LINGER`]): it reads and
+/// throws away what the client still sends, until the client closes its side or the socket
+/// fails (then closing sends no reset), or [`LINGER`] ([`SHUTDOWN_LINGER`]) has passed or
+/// [`LINGER_BYTES`] were read (then it closes all the same, with a reset if input is still
+/// coming, as it did before lingering existed). It is no connection any more: the router has forgotten it
+/// and it does not count against the connection limit (a client reconnecting at once is
+/// not kept out), but it holds a file descriptor: `Shared::lingering` counts it until it is
+/// dropped, and caps how many linger at once (at the cap a socket closes at once).
+struct Linger<S> {
+    stream: S,
+    shared: Arc<Shared>,
+    deadline: Pin<Box<Sleep>>,
+    /// Fires when the broker stops: the deadline moves up to [`SHUTDOWN_LINGER`] from then.
+    stop: Option<Pin<Box<OwnedNotified>>>,
+    /// Bytes still to throw away before giving up.
+    left: usize,
+}
+
+impl<S: Transport> Linger<S> {
+    /// Starts lingering on `stream`, whose write side is shut; None (and `stream` closed)
+    /// when as many sockets linger already as connections may be open. Within a runtime.
+    fn start(shared: &Arc<Shared>, stream: S) -> Option<Linger<S>> {
+        if !shared.linger_started() {
+            debug!("too many sockets linger: closing one at once");
+            return None;
+        }
+        // Made before the look at `stopping`: a stop told after the look still reaches it
+        // (`notify_waiters` reaches every `Notified` made before it).
+        let stop = Box::pin(shared.stop_lingering.clone().notified_owned());
+        let (limit, stop) = if shared.stopping.load(Ordering::Acquire) {
+            (SHUTDOWN_LINGER, None)
+        } else {
+            (LINGER, Some(stop))
+        };
+        Some(Linger {
+            stream,
+            shared: shared.clone(),
+            stop,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+            left: LINGER_BYTES,
+        })
+    }
+}
+
+impl<S: Transport> Future for Linger<S> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if let Some(stop) = &mut this.stop
+            && stop.as_mut().poll(cx).is_ready()
+        {
+            this.stop = None;
+            let soon = tokio::time::Instant::now() + SHUTDOWN_LINGER;
+            if soon < this.deadline.deadline() {
+                this.deadline.as_mut().reset(soon);
+            }
+        }
+        // Allocated at the first read: a lingering socket with nothing to read holds none.
+        let mut scratch = BytesMut::new();
+        loop {
+            if this.deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            if ready!(this.stream.poll_read_ready(cx)).is_err() {
+                return Poll::Ready(());
+            }
+            scratch.clear();
+            scratch.reserve(LINGER_READ);
+            match this.stream.try_read_buf(&mut scratch) {
+                // The client closed its side: nothing is left unread, no reset.
+                Ok(0) => return Poll::Ready(()),
+                Ok(n) => {
+                    this.left = this.left.saturating_sub(n);
+                    if this.left == 0 {
+                        return Poll::Ready(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
+impl<S> Drop for Linger<S> {
+    fn drop(&mut self) {
+        // Also when the runtime drops the task.
+        self.shared.linger_ended();
+    }
 }
 
 /// A connection's state while it has a task.
@@ -337,6 +512,25 @@ impl<S: Transport> ConnTask<S> {
             pause: None,
             park_timer: None,
         }
+    }
+
+    /// What the task does after `drive` ended with `how`.
+    fn finish(self, how: End) -> Stage<S> {
+        match how {
+            End::Closed(why) => end(&self.conn.shared, self.conn.id, &why),
+            End::Park => self.park(),
+            End::Shut => {
+                // Counted as lingering before it stops counting as a connection, so that
+                // shutdown never sees neither.
+                let ConnTask { stream, conn, .. } = self;
+                let linger = Linger::start(&conn.shared, stream);
+                end(&conn.shared, conn.id, "closed by the broker");
+                if let Some(linger) = linger {
+                    return Stage::Lingering(linger);
+                }
+            }
+        }
+        Stage::Done
     }
 
     /// Hands the connection to the parking lot; its task ends.
@@ -415,8 +609,11 @@ impl<S: Transport> ConnTask<S> {
                 self.wbuf = BytesMut::new();
             }
             if self.closing {
-                let _ = ready!(self.stream.poll_shutdown(cx));
-                return Poll::Ready(End::Closed(Cow::Borrowed("closed by the broker")));
+                return Poll::Ready(match ready!(self.stream.poll_shutdown(cx)) {
+                    Ok(()) => End::Shut,
+                    // The client is gone already: nothing to linger for.
+                    Err(_) => End::Closed(Cow::Borrowed("closed by the broker")),
+                });
             }
             if self.conn.reads >= YIELD_READS {
                 // Let the other tasks on this worker run (its subscribers among them): tokio

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,9 @@ use crate::{Error, connection};
 /// How often the router's timers run (keep alive, will delay, session expiry, `$SYS`).
 const TICK: Duration = Duration::from_millis(250);
 
-/// How long [`Broker::run`] waits for connections to close after shutdown.
+/// How long [`Broker::run`] waits for connections to close after shutdown, their sockets'
+/// linger included: from the shutdown on, sockets linger at most `connection::SHUTDOWN_LINGER`,
+/// well below this.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// State shared by every connection task.
@@ -42,10 +44,20 @@ pub(crate) struct Shared {
     pub(crate) eased: Arc<Notify>,
     /// Open connections (bounded by `max_connections`).
     live: AtomicUsize,
+    /// Sockets the broker closed that still linger (see `connection::LINGER`). They are no
+    /// connections any more (not in `live`, so they keep no new client out), but they hold
+    /// a file descriptor each: at most `max_connections` of them linger at once.
+    lingering: AtomicUsize,
+    /// Cap of `lingering`.
+    max_lingering: usize,
+    /// The broker stops: sockets linger only briefly from now on ...
+    pub(crate) stopping: AtomicBool,
+    /// ... and those lingering already are told (after `stopping` is set).
+    pub(crate) stop_lingering: Arc<Notify>,
     /// Where idle connections wait without a task; set once its thread runs (never if
     /// its epoll set or thread could not be made: connections then keep their tasks).
     pub(crate) parking: OnceLock<Arc<ParkingLot>>,
-    /// Told when the last open connection closes.
+    /// Told when the last open connection closes or the last lingering socket ends.
     all_closed: Notify,
     /// Where deferred authentications run (None: no authenticator).
     auth: Option<AuthPool>,
@@ -117,9 +129,27 @@ impl Shared {
         }
     }
 
-    /// Waits until no connection is open.
+    /// Counts a socket that starts lingering; false (not counted: close it at once) when
+    /// as many linger as connections may be open.
+    pub(crate) fn linger_started(&self) -> bool {
+        self.lingering
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_lingering).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// A lingering socket closed.
+    pub(crate) fn linger_ended(&self) {
+        if self.lingering.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all_closed.notify_one();
+        }
+    }
+
+    /// Waits until no connection is open and no socket lingers. (A connection that starts
+    /// to linger is counted there before it leaves `live`.)
     async fn all_closed(&self) {
-        while self.live.load(Ordering::Acquire) > 0 {
+        while self.live.load(Ordering::Acquire) > 0 || self.lingering.load(Ordering::Acquire) > 0 {
             self.all_closed.notified().await;
         }
     }
@@ -229,6 +259,10 @@ impl Broker {
             bytes_out: AtomicU64::new(0),
             eased: Arc::new(Notify::new()),
             live: AtomicUsize::new(0),
+            lingering: AtomicUsize::new(0),
+            max_lingering: self.config.limits.max_connections,
+            stopping: AtomicBool::new(false),
+            stop_lingering: Arc::new(Notify::new()),
             all_closed: Notify::new(),
             parking: OnceLock::new(),
             auth,
@@ -262,6 +296,8 @@ impl Broker {
 
         shutdown.await;
         info!("shutting down");
+        shared.stopping.store(true, Ordering::Release);
+        shared.stop_lingering.notify_waiters();
         {
             // Every connection gets DISCONNECT 0x8B (MQTT 5) through its outbox and closes;
             // one accepted from now on is closed at once.
