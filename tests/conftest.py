@@ -46,11 +46,17 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> N
 
 
 class Server:
-    """A server process on 127.0.0.1:port, stopped when the test ends."""
+    """A server process on 127.0.0.1:port, stopped when the test ends.
 
-    def __init__(self, args, port, log_path):
+    `kind` ("tinsel" or "mosquitto") is set by the fixture that started it: tests that treat
+    the brokers differently read it, never the executable's path (a checkout under a
+    directory named "mosquitto" must not turn Tinsel into the reference broker).
+    """
+
+    def __init__(self, args, port, log_path, kind):
         self.port = port
         self.args = args
+        self.kind = kind
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
@@ -96,7 +102,7 @@ def start_tinsel(tinsel_bin, tmp_path):
             cfg = tmp_path / f"tinsel-{port}.toml"
             cfg.write_text(config.replace("{port}", str(port)))
             args = [str(tinsel_bin), "broker", "-c", str(cfg), *extra]
-        srv = Server(args, port, tmp_path / f"tinsel-{port}.log")
+        srv = Server(args, port, tmp_path / f"tinsel-{port}.log", "tinsel")
         servers.append(srv)
         return srv
 
@@ -123,7 +129,7 @@ def start_mosquitto(tmp_path):
         cfg.write_text(
             f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra_config}\n"
         )
-        srv = Server([exe, "-c", str(cfg)], port, tmp_path / f"mosquitto-{port}.log")
+        srv = Server([exe, "-c", str(cfg)], port, tmp_path / f"mosquitto-{port}.log", "mosquitto")
         servers.append(srv)
         return srv
 

@@ -25,7 +25,8 @@ QUIET = 0.2  # how long we watch for an unexpected extra message
 
 
 def is_mosquitto(server) -> bool:
-    return "mosquitto" in str(server.args[0])
+    """From the fixture that started `server` (see conftest.Server.kind), not its path."""
+    return server.kind == "mosquitto"
 
 
 def free_port_number() -> int:

@@ -61,7 +61,7 @@ MOSQ_LOG = "log_type all\nlog_dest stderr\n"
 
 def _logs_all(server) -> bool:
     args = [str(a) for a in server.args]
-    if "mosquitto" not in " ".join(args) or "-c" not in args:
+    if server.kind != "mosquitto" or "-c" not in args:
         return False
     cfg = Path(args[args.index("-c") + 1])
     return "log_type all" in cfg.read_text()

@@ -171,10 +171,21 @@ def test_will_is_sent_when_client_dies(mosq, tinsel):
 
 
 def test_will_not_sent_on_normal_exit(mosq, tinsel):
-    rc, _, _ = run(tinsel("pub", "-p", mosq.port, "-t", "f/x", "-m", "x", "--will-topic", "f/w2", "--will-payload", "no"))
-    assert rc == 0
-    rc, out, _ = run(["mosquitto_sub", "-p", mosq.port, "-t", "f/w2", "-W", "1"])
-    assert (rc, out) == (27, b"")
+    # The watcher subscribes before tinsel pub connects, so a will published when it leaves
+    # would reach it; the marker, sent once the broker has seen tinsel pub go, must be the
+    # first (and only) message it gets.
+    watcher = Proc(["mosquitto_sub", "-p", mosq.port, "-t", "f/w2", "-C", "1", "-v", "-q", "1"])
+    wait_subscribed(mosq, 1)
+    rc, _, err = run(tinsel("pub", "-p", mosq.port, "-i", "will-holder", "-t", "f/x", "-m", "x",
+                            "--will-topic", "f/w2", "--will-payload", "no"))
+    assert rc == 0, err
+    gone = re.compile(r"Client will-holder (disconnected|closed its connection)")
+    deadline = time.monotonic() + 5
+    while not gone.search(mosq.log()):
+        assert time.monotonic() < deadline, "the broker never saw tinsel pub leave:\n" + mosq.log()[-2000:]
+        time.sleep(0.05)
+    assert run(["mosquitto_pub", "-p", mosq.port, "-t", "f/w2", "-m", "marker", "-q", "1"])[0] == 0
+    assert watcher.wait()[1] == b"f/w2 marker\n"
 
 
 # ---------------------------------------------------------------- tinsel sub

@@ -123,10 +123,15 @@ def test_tls_client_certificate(start_mosquitto, certs, free_port, tinsel):
     assert rc == 0, err
 
 
-def test_tls_bad_cafile(tinsel, free_port, tmp_path):
-    rc, _, err = run(tinsel("pub", "-p", free_port, "-t", "t", "-m", "x", "--cafile", tmp_path / "nope.crt"))
+def test_tls_bad_cafile(start_mosquitto, certs, free_port, tinsel, tmp_path):
+    """A TLS listener is there, so only the missing CA file can make this fail, and the one
+    line says which file."""
+    start_tls(start_mosquitto, certs, free_port)
+    missing = tmp_path / "nope.crt"
+    rc, _, err = run(tinsel("pub", "-p", free_port, "-t", "t", "-m", "x", "--cafile", missing))
     assert rc == 1
-    assert err.decode().count("\n") == 1
+    text = err.decode()
+    assert text.count("\n") == 1 and str(missing) in text, text
 
 
 def test_tls_use_os_certs(start_mosquitto, certs, free_port, tinsel):

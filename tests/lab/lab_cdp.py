@@ -37,7 +37,7 @@ def chromium_exe() -> str:
         path = shutil.which(name)
         if path:
             return path
-    raise RuntimeError("chromium is not installed")
+    raise RuntimeError("chromium is not installed: run scripts/install-test-peers")
 
 
 class WebSocket:

@@ -205,22 +205,30 @@ async fn shared_subscriptions_round_robin() {
         ))
         .await;
     }
-    let mut got_a = 0;
-    let mut got_c = 0;
+    let mut got_a = Vec::new();
+    let mut got_c = Vec::new();
     for _ in 0..3 {
         let m = a.recv_publish().await;
         a.ack(&m).await;
-        got_a += 1;
+        got_a.push(m.payload);
         let m = c.recv_publish().await;
         c.ack(&m).await;
-        got_c += 1;
+        got_c.push(m.payload);
     }
     a.expect_nothing(QUIET).await;
     c.expect_nothing(Duration::from_millis(10)).await;
-    assert_eq!((got_a, got_c), (3, 3));
+    // Round robin: the members take turns, so one has the even messages and the other the odd.
+    let (evens, odds) = (["0", "2", "4"], ["1", "3", "5"]);
+    assert!(
+        (got_a == evens && got_c == odds) || (got_a == odds && got_c == evens),
+        "a got {got_a:?}, c got {got_c:?}"
+    );
+    // The non-shared subscriber gets every one, in order.
+    let mut got_normal = Vec::new();
     for _ in 0..6 {
-        normal.recv_publish().await; // the non-shared subscriber gets every one
+        got_normal.push(normal.recv_publish().await.payload);
     }
+    assert_eq!(got_normal, ["0", "1", "2", "3", "4", "5"]);
     // No Local on a shared subscription is a protocol error.
     let o = SubscriptionOptions {
         no_local: true,

@@ -522,7 +522,9 @@ impl Observer {
     }
 
     /// A fresh client publishes to `obs/check`; the observer must receive it, and the broker
-    /// must still be running.
+    /// must still be running. Nothing else may reach the observer first: a PUBLISH the tests
+    /// sent where it must never be delivered (`obs/sneaky` before CONNECT, the cut-short
+    /// `obs/half`) would have been routed before this one.
     fn check(&mut self, broker: &mut Broker) {
         broker.assert_alive();
         self.checks += 1;
@@ -534,12 +536,20 @@ impl Observer {
         );
         publisher.send(&publish(Version::V311, "obs/check", payload.as_bytes()));
         publisher.send(&[0xE0, 0x00]); // DISCONNECT
+        // What the observer (MQTT 5, QoS 0) must get: exactly this PUBLISH.
+        let expected = publish(Version::V5, "obs/check", payload.as_bytes());
         loop {
             match self.client.read() {
                 Incoming::Packet(first, body) if first >> 4 == 3 => {
-                    if body.ends_with(payload.as_bytes()) {
-                        break;
-                    }
+                    let got = [fixed_header(first, body.len()), body.clone()].concat();
+                    assert!(
+                        got == expected,
+                        "before {payload}, the observer received a PUBLISH that must never be \
+                         delivered: {:?} (broker log: {})",
+                        String::from_utf8_lossy(&body),
+                        broker.log.display()
+                    );
+                    break;
                 }
                 Incoming::Packet(..) => {}
                 other => panic!("the observer lost its connection or messages: {other:?}"),
