@@ -8,13 +8,10 @@
 //! packets meanwhile), and each waits at most until its CONNECT timeout closes it.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use tinsel_core::{Authenticator, ConnId, ConnectInfo};
+use tinsel_core::{AuthDecision, Authenticator, ConnectInfo};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
-
-use crate::server::Shared;
 
 /// Authentications that run at once (each may hash for milliseconds on one core).
 pub(crate) const MAX_PARALLEL: usize = 4;
@@ -35,22 +32,23 @@ impl AuthPool {
         }
     }
 
-    /// Decides `info` for connection `conn` in the pool, then tells the router.
-    pub(crate) fn submit(&self, shared: &Arc<Shared>, conn: ConnId, info: ConnectInfo) {
+    /// Decides `info` in the pool, then calls `done` with the decision (on a tokio thread).
+    pub(crate) fn submit(
+        &self,
+        info: ConnectInfo,
+        done: impl FnOnce(AuthDecision) + Send + 'static,
+    ) {
         let (permits, authenticator) = (self.permits.clone(), self.authenticator.clone());
-        let shared = shared.clone();
         self.rt.spawn(async move {
             let Ok(_permit) = permits.acquire_owned().await else {
                 return;
             };
             let decided =
                 tokio::task::spawn_blocking(move || authenticator.authenticate_slowly(&info)).await;
-            let decision = decided.unwrap_or(tinsel_core::AuthDecision::Deny(
+            // A decision that panicked refuses the client rather than leaving it waiting.
+            done(decided.unwrap_or(AuthDecision::Deny(
                 tinsel_codec::ReasonCode::UNSPECIFIED_ERROR,
-            ));
-            let mut state = shared.lock();
-            state.router.authenticated(Instant::now(), conn, decision);
-            shared.wake(&mut state, None);
+            )));
         });
     }
 }

@@ -36,8 +36,9 @@ use tracing::{debug, warn};
 use tinsel_core::{ConnId, Origin, Outbox, Taken};
 
 use crate::capture::ConnCapture;
-use crate::parking::{Parked, ParkingLot};
-use crate::server::Shared;
+use crate::linger::{Linger, client_closed};
+use crate::parking::{Host, Parked, ParkingLot};
+use crate::shared::Shared;
 use crate::transport::Transport;
 
 /// Read buffer size for a fresh read.
@@ -57,33 +58,6 @@ const PAUSE_POLL: Duration = Duration::from_millis(2);
 
 /// A connection that neither read nor wrote for this long parks.
 const PARK_IDLE: Duration = Duration::from_secs(1);
-
-/// How long a socket lingers after the broker closed its connection (a DISCONNECT with a
-/// reason code, a refusing CONNACK, a shutdown): the last packets are written and the write
-/// side shut (the client reads them, then the end of the stream), and what the client still
-/// sends is read and thrown away. Closing a socket with unread input makes the kernel answer
-/// with a reset instead: the client's next write fails before it has read the packet that
-/// says why, and the reset can discard that packet unread. A client that sees the end of
-/// the stream usually closes too, which ends the linger at once; a client still sending
-/// after this long is not reading, and its socket closes anyway (with a reset, as before).
-/// Well below the shutdown grace period, so that shutdown still finishes within it.
-const LINGER: Duration = Duration::from_secs(2);
-
-/// How long a socket lingers once the broker stops (also one that started lingering
-/// before): long enough to read what the
-/// client had in flight when it was told (so that it reads its DISCONNECT 0x8B, then the
-/// end of the stream), short because the process is about to close every socket anyway and
-/// a stop should not wait [`LINGER`] for each client that does not close its side.
-const SHUTDOWN_LINGER: Duration = Duration::from_millis(200);
-
-/// At most this much input is thrown away while a socket lingers: a few socket buffers'
-/// worth, more than a client that was mid-burst when it was told to go still has in flight.
-/// A client that sends more is not reading; at the bound its socket closes (with a reset).
-const LINGER_BYTES: usize = 4 << 20;
-
-/// Read size while lingering (the bytes are thrown away; the buffer is held only while
-/// reading).
-const LINGER_READ: usize = 16 * 1024;
 
 /// Registers a connection from `peer` with the router and returns the task that serves it
 /// until it closes or parks. The caller has counted it in `shared.live`.
@@ -116,9 +90,40 @@ fn register(shared: &Shared, peer: SocketAddr) -> (ConnId, Outbox) {
 /// larger (a bigger one, or more bytes, go to a task).
 const WELCOME_READ: usize = 1024;
 
+/// The parking lot serves connections with the code of this file.
+impl Host for Arc<Shared> {
+    fn connection_opened(&self, max: usize) -> bool {
+        Shared::connection_opened(self, max)
+    }
+
+    fn outbox(&self, id: ConnId) -> Option<Outbox> {
+        self.lock().router.outbox(id)
+    }
+
+    fn welcome(&self, lot: &ParkingLot, rt: &Handle, stream: StdTcpStream, peer: SocketAddr) {
+        welcome(self, lot, rt, stream, peer);
+    }
+
+    fn resume_plain(
+        &self,
+        lot: &ParkingLot,
+        rt: &Handle,
+        id: ConnId,
+        outbox: Outbox,
+        p: Parked,
+        closed: bool,
+    ) {
+        resume_plain(lot, rt, self, id, outbox, p, closed);
+    }
+
+    fn resume_task(&self, rt: &Handle, id: ConnId, outbox: Outbox, p: Parked) {
+        resume_task(rt, self, id, outbox, p);
+    }
+}
+
 /// A connection the parking lot's thread accepted (and counted in `shared.live`): served
 /// there first (see `serve_plain`).
-pub(crate) fn welcome(
+fn welcome(
     shared: &Arc<Shared>,
     lot: &ParkingLot,
     rt: &Handle,
@@ -138,7 +143,7 @@ pub(crate) fn welcome(
 /// A parked connection whose socket became readable: served on the lot's thread first
 /// (see `serve_plain`); its socket is still in the lot's epoll set. `closed`: the client
 /// closed its side (or the socket failed) after what it sent.
-pub(crate) fn resume_plain(
+fn resume_plain(
     lot: &ParkingLot,
     rt: &Handle,
     shared: &Arc<Shared>,
@@ -258,27 +263,9 @@ fn close_plain(rt: &Handle, shared: &Arc<Shared>, id: ConnId, stream: StdTcpStre
     }
 }
 
-/// One read that throws away what it gets: true when the client has closed its side after
-/// it (or the socket failed), so that closing now sends no reset. A client that already
-/// closed (the usual end after a DISCONNECT it sent) then costs no lingering task.
-fn client_closed(stream: &StdTcpStream) -> bool {
-    let mut buf = [0u8; 512];
-    match (&*stream).read(&mut buf) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
-    }
-}
-
 /// A parked connection the router has output for (or one that cannot be served on the
 /// lot's thread): a task again.
-pub(crate) fn resume_task(
-    rt: &Handle,
-    shared: &Arc<Shared>,
-    id: ConnId,
-    outbox: Outbox,
-    p: Parked,
-) {
+fn resume_task(rt: &Handle, shared: &Arc<Shared>, id: ConnId, outbox: Outbox, p: Parked) {
     let conn = Conn::new(id, shared.clone(), p.version, p.seen_connect, outbox);
     spawn_task(rt, p.stream, conn, p.capture, BytesMut::new(), false);
 }
@@ -384,98 +371,6 @@ enum End {
     Shut,
     /// It has nothing to do: to the parking lot.
     Park,
-}
-
-/// A socket whose connection the broker closed, lingering (see [`LINGER`]): it reads and
-/// throws away what the client still sends, until the client closes its side or the socket
-/// fails (then closing sends no reset), or [`LINGER`] ([`SHUTDOWN_LINGER`]) has passed or
-/// [`LINGER_BYTES`] were read (then it closes all the same, with a reset if input is still
-/// coming, as it did before lingering existed). It is no connection any more: the router has forgotten it
-/// and it does not count against the connection limit (a client reconnecting at once is
-/// not kept out), but it holds a file descriptor: `Shared::lingering` counts it until it is
-/// dropped, and caps how many linger at once (at the cap a socket closes at once).
-struct Linger<S> {
-    stream: S,
-    shared: Arc<Shared>,
-    deadline: Pin<Box<Sleep>>,
-    /// Fires when the broker stops: the deadline moves up to [`SHUTDOWN_LINGER`] from then.
-    stop: Option<Pin<Box<OwnedNotified>>>,
-    /// Bytes still to throw away before giving up.
-    left: usize,
-}
-
-impl<S: Transport> Linger<S> {
-    /// Starts lingering on `stream`, whose write side is shut; None (and `stream` closed)
-    /// when as many sockets linger already as connections may be open. Within a runtime.
-    fn start(shared: &Arc<Shared>, stream: S) -> Option<Linger<S>> {
-        if !shared.linger_started() {
-            debug!("too many sockets linger: closing one at once");
-            return None;
-        }
-        // Made before the look at `stopping`: a stop told after the look still reaches it
-        // (`notify_waiters` reaches every `Notified` made before it).
-        let stop = Box::pin(shared.stop_lingering.clone().notified_owned());
-        let (limit, stop) = if shared.stopping.load(Ordering::Acquire) {
-            (SHUTDOWN_LINGER, None)
-        } else {
-            (LINGER, Some(stop))
-        };
-        Some(Linger {
-            stream,
-            shared: shared.clone(),
-            stop,
-            deadline: Box::pin(tokio::time::sleep(limit)),
-            left: LINGER_BYTES,
-        })
-    }
-}
-
-impl<S: Transport> Future for Linger<S> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        if let Some(stop) = &mut this.stop
-            && stop.as_mut().poll(cx).is_ready()
-        {
-            this.stop = None;
-            let soon = tokio::time::Instant::now() + SHUTDOWN_LINGER;
-            if soon < this.deadline.deadline() {
-                this.deadline.as_mut().reset(soon);
-            }
-        }
-        // Allocated at the first read: a lingering socket with nothing to read holds none.
-        let mut scratch = BytesMut::new();
-        loop {
-            if this.deadline.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(());
-            }
-            if ready!(this.stream.poll_read_ready(cx)).is_err() {
-                return Poll::Ready(());
-            }
-            scratch.clear();
-            scratch.reserve(LINGER_READ);
-            match this.stream.try_read_buf(&mut scratch) {
-                // The client closed its side: nothing is left unread, no reset.
-                Ok(0) => return Poll::Ready(()),
-                Ok(n) => {
-                    this.left = this.left.saturating_sub(n);
-                    if this.left == 0 {
-                        return Poll::Ready(());
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return Poll::Ready(()),
-            }
-        }
-    }
-}
-
-impl<S> Drop for Linger<S> {
-    fn drop(&mut self) {
-        // Also when the runtime drops the task.
-        self.shared.linger_ended();
-    }
 }
 
 /// A connection's state while it has a task.

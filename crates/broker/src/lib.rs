@@ -47,8 +47,10 @@ pub mod capture;
 pub mod config;
 mod connection;
 mod error;
+mod linger;
 mod parking;
 mod server;
+mod shared;
 mod sockopt;
 mod transport;
 

@@ -9,7 +9,7 @@
 //!
 //! Without packet capture, the lot's thread also accepts the connections: a new connection
 //! is read, answered and parked there when its CONNECT is already in (see
-//! `connection::welcome`), so a connection that connects and then idles never costs a tokio
+//! `Host::welcome`), so a connection that connects and then idles never costs a tokio
 //! task or registration at all.
 //!
 //! A parked connection is taken out again (a new task, a new registration) when its socket
@@ -32,8 +32,6 @@ use tokio::runtime::Handle;
 use tracing::{debug, warn};
 
 use crate::capture::ConnCapture;
-use crate::connection;
-use crate::server::Shared;
 use tinsel_core::{ConnId, Outbox};
 
 /// What a parked connection keeps besides its router state (in its outbox's parked slot).
@@ -50,6 +48,38 @@ impl Parked {
     fn from_slot(slot: tinsel_core::Parked) -> Option<Parked> {
         slot.downcast::<Parked>().ok().map(|p| *p)
     }
+}
+
+/// What the lot needs from the broker it serves: the connection count, the router's
+/// outboxes and the code that serves a connection (in `connection.rs`). A trait, so that
+/// the lot depends on nothing above it.
+pub(crate) trait Host: Send + Sync + 'static {
+    /// Counts a new connection; false (not counted: close it) when `max` are open.
+    fn connection_opened(&self, max: usize) -> bool;
+    /// The outbox of connection `id` (None once the router forgot it).
+    fn outbox(&self, id: ConnId) -> Option<Outbox>;
+    /// A connection the lot accepted (and counted): serve it, on the lot's thread first.
+    fn welcome(
+        &self,
+        lot: &ParkingLot,
+        rt: &Handle,
+        stream: StdTcpStream,
+        peer: std::net::SocketAddr,
+    );
+    /// A parked connection whose socket became readable: serve it on the lot's thread
+    /// first (its socket is still in the lot's epoll set). `closed`: the client closed its
+    /// side after what it sent.
+    fn resume_plain(
+        &self,
+        lot: &ParkingLot,
+        rt: &Handle,
+        id: ConnId,
+        outbox: Outbox,
+        p: Parked,
+        closed: bool,
+    );
+    /// A parked connection the router has output for: a task again.
+    fn resume_task(&self, rt: &Handle, id: ConnId, outbox: Outbox, p: Parked);
 }
 
 /// The lot: an epoll set, the requests to take connections out, and a thread.
@@ -128,7 +158,7 @@ impl ParkingLot {
     /// again later: the listener is edge-triggered).
     fn accept_all(
         &self,
-        shared: &Arc<Shared>,
+        host: &impl Host,
         rt: &Handle,
         listener: &mio::net::TcpListener,
         max: usize,
@@ -136,11 +166,11 @@ impl ParkingLot {
         loop {
             match listener.accept() {
                 Ok((stream, peer)) => {
-                    if !shared.connection_opened(max) {
+                    if !host.connection_opened(max) {
                         warn!("connection limit reached, closing connection from {peer}");
                         continue;
                     }
-                    connection::welcome(shared, self, rt, stream.into(), peer);
+                    host.welcome(self, rt, stream.into(), peer);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -218,7 +248,7 @@ impl ParkingLot {
     /// failed (the event says so once: edge-triggered); None: the router has output for it.
     fn unpark(
         &self,
-        shared: &Arc<Shared>,
+        host: &impl Host,
         rt: &Handle,
         id: ConnId,
         outbox: Outbox,
@@ -233,10 +263,10 @@ impl ParkingLot {
             && p.capture.is_none()
         {
             // Usually a CONNECT, SUBSCRIBE, PINGREQ or the end: served here first.
-            return connection::resume_plain(self, rt, shared, id, outbox, p, closed);
+            return host.resume_plain(self, rt, id, outbox, p, closed);
         }
         self.forget(id, &p.stream);
-        connection::resume_task(rt, shared, id, outbox, p);
+        host.resume_task(rt, id, outbox, p);
     }
 
     /// The lot's thread: sleeps in the epoll set of the parked sockets, the listeners and
@@ -245,7 +275,7 @@ impl ParkingLot {
     pub(crate) fn run(
         self: Arc<Self>,
         mut poll: Poll,
-        shared: Arc<Shared>,
+        host: impl Host,
         rt: Handle,
         mut listeners: Listeners,
     ) {
@@ -264,7 +294,7 @@ impl ParkingLot {
                 retry = false;
                 for l in &listeners.sockets {
                     let max = listeners.max_connections;
-                    retry |= !self.accept_all(&shared, &rt, l, max);
+                    retry |= !self.accept_all(&host, &rt, l, max);
                 }
             }
             for event in events.iter() {
@@ -273,21 +303,21 @@ impl ParkingLot {
                     .checked_sub(token)
                     .and_then(|i| listeners.sockets.get(i))
                 {
-                    retry |= !self.accept_all(&shared, &rt, l, listeners.max_connections);
+                    retry |= !self.accept_all(&host, &rt, l, listeners.max_connections);
                     continue;
                 }
                 if event.token() == WAKE {
                     let wanted = std::mem::take(&mut *lock(&self.wanted));
                     for (id, outbox) in wanted {
-                        self.unpark(&shared, &rt, id, outbox, None);
+                        self.unpark(&host, &rt, id, outbox, None);
                     }
                     continue;
                 }
                 let id = event.token().0 as ConnId;
                 let closed = event.is_read_closed() || event.is_error();
-                let outbox = shared.lock().router.outbox(id);
+                let outbox = host.outbox(id);
                 if let Some(outbox) = outbox {
-                    self.unpark(&shared, &rt, id, outbox, Some(closed));
+                    self.unpark(&host, &rt, id, outbox, Some(closed));
                 }
             }
             if self.stopping.load(Ordering::Acquire) {

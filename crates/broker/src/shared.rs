@@ -1,0 +1,174 @@
+//! What every connection task shares: the router behind its lock, the byte counters, the
+//! connection count, the parking lot and the authentication pool.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use tinsel_codec::ReasonCode;
+use tinsel_core::{AuthDecision, ConnId, Router};
+use tokio::sync::Notify;
+
+use crate::auth::AuthPool;
+use crate::parking::ParkingLot;
+
+/// State shared by every connection task.
+///
+/// The router is one state machine behind one mutex. A connection locks it once per read
+/// (for every packet decoded from that read), not per message, and never across I/O:
+/// decoding, encoding and socket writes run outside it, on every core.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    /// Largest packet accepted.
+    pub(crate) max_packet_size: u32,
+    /// Bytes read from all sockets, for `$SYS`.
+    pub(crate) bytes_in: AtomicU64,
+    /// Bytes written to all sockets, for `$SYS`.
+    pub(crate) bytes_out: AtomicU64,
+    /// Wakes the publishers paused for congested subscribers when one of those takes its
+    /// QoS 0 backlog, so that they look again at once rather than at their next poll.
+    pub(crate) eased: Arc<Notify>,
+    /// Open connections (bounded by `max_connections`).
+    live: AtomicUsize,
+    /// Sockets the broker closed that still linger (see `connection::LINGER`). They are no
+    /// connections any more (not in `live`, so they keep no new client out), but they hold
+    /// a file descriptor each: at most `max_connections` of them linger at once.
+    lingering: AtomicUsize,
+    /// Cap of `lingering`.
+    max_lingering: usize,
+    /// The broker stops: sockets linger only briefly from now on ...
+    pub(crate) stopping: AtomicBool,
+    /// ... and those lingering already are told (after `stopping` is set).
+    pub(crate) stop_lingering: Arc<Notify>,
+    /// Where idle connections wait without a task; set once its thread runs (never if
+    /// its epoll set or thread could not be made: connections then keep their tasks).
+    pub(crate) parking: OnceLock<Arc<ParkingLot>>,
+    /// Told when the last open connection closes or the last lingering socket ends.
+    all_closed: Notify,
+    /// Where deferred authentications run (None: no authenticator).
+    auth: Option<AuthPool>,
+}
+
+/// What the mutex protects.
+pub(crate) struct State {
+    /// The core.
+    pub(crate) router: Router,
+}
+
+impl Shared {
+    /// The state around `router`: packets up to `max_packet_size` are read, up to
+    /// `max_lingering` closed sockets linger; `auth` runs deferred authentications.
+    pub(crate) fn new(
+        router: Router,
+        max_packet_size: u32,
+        max_lingering: usize,
+        auth: Option<AuthPool>,
+    ) -> Shared {
+        Shared {
+            state: Mutex::new(State { router }),
+            max_packet_size,
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            eased: Arc::new(Notify::new()),
+            live: AtomicUsize::new(0),
+            lingering: AtomicUsize::new(0),
+            max_lingering,
+            stopping: AtomicBool::new(false),
+            stop_lingering: Arc::new(Notify::new()),
+            all_closed: Notify::new(),
+            parking: OnceLock::new(),
+            auth,
+        }
+    }
+
+    /// Locks the router. A panic elsewhere cannot poison the broker for good: the state is
+    /// taken as it is.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes the connections with new output (see [`Router::wake`]), parked ones through
+    /// the parking lot.
+    pub(crate) fn wake(self: &Arc<Self>, state: &mut State, me: Option<ConnId>) {
+        if state.router.has_work() {
+            self.dispatch_work(state);
+        }
+        let mut any = false;
+        let lot = self.parking.get();
+        state.router.wake(me, |id, outbox| {
+            if let Some(lot) = lot {
+                lot.want(id, outbox);
+                any = true;
+            }
+        });
+        if any && let Some(lot) = lot {
+            lot.wake();
+        }
+    }
+
+    /// Hands the core's work to whoever does it: deferred authentications to the pool.
+    fn dispatch_work(self: &Arc<Self>, state: &mut State) {
+        let work = state.router.take_work();
+        if !work.records.is_empty() {
+            // No store in this shell: nothing is kept, so nothing needs to wait.
+            state.router.durable(work.ticket);
+        }
+        for (conn, info) in work.authenticate {
+            match &self.auth {
+                Some(pool) => {
+                    let shared = self.clone();
+                    pool.submit(info, move |decision| {
+                        let mut state = shared.lock();
+                        state.router.authenticated(Instant::now(), conn, decision);
+                        shared.wake(&mut state, None);
+                    });
+                }
+                None => {
+                    let refused = AuthDecision::Deny(ReasonCode::UNSPECIFIED_ERROR);
+                    state.router.authenticated(Instant::now(), conn, refused);
+                }
+            }
+        }
+    }
+
+    /// Counts a new connection; false (not counted) when `max` are open.
+    pub(crate) fn connection_opened(&self, max: usize) -> bool {
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// A connection task ended.
+    pub(crate) fn connection_closed(&self) {
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all_closed.notify_one();
+        }
+    }
+
+    /// Counts a socket that starts lingering; false (not counted: close it at once) when
+    /// as many linger as connections may be open.
+    pub(crate) fn linger_started(&self) -> bool {
+        self.lingering
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_lingering).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// A lingering socket closed.
+    pub(crate) fn linger_ended(&self) {
+        if self.lingering.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all_closed.notify_one();
+        }
+    }
+
+    /// Waits until no connection is open and no socket lingers. (A connection that starts
+    /// to linger is counted there before it leaves `live`.)
+    pub(crate) async fn all_closed(&self) {
+        while self.live.load(Ordering::Acquire) > 0 || self.lingering.load(Ordering::Acquire) > 0 {
+            self.all_closed.notified().await;
+        }
+    }
+}
