@@ -1,5 +1,5 @@
-//! `tinsel`: the MQTT broker, its clients, the Wareville lights lab and the benchmark, in one
-//! command.
+//! `tinsel`: the MQTT broker, its clients, the password tool, the Wareville lights lab and the
+//! benchmark, in one command.
 
 use std::process::ExitCode;
 
@@ -11,6 +11,7 @@ mod clients;
 mod fds;
 mod lab_cmd;
 mod lights_cmd;
+mod passwd_cmd;
 
 /// Tinsel: an MQTT broker, clients, a smart-lights lab and a benchmark.
 #[derive(Debug, Parser)]
@@ -36,6 +37,8 @@ enum Command {
     Lab(lab_cmd::Args),
     /// Measure MQTT brokers under load.
     Bench(bench_cmd::Args),
+    /// Manage a password file, like mosquitto_passwd.
+    Passwd(passwd_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,5 +51,6 @@ fn main() -> ExitCode {
         Command::Lights(args) => lights_cmd::run(args),
         Command::Lab(args) => lab_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
+        Command::Passwd(args) => passwd_cmd::run(args),
     }
 }
