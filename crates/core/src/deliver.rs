@@ -33,20 +33,48 @@ use crate::backpressure::{STALLED, high_water};
 use crate::connections::{Conn, ConnId};
 use crate::durable::Record;
 use crate::message::{for_subscriber, publish_size};
-use crate::packet_log::summary_publish;
+use crate::packet_log::{summary, summary_publish};
 use crate::router::Router;
 use crate::session::{Inflight, Queued, Session};
 use crate::sys::Stats;
 
-/// Shared encodings of one message, by form: MQTT 5 or not, QoS, retain.
+/// Shared encodings of one message, by form: MQTT 5 or not, QoS, retain. Most messages
+/// go out in one form: it is kept inline (nothing to allocate, little to drop), others in a
+/// list.
 #[derive(Default)]
 pub(crate) struct FormCache {
-    forms: [Option<EncodedPublish>; 12],
+    first: Option<(usize, EncodedPublish)>,
+    more: Vec<(usize, EncodedPublish)>,
 }
 
 impl FormCache {
     fn slot(version: ProtocolVersion, qos: QoS, retain: bool) -> usize {
         usize::from(version.is_v5()) * 6 + usize::from(qos.as_u8()) * 2 + usize::from(retain)
+    }
+
+    fn find(&self, slot: usize) -> Option<&EncodedPublish> {
+        match &self.first {
+            Some((s, e)) if *s == slot => Some(e),
+            _ => self.more.iter().find(|(s, _)| *s == slot).map(|(_, e)| e),
+        }
+    }
+
+    /// The encoding of form `slot`, made from `p()` on first use. None if it cannot be
+    /// encoded.
+    fn get_or_encode(
+        &mut self,
+        slot: usize,
+        p: impl FnOnce() -> Option<EncodedPublish>,
+    ) -> Option<&EncodedPublish> {
+        if self.find(slot).is_none() {
+            let encoded = p()?;
+            if self.first.is_none() {
+                self.first = Some((slot, encoded));
+            } else {
+                self.more.push((slot, encoded));
+            }
+        }
+        self.find(slot)
     }
 
     /// `msg` as a subscriber gets it at `qos` (at most the message's) with `retain`, without
@@ -59,12 +87,11 @@ impl FormCache {
         retain: bool,
         version: ProtocolVersion,
     ) -> Option<&EncodedPublish> {
-        let slot = &mut self.forms[FormCache::slot(version, qos, retain)];
-        if slot.is_none() {
+        let slot = FormCache::slot(version, qos, retain);
+        self.get_or_encode(slot, || {
             let p = for_subscriber(msg, qos, retain, Vec::new());
-            *slot = EncodedPublish::new(&p, version).ok();
-        }
-        slot.as_ref()
+            EncodedPublish::new(&p, version).ok()
+        })
     }
 }
 
@@ -99,6 +126,9 @@ impl Router {
             .matches(&msg.topic, publisher, |c| sessions.is_online(c));
         let matched = !matches.targets.is_empty() || !matches.shared.is_empty();
         let mut cache = FormCache::default();
+        // One subscriber: its copy is encoded straight into its outbox; a shared encoding
+        // pays only when several copies are made from it.
+        let share = matches.targets.len() + matches.shared.len() > 1;
         let expires = msg.properties.message_expiry_interval.is_some();
         for t in matches.targets {
             if !self.may_receive(&t.client, &msg.topic) {
@@ -110,14 +140,14 @@ impl Router {
                 continue;
             }
             let p = for_subscriber(msg, t.qos, t.retain_as_published, t.ids);
-            self.deliver(now, &t.client, p, now, Some(&mut cache));
+            self.deliver(now, &t.client, p, now, share.then_some(&mut cache));
         }
         for t in matches.shared {
             if !self.may_receive(&t.client, &msg.topic) {
                 continue;
             }
             let p = for_subscriber(msg, t.qos, t.retain_as_published, t.ids);
-            self.deliver(now, &t.client, p, now, Some(&mut cache));
+            self.deliver(now, &t.client, p, now, share.then_some(&mut cache));
         }
         if !self.durable.accepted_by.is_empty() {
             let sessions = std::mem::take(&mut self.durable.accepted_by);
@@ -382,14 +412,28 @@ fn send_inflight(
         return;
     };
     p.packet_id = pid;
+    if c.version.is_v5() && c.alias_max > 0 {
+        // A topic alias changes what is sent: the in-flight copy keeps the topic.
+        let publish = Box::new(p.clone());
+        session.inflight.insert(
+            pid,
+            Inflight::Publish {
+                publish,
+                received: now,
+            },
+        );
+        return emit(c, id, p, stats, woken, cache);
+    }
+    // Encoded from the message, which then moves into the in-flight window: no copy.
+    let p = send(c, id, p, stats, woken, cache);
+    let publish = Box::new(p);
     session.inflight.insert(
         pid,
         Inflight::Publish {
-            publish: Box::new(p.clone()),
+            publish,
             received: now,
         },
     );
-    emit(c, id, p, stats, woken, cache);
 }
 
 /// Sends queued messages while the client's Receive Maximum allows.
@@ -436,6 +480,19 @@ pub(crate) fn emit(
             p.properties.make_mut().topic_alias = Some(alias);
         }
     }
+    send(c, id, p, stats, woken, cache);
+}
+
+/// Queues `p` on `c` as it is (from the shared encoding of its form when there is a
+/// `cache` and `p` has no per-subscriber properties) and gives it back.
+fn send(
+    c: &mut Conn,
+    id: ConnId,
+    p: Publish,
+    stats: &mut Stats,
+    woken: &mut Vec<ConnId>,
+    cache: Option<&mut FormCache>,
+) -> Publish {
     stats.messages_sent += 1;
     if let Some(cache) = cache
         && !p.dup
@@ -443,16 +500,22 @@ pub(crate) fn emit(
         && p.properties.subscription_identifiers.is_empty()
     {
         let slot = FormCache::slot(c.version, p.qos, p.retain);
-        if cache.forms[slot].is_none() {
-            cache.forms[slot] = EncodedPublish::new(&p, c.version).ok();
-        }
-        if let Some(publish) = &cache.forms[slot] {
+        let version = c.version;
+        if let Some(publish) = cache.get_or_encode(slot, || EncodedPublish::new(&p, version).ok()) {
             debug!(peer = %c.origin, "-> {}", summary_publish(&p));
             if c.out.push_publish(publish, p.packet_id) {
                 woken.push(id);
             }
-            return;
+            return p;
         }
     }
-    c.push(id, Packet::Publish(p), woken);
+    let packet = Packet::Publish(p);
+    debug!(peer = %c.origin, "-> {}", summary(&packet));
+    if c.out.push_packet(&packet, c.version) {
+        woken.push(id);
+    }
+    let Packet::Publish(p) = packet else {
+        unreachable!("built as a PUBLISH above");
+    };
+    p
 }
