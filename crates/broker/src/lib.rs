@@ -47,6 +47,7 @@ pub mod capture;
 pub mod config;
 mod connection;
 mod error;
+pub mod mosquitto_conf;
 mod parking;
 mod server;
 mod sockopt;
