@@ -9,6 +9,17 @@ pub enum Error {
     /// The configuration is invalid (the user's to fix).
     #[error("configuration: {0}")]
     Config(String),
+    /// A line of a configuration file is wrong (the user's to fix): printed as
+    /// `FILE:LINE: message`.
+    #[error("{}:{line}: {message}", file.display())]
+    ConfigLine {
+        /// The file.
+        file: std::path::PathBuf,
+        /// The line, counted from 1.
+        line: usize,
+        /// What is wrong, and what to do if that is not obvious.
+        message: String,
+    },
     /// A listener could not be bound (port taken, address not local, no permission).
     #[error("cannot listen on {addr}: {source}")]
     Bind {

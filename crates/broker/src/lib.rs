@@ -48,6 +48,7 @@ pub mod config;
 mod connection;
 mod error;
 mod linger;
+pub mod mosquitto_conf;
 mod parking;
 mod server;
 mod shared;

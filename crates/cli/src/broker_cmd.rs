@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tinsel_broker::{Broker, Config, ListenerConfig};
+use tinsel_broker::config::Format;
+use tinsel_broker::{Broker, Config, Error, ListenerConfig};
 
 use crate::fds;
 
@@ -13,9 +14,14 @@ pub(crate) struct Args {
     /// Listen on this port (on 127.0.0.1), replacing the configured listeners.
     #[arg(short = 'p', long)]
     port: Option<u16>,
-    /// Read the configuration from this TOML file.
+    /// Read the configuration from this file: Tinsel's TOML or a Mosquitto configuration
+    /// file, told apart by their content.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Check the configuration file given with -c, print the effective configuration as
+    /// TOML and exit (0 when it is valid).
+    #[arg(long)]
+    check: bool,
     /// Log every packet in and out.
     #[arg(short = 'v', long)]
     verbose: bool,
@@ -26,11 +32,22 @@ pub(crate) struct Args {
 
 /// Runs the broker until Ctrl-C (or SIGTERM).
 pub(crate) fn run(args: Args) -> ExitCode {
+    if args.check && args.config.is_none() {
+        eprintln!("tinsel broker: --check needs a file to check: tinsel broker --check -c FILE");
+        return ExitCode::from(2);
+    }
+    let mut format = None;
     let mut config = match &args.config {
-        Some(path) => match Config::load(path) {
-            Ok(c) => c,
+        Some(path) => match Config::read(path) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    eprintln!("warning: {w}");
+                }
+                format = Some(loaded.format);
+                loaded.config
+            }
             Err(e) => {
-                eprintln!("tinsel broker: {e}");
+                print_error(&e);
                 return ExitCode::FAILURE;
             }
         },
@@ -44,6 +61,22 @@ pub(crate) fn run(args: Args) -> ExitCode {
     }
     if args.capture.is_some() {
         config.capture = args.capture.clone();
+    }
+    if args.check {
+        let path = args
+            .config
+            .as_deref()
+            .unwrap_or_else(|| std::path::Path::new("?"));
+        let read_as = match format {
+            Some(Format::Mosquitto) => "Mosquitto's format",
+            _ => "TOML",
+        };
+        println!(
+            "# {} is valid ({read_as}); the effective configuration:\n",
+            path.display()
+        );
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
     }
     let verbose = args.verbose || config.logging.verbose;
     let filter = if verbose {
@@ -94,9 +127,18 @@ pub(crate) fn run(args: Args) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tinsel broker: {e}");
+            print_error(&e);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// One line: a configuration line's error as `FILE:LINE: what is wrong`, others prefixed
+/// with the command.
+fn print_error(e: &Error) {
+    match e {
+        Error::ConfigLine { .. } => eprintln!("{e}"),
+        _ => eprintln!("tinsel broker: {e}"),
     }
 }
 
