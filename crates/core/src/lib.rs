@@ -112,4 +112,4 @@ pub use durable::{Record, Ticket};
 pub use outbox::{Offer, Outbox, Parked, Taken};
 pub use router::{Router, Work};
 pub use settings::{Limits, Settings};
-pub use sys::version;
+pub use sys::{Snapshot, Stats, version};

@@ -18,7 +18,7 @@ use crate::retained::RetainedMessages;
 use crate::sessions::Sessions;
 use crate::settings::Settings;
 use crate::subscriptions::Subscriptions;
-use crate::sys::Sys;
+use crate::sys::{Snapshot, Sys};
 use crate::timers::Clock;
 use crate::wills::Wills;
 
@@ -292,6 +292,18 @@ impl Router {
     pub fn congested(&mut self, now: Instant) -> bool {
         self.flow
             .congested(now, &self.settings.limits, &self.sessions, &self.conns)
+    }
+
+    /// What the broker holds and has done so far (cheap: counters only, no scan).
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        Snapshot {
+            uptime: now.saturating_duration_since(self.clock.started),
+            clients_connected: self.conns.connected_count(),
+            clients_total: self.sessions.len(),
+            subscriptions: self.subs.len(),
+            retained: self.retained.len(),
+            stats: self.sys.stats,
+        }
     }
 
     /// Publishes a message from the broker itself (an operator, the admin API): retained

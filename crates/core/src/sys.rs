@@ -2,30 +2,39 @@
 
 use std::time::{Duration, Instant};
 
-/// Counters the router keeps for `$SYS`.
+/// Counters the router keeps (for `$SYS` and metrics). They only grow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Stats {
+#[non_exhaustive]
+pub struct Stats {
     /// PUBLISH packets received from clients.
-    pub(crate) messages_received: u64,
+    pub messages_received: u64,
     /// PUBLISH packets queued for sending to clients.
-    pub(crate) messages_sent: u64,
+    pub messages_sent: u64,
     /// Messages dropped: queue full, too large for the subscriber, or expired.
-    pub(crate) messages_dropped: u64,
+    pub messages_dropped: u64,
     /// Bytes read from sockets (kept by the network layer).
-    pub(crate) bytes_received: u64,
+    pub bytes_received: u64,
     /// Bytes written to sockets (kept by the network layer).
-    pub(crate) bytes_sent: u64,
+    pub bytes_sent: u64,
 }
 
-/// A snapshot of what `$SYS` reports.
+/// What the broker holds and has done, as `$SYS` reports it (see
+/// [`crate::Router::snapshot`]).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct SysSnapshot {
-    pub(crate) uptime: Duration,
-    pub(crate) clients_connected: usize,
-    pub(crate) clients_total: usize,
-    pub(crate) subscriptions: usize,
-    pub(crate) retained: usize,
-    pub(crate) stats: Stats,
+#[non_exhaustive]
+pub struct Snapshot {
+    /// Time since the router started.
+    pub uptime: Duration,
+    /// Connections whose CONNECT was accepted.
+    pub clients_connected: usize,
+    /// Sessions, connected or not.
+    pub clients_total: usize,
+    /// Subscriptions.
+    pub subscriptions: usize,
+    /// Retained messages.
+    pub retained: usize,
+    /// The counters.
+    pub stats: Stats,
 }
 
 /// The version string published on `$SYS/broker/version`.
@@ -34,7 +43,7 @@ pub fn version() -> String {
 }
 
 /// Every `$SYS` topic with its payload.
-pub(crate) fn topics(s: &SysSnapshot) -> Vec<(&'static str, String)> {
+pub(crate) fn topics(s: &Snapshot) -> Vec<(&'static str, String)> {
     let st = &s.stats;
     vec![
         ("$SYS/broker/version", version()),

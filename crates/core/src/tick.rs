@@ -8,7 +8,7 @@ use tinsel_codec::{ByteStr, Properties, Publish, QoS, ReasonCode};
 
 use crate::connections::{ConnId, ConnState};
 use crate::router::Router;
-use crate::sys::{SysSnapshot, topics};
+use crate::sys::topics;
 use crate::timers::keep_alive_limit;
 
 impl Router {
@@ -91,15 +91,7 @@ impl Router {
 impl Router {
     /// Publishes every `$SYS` topic, retained, to its subscribers.
     pub(crate) fn publish_sys(&mut self, now: Instant) {
-        let snapshot = SysSnapshot {
-            uptime: now.saturating_duration_since(self.clock.started),
-            clients_connected: self.conns.connected_count(),
-            clients_total: self.sessions.len(),
-            subscriptions: self.subs.len(),
-            retained: self.retained.len(),
-            stats: self.sys.stats,
-        };
-        for (topic, value) in topics(&snapshot) {
+        for (topic, value) in topics(&self.snapshot(now)) {
             let p = Publish {
                 dup: false,
                 qos: QoS::AtMostOnce,
