@@ -283,7 +283,10 @@ impl Router {
             return;
         };
         let mut expired = Vec::new();
-        for (&pid, inflight) in &session.inflight {
+        for pid in session.inflight_in_order() {
+            let Some(inflight) = session.inflight.get(&pid) else {
+                continue;
+            };
             match inflight {
                 Inflight::Publish { publish, received } => {
                     let mut p = Publish::clone(publish);

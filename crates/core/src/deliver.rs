@@ -130,7 +130,8 @@ impl Router {
         // pays only when several copies are made from it.
         let share = matches.targets.len() + matches.shared.len() > 1;
         let expires = msg.properties.message_expiry_interval.is_some();
-        for t in matches.targets {
+        let mut targets = matches.targets;
+        for t in targets.drain(..) {
             if !self.may_receive(&t.client, &msg.topic) {
                 continue;
             }
@@ -149,6 +150,7 @@ impl Router {
             let p = for_subscriber(msg, t.qos, t.retain_as_published, t.ids);
             self.deliver(now, &t.client, p, now, share.then_some(&mut cache));
         }
+        self.subs.recycle(targets);
         if !self.durable.accepted_by.is_empty() {
             let sessions = std::mem::take(&mut self.durable.accepted_by);
             self.durable.record(|| Record::Accepted {

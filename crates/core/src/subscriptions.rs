@@ -72,6 +72,10 @@ pub(crate) struct Subscriptions {
     tree: TopicTree<SubKey, SubEntry>,
     /// Round-robin position per shared subscription (group, filter).
     shared_next: HashMap<GroupKey, usize>,
+    /// The targets list of the last message, given back empty by [`Subscriptions::recycle`]:
+    /// routing a message allocates no list. Its capacity is bounded by the most subscribers
+    /// one message had.
+    spare: Vec<Target>,
 }
 
 /// The tree filter and key of a subscription filter as the client wrote it.
@@ -115,7 +119,8 @@ impl Subscriptions {
         publisher: Option<&Arc<str>>,
         online: impl Fn(&Arc<str>) -> bool,
     ) -> Matches {
-        let mut targets: Vec<Target> = Vec::new();
+        let mut targets = std::mem::take(&mut self.spare);
+        targets.clear();
         let mut index: FastMap<Arc<str>, usize> = FastMap::default();
         let mut groups: FastMap<GroupKey, Vec<(Arc<str>, SubEntry)>> = FastMap::default();
         self.tree.for_each_match(topic, |key, entry| match key {
@@ -175,6 +180,12 @@ impl Subscriptions {
             });
         }
         Matches { targets, shared }
+    }
+
+    /// Gives back the targets list of [`Subscriptions::matches`] for the next message.
+    pub(crate) fn recycle(&mut self, mut targets: Vec<Target>) {
+        targets.clear();
+        self.spare = targets;
     }
 }
 
