@@ -77,14 +77,6 @@ fn drain(r: &mut Router, slots: &mut [Option<Slot>], now: Instant) {
             let mut bytes = taken.bytes;
             while !bytes.is_empty() {
                 let before = bytes.clone();
-                if before[0] == 0xe0 && before.get(2) == Some(&0x84) {
-                    // Known core bug (reported, not fixed here): a malformed CONNECT level
-                    // from a connected MQTT 5 client closes it with DISCONNECT 0x84, which is
-                    // not a DISCONNECT reason code. Skipped so the target can find others.
-                    let h = tinsel_codec::check_frame(&before, u32::MAX).unwrap().unwrap();
-                    let _ = bytes.split_to(h.frame_len());
-                    continue;
-                }
                 let p = tinsel_codec::decode_packet(&mut bytes, v, u32::MAX)
                     .unwrap_or_else(|e| {
                         panic!("broker wrote a malformed packet ({v}, first byte {:#04x}): {e}", before[0])

@@ -277,7 +277,13 @@ impl Router {
             c.push(conn, ack, &mut self.woken);
         }
         let why = format!("bad packet: {err}");
-        self.close(now, conn, Some(err.reason_code()), true, &why);
+        // A CONNECT of an unknown level from a connected client is a second CONNECT: a
+        // protocol error (0x84 is a CONNACK code, not a DISCONNECT one [MQTT-3.14.2.1]).
+        let reason = match err.reason_code() {
+            ReasonCode::UNSUPPORTED_PROTOCOL_VERSION => ReasonCode::PROTOCOL_ERROR,
+            other => other,
+        };
+        self.close(now, conn, Some(reason), true, &why);
     }
 
     /// True (once) if the packets handled since the last call queued messages for a

@@ -36,11 +36,9 @@ fn random_seeds() {
 }
 
 /// Found by the `core` fuzz target: a connected MQTT 5 client whose next bytes are a CONNECT
-/// with an unknown protocol level is closed with DISCONNECT 0x84, which is not a DISCONNECT
-/// reason code [MQTT-3.14.2.1] (its own decoder rejects it). Ignored until the core sends a
-/// valid code there (0x82 Protocol Error, or 0x81 Malformed Packet).
+/// with an unknown protocol level was closed with DISCONNECT 0x84, which is not a DISCONNECT
+/// reason code [MQTT-3.14.2.1] (its own decoder rejects it); it gets 0x82 Protocol Error.
 #[test]
-#[ignore = "core bug: DISCONNECT 0x84 after a bad CONNECT level from a connected MQTT 5 client"]
 fn bad_second_connect_gets_a_valid_disconnect() {
     use bytes::BytesMut;
     use tinsel_codec::{Connect, DecodeError, Packet, Properties, ProtocolVersion};
