@@ -222,6 +222,9 @@ impl Outbox {
     }
 }
 
+/// What an empty outbox reserves for its first packet.
+const FIRST_RESERVE: usize = 512;
+
 /// Encodes into `buf` with `encode`; a packet that cannot be encoded is logged and left
 /// out (nothing of it stays in `buf`). True if it was appended.
 fn append<E: std::fmt::Display>(
@@ -229,6 +232,12 @@ fn append<E: std::fmt::Display>(
     name: &str,
     encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
 ) -> bool {
+    if buf.capacity() == 0 {
+        // Room for a few packets at once rather than growing from the first packet's size
+        // (several reallocations per batch); taken away with the bytes, so an idle
+        // connection still holds no buffer.
+        buf.reserve(FIRST_RESERVE);
+    }
     let len = buf.len();
     match encode(buf) {
         Ok(()) => true,
