@@ -47,6 +47,7 @@ pub mod capture;
 pub mod config;
 mod connection;
 mod error;
+pub mod file_access;
 mod linger;
 mod parking;
 mod server;
@@ -56,6 +57,7 @@ mod transport;
 
 pub use config::{Config, Limits, ListenerConfig, LoggingConfig};
 pub use error::Error;
+pub use file_access::{AccessFiles, FileAccess};
 pub use server::Broker;
 pub use tinsel_core::{
     AllowAll, AuthDecision, Authenticator, Authorizer, ConnectInfo, Identity, Verdict,
