@@ -3,7 +3,7 @@
 //! [`AclFile::check`].
 //!
 //! Needs `mosquitto` and `mosquitto_passwd` (scripts/install-test-peers installs them); each
-//! test says "skipped" and passes when they are missing. The broker listens on 127.0.0.1 only.
+//! test fails with that hint when they are missing. The broker listens on 127.0.0.1 only.
 //! No assertion depends on time: whether a message was delivered is decided by a PINGREQ sent
 //! after it, since Mosquitto answers a connection's packets in order and writes a client's
 //! packets in the order it queued them.
@@ -15,6 +15,17 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tinsel_auth::{Access, AclFile, PasswordFile, Verdict};
+
+mod cases;
+use cases::{ACL, CASES};
+
+/// The installed peer program `name`; panics with a hint when it is missing, so a machine
+/// without Mosquitto fails these tests instead of passing them unchecked.
+fn peer(name: &str) -> PathBuf {
+    find(name).unwrap_or_else(|| {
+        panic!("{name} is not installed: run scripts/install-test-peers (Debian: apt-get install mosquitto mosquitto-clients)")
+    })
+}
 
 fn find(name: &str) -> Option<PathBuf> {
     let sbin = Path::new("/usr/sbin").join(name);
@@ -37,10 +48,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 #[test]
 fn files_from_mosquitto_passwd_verify() {
-    let Some(exe) = find("mosquitto_passwd") else {
-        eprintln!("mosquitto_passwd not installed: skipped");
-        return;
-    };
+    let exe = peer("mosquitto_passwd");
     let dir = temp_dir("passwd");
     let file = dir.join("pw");
     let users: [(&str, &str, &[&str]); 5] = [
@@ -233,90 +241,9 @@ impl Drop for Mosquitto {
     }
 }
 
-/// The ACL file both brokers judge by. `spy` may read and write every non-`$` topic and
-/// observes the cases.
-const ACL: &str = "\
-# anonymous clients
-topic read public/#
-topic deny public/private
-topic write inbox/anon
-
-user spy
-topic readwrite #
-topic read $SYS/#
-
-user alice
-topic readwrite home/#
-topic deny home/safe/#
-topic write cmd/+/set
-topic read status/+
-topic read a b/c d
-
-user bob
-topic read home/+/temp
-topic home/bob
-
-user e+vil
-topic readwrite evil/#
-
-pattern readwrite devices/%c/#
-pattern deny devices/%c/keys
-pattern read users/%u/inbox
-pattern write users/%u/outbox/+
-pattern read shared/%c/%u
-";
-
-/// (client id, username, topic): each is asked for both writing and reading.
-const CASES: &[(&str, Option<&str>, &str)] = &[
-    ("anon1", None, "public/news"),
-    ("anon1", None, "public/private"),
-    ("anon1", None, "public"),
-    ("anon1", None, "inbox/anon"),
-    ("anon1", None, "home/x"),
-    ("anon1", None, "devices/anon1/state"),
-    ("anon1", None, "devices/anon1/keys"),
-    ("anon1", None, "devices/other/state"),
-    ("anon1", None, "users//inbox"),
-    ("c-alice", Some("alice"), "home"),
-    ("c-alice", Some("alice"), "home/kitchen/light"),
-    ("c-alice", Some("alice"), "home/safe"),
-    ("c-alice", Some("alice"), "home/safe/door"),
-    ("c-alice", Some("alice"), "cmd/lamp/set"),
-    ("c-alice", Some("alice"), "cmd/lamp/set/now"),
-    ("c-alice", Some("alice"), "status/x"),
-    ("c-alice", Some("alice"), "status/x/y"),
-    ("c-alice", Some("alice"), "a b/c d"),
-    ("c-alice", Some("alice"), "public/news"),
-    ("c-alice", Some("alice"), "devices/c-alice/keys"),
-    ("c-alice", Some("alice"), "devices/c-alice/x/y"),
-    ("c-alice", Some("alice"), "users/alice/inbox"),
-    ("c-alice", Some("alice"), "users/alice/outbox/1"),
-    ("c-alice", Some("alice"), "users/bob/inbox"),
-    ("c-alice", Some("alice"), "shared/c-alice/alice"),
-    ("c-alice", Some("alice"), "$SYS/broker/x"),
-    ("c-alice", Some("alice"), "$SYS/broker/connection/x/state"),
-    ("c-alice", Some("alice"), "$other/x"),
-    ("c-bob", Some("bob"), "home/kitchen/temp"),
-    ("c-bob", Some("bob"), "home/bob"),
-    ("c-bob", Some("bob"), "home/safe/temp"),
-    ("c-bob", Some("bob"), "devices/c-bob/keys"),
-    ("c-bob", Some("bob"), "/leading/slash"),
-    ("c-carol", Some("carol"), "users/carol/inbox"),
-    ("c-carol", Some("carol"), "devices/c-carol/a"),
-    ("c-carol", Some("carol"), "public/news"),
-    ("c-evil", Some("e+vil"), "evil/x"),
-    ("c-evil", Some("e+vil"), "devices/c-evil/a"),
-    ("d+1", Some("carol"), "users/carol/inbox"),
-    ("d1", Some("carol"), "devices/d1/a"),
-    ("d#", None, "public/news"),
-];
-
 #[test]
 fn acl_decisions_match_mosquitto() {
-    let Some(exe) = find("mosquitto") else {
-        eprintln!("mosquitto not installed: skipped");
-        return;
-    };
+    let exe = peer("mosquitto");
     let dir = temp_dir("acl");
     let acl_path = dir.join("acl");
     std::fs::write(&acl_path, ACL).unwrap();

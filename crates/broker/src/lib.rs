@@ -47,6 +47,7 @@ pub mod capture;
 pub mod config;
 mod connection;
 mod error;
+pub mod file_access;
 mod linger;
 pub mod mosquitto_conf;
 mod parking;
@@ -57,6 +58,7 @@ mod transport;
 
 pub use config::{Config, Limits, ListenerConfig, LoggingConfig};
 pub use error::Error;
+pub use file_access::{AccessFiles, FileAccess};
 pub use server::Broker;
 pub use tinsel_core::{
     AllowAll, AuthDecision, Authenticator, Authorizer, ConnectInfo, Identity, Verdict,
