@@ -1,7 +1,7 @@
 //! Broker configuration, read from TOML or from a Mosquitto configuration file.
 //!
 //! [`Config::read`] tells the two apart by their content, whatever the file's name (see
-//! [`Format`]); Mosquitto's format is read by [`crate::mosquitto_conf`]. Every key, its
+//! [`crate::Format`]); Mosquitto's format is read by [`crate::mosquitto_conf`]. Every key, its
 //! default and its Mosquitto equivalent are listed in `docs/configuration.md`.
 //!
 //! ```toml
@@ -187,127 +187,12 @@ impl Default for LoggingConfig {
     }
 }
 
-/// The two file formats `tinsel broker -c FILE` reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Format {
-    /// Tinsel's own TOML.
-    Toml,
-    /// Mosquitto's `directive value` lines, read with Mosquitto's meanings.
-    Mosquitto,
-}
-
-impl Format {
-    /// Tells the formats apart by content: text that parses as TOML with only Tinsel's
-    /// top-level keys is TOML; text whose every line is a comment or `directive [value]`
-    /// is Mosquitto's; anything else is taken as TOML, so that its errors are TOML's.
-    pub fn detect(text: &str) -> Format {
-        const KEYS: [&str; 7] = [
-            "listeners",
-            "capture",
-            "sys_interval",
-            "limits",
-            "logging",
-            "access",
-            "persistence",
-        ];
-        if let Ok(table) = text.parse::<toml::Table>() {
-            if table.keys().all(|k| KEYS.contains(&k.as_str())) {
-                return Format::Toml;
-            }
-        }
-        if crate::mosquitto_conf::looks_like_mosquitto(text) {
-            Format::Mosquitto
-        } else {
-            Format::Toml
-        }
-    }
-}
-
-/// A configuration file as read: the configuration, the format it was in, and what in
-/// it Tinsel ignores (each warning names the file and line).
-#[derive(Debug, Clone)]
-pub struct Loaded {
-    /// The effective configuration.
-    pub config: Config,
-    /// The file's format.
-    pub format: Format,
-    /// Directives read but ignored, or kept but not acted on yet.
-    pub warnings: Vec<crate::mosquitto_conf::Warning>,
-}
-
 impl Config {
     /// Parses a TOML configuration.
     pub fn from_toml_str(s: &str) -> Result<Config, Error> {
         let config: Config = toml::from_str(s).map_err(|e| Error::Config(e.to_string()))?;
         config.validate()?;
         Ok(config)
-    }
-
-    /// Reads a configuration file in either format (see [`Format::detect`]), keeping the
-    /// warnings for the caller to show.
-    pub fn read(path: &Path) -> Result<Loaded, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        match Format::detect(&text) {
-            Format::Mosquitto => {
-                let (config, warnings) = crate::mosquitto_conf::parse_str(&text, path)?;
-                config.validate()?;
-                Ok(Loaded {
-                    config,
-                    format: Format::Mosquitto,
-                    warnings,
-                })
-            }
-            Format::Toml => {
-                let config = Config::from_toml_str(&text).map_err(|e| match e {
-                    // Name the file once, ahead of the parser's message (which has its own
-                    // line/column).
-                    Error::Config(msg) => Error::Config(format!("{}: {msg}", path.display())),
-                    other => other,
-                })?;
-                let mut warnings = Vec::new();
-                config.warn_not_enforced(path, &mut warnings);
-                Ok(Loaded {
-                    config,
-                    format: Format::Toml,
-                    warnings,
-                })
-            }
-        }
-    }
-
-    /// Reads a configuration file in either format; its warnings are logged.
-    pub fn load(path: &Path) -> Result<Config, Error> {
-        let loaded = Config::read(path)?;
-        for w in &loaded.warnings {
-            tracing::warn!("{w}");
-        }
-        Ok(loaded.config)
-    }
-
-    /// Warnings for settings a TOML file sets that nothing acts on yet.
-    fn warn_not_enforced(&self, path: &Path, out: &mut Vec<crate::mosquitto_conf::Warning>) {
-        let access = &self.access;
-        let listener_access = self.listeners.iter().any(|l| !l.access.is_empty());
-        if access.allow_anonymous.is_some()
-            || access.password_file.is_some()
-            || access.acl_file.is_some()
-            || access.allow_zero_length_clientid.is_some()
-            || listener_access
-        {
-            out.push(crate::mosquitto_conf::Warning::whole_file(
-                path,
-                "the [access] settings are read but not enforced yet: every client is allowed",
-            ));
-        }
-        if self.persistence != PersistenceConfig::default() {
-            out.push(crate::mosquitto_conf::Warning::whole_file(
-                path,
-                "the [persistence] settings are read but not acted on yet: nothing is kept \
-                 across restarts",
-            ));
-        }
     }
 
     /// The configuration as TOML that [`Config::from_toml_str`] reads back to the same

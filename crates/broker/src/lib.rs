@@ -45,6 +45,7 @@
 mod auth;
 pub mod capture;
 pub mod config;
+mod config_file;
 mod connection;
 mod error;
 pub mod file_access;
@@ -57,6 +58,7 @@ mod sockopt;
 mod transport;
 
 pub use config::{Config, Limits, ListenerConfig, LoggingConfig};
+pub use config_file::{Format, Loaded};
 pub use error::Error;
 pub use file_access::{AccessFiles, FileAccess};
 pub use server::Broker;

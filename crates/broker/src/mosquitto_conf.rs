@@ -31,8 +31,9 @@ use std::path::{Path, PathBuf};
 use crate::config::{AccessConfig, ListenerAccess, ListenerConfig, LoggingConfig, Transport};
 use crate::{Config, Error, Limits};
 
-/// The directives Tinsel keeps (raw, in [`Config::access`] and [`Config::persistence`]) for
-/// the access and durability layers to act on; until they do, each one read is a warning.
+/// The directives Tinsel keeps in [`Config::access`] (acted on: see
+/// [`crate::FileAccess`]) and [`Config::persistence`] (a warning until the durability layer
+/// acts on them).
 pub const KEPT: [&str; 6] = [
     "allow_anonymous",
     "password_file",
@@ -679,17 +680,16 @@ impl Parser {
                     )));
                 }
                 if v {
-                    self.keep_warning(l);
+                    w.push(l.warning(
+                        "per_listener_settings true is not supported yet: the broker will \
+                         refuse to start with it (one set of access rules serves every listener)",
+                    ));
                 }
                 self.access.per_listener_settings = Some(v);
             }
             "allow_anonymous" => {
                 let v = l.boolean(w)?;
                 self.access_line(l.no);
-                // `true` is what Tinsel does anyway.
-                if !v {
-                    self.keep_warning(l);
-                }
                 if self.access.per_listener_settings == Some(true) {
                     self.current().access.allow_anonymous = Some(v);
                 } else {
@@ -699,7 +699,6 @@ impl Parser {
             "password_file" | "acl_file" => {
                 let v = PathBuf::from(l.string()?);
                 self.access_line(l.no);
-                self.keep_warning(l);
                 let per_listener = self.access.per_listener_settings == Some(true);
                 if per_listener {
                     self.touch_default(l.no);
@@ -776,12 +775,7 @@ impl Parser {
     }
 
     fn keep_warning(&mut self, l: &Line<'_>) {
-        let what = match l.name {
-            "persistence" | "persistence_location" => {
-                "is kept but not acted on yet: nothing is saved across restarts"
-            }
-            _ => "is kept but not enforced yet: every client is allowed",
-        };
+        let what = "is kept but not acted on yet: nothing is saved across restarts";
         self.warnings.push(l.warning(format!("{} {what}", l.name)));
     }
 
@@ -893,6 +887,15 @@ impl Parser {
             }
         }
 
+        // Mosquitto 2: anonymous clients are refused unless said otherwise, except in its
+        // local-only mode (no listener configured). Per listener, each listener's own
+        // setting decides.
+        if self.access.allow_anonymous.is_none()
+            && !drafts.is_empty()
+            && self.access.per_listener_settings != Some(true)
+        {
+            self.access.allow_anonymous = Some(false);
+        }
         let listeners: Vec<ListenerConfig> = if drafts.is_empty() {
             // Mosquitto 2 with no listener configured listens on the local host only.
             vec![ListenerConfig::default()]
@@ -959,7 +962,7 @@ mod tests {
 
     #[test]
     fn detects_formats_by_content() {
-        use crate::config::Format;
+        use crate::config_file::Format;
         assert_eq!(Format::detect("listener 1883\n"), Format::Mosquitto);
         assert_eq!(
             Format::detect("# c\n\nport 1883\nuser x\n"),
@@ -1125,9 +1128,25 @@ mod tests {
         assert_eq!(c.access.acl_file, Some(PathBuf::from("/etc/m/a cl")));
         assert_eq!(c.persistence.enabled, Some(true));
         assert_eq!(c.persistence.location, Some(PathBuf::from("/var/lib/m/")));
-        for line in 2..=6 {
+        // Access settings are acted on; persistence is a warning until it is.
+        for line in 2..=4 {
+            assert!(!w.iter().any(|x| x.line == line), "line {line}: {w:?}");
+        }
+        for line in 5..=6 {
             assert!(warned(&w, line, "kept but not"), "line {line}: {w:?}");
         }
+        // Mosquitto 2 refuses anonymous clients once a listener is configured...
+        let (c, _) = parse(
+            "listener 1883
+",
+        );
+        assert_eq!(c.access.allow_anonymous, Some(false));
+        // ...but not in its local-only mode, without any listener.
+        let (c, _) = parse(
+            "sys_interval 5
+",
+        );
+        assert_eq!(c.access.allow_anonymous, None);
         assert_eq!(
             error("password_file a\npassword_file b\n"),
             "m.conf:2: password_file is given twice"

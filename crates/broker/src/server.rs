@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::auth::AuthPool;
 use crate::capture::Capture;
 use crate::config::{Config, Transport};
+use crate::file_access::{AccessFiles, FileAccess};
 use crate::parking::ParkingLot;
 use crate::shared::Shared;
 use crate::{Error, connection};
@@ -75,13 +76,23 @@ impl Broker {
             })?),
             None => None,
         };
-        Ok(Broker {
+        let mut broker = Broker {
             listeners,
             config,
             authenticator: None,
             authorizer: None,
             capture,
-        })
+        };
+        if let Some(fa) = file_access(&broker.config)? {
+            // New rights from the next CONNECT, SUBSCRIBE or delivery; a file that fails to
+            // parse keeps the old rules (logged with its file and line).
+            if let Err(e) = fa.reload_on_hangup() {
+                warn!("cannot reload the access files on SIGHUP: {e}");
+            }
+            broker.authenticator = Some(Arc::new(fa.clone()));
+            broker.authorizer = Some(Arc::new(fa));
+        }
+        Ok(broker)
     }
 
     /// Decides who may connect (default: everybody). It is asked on the event loop: one
@@ -182,6 +193,35 @@ impl Broker {
         }
         Ok(())
     }
+}
+
+/// The access rules `config` asks for (None: everybody may do everything). As Mosquitto 2,
+/// a password file makes anonymous clients refused unless `allow_anonymous` says otherwise.
+fn file_access(config: &Config) -> Result<Option<FileAccess>, Error> {
+    let access = &config.access;
+    if access.per_listener_settings == Some(true) {
+        return Err(Error::Config(
+            "per_listener_settings true is not supported yet: one set of access rules \
+             (allow_anonymous, password_file, acl_file) serves every listener"
+                .into(),
+        ));
+    }
+    let asked = access.password_file.is_some()
+        || access.acl_file.is_some()
+        || access.allow_anonymous == Some(false);
+    if !asked {
+        return Ok(None);
+    }
+    let files = AccessFiles {
+        allow_anonymous: access
+            .allow_anonymous
+            .unwrap_or(access.password_file.is_none()),
+        password_file: access.password_file.clone(),
+        acl_file: access.acl_file.clone(),
+    };
+    FileAccess::load(files)
+        .map(Some)
+        .map_err(|e| Error::Config(e.to_string()))
 }
 
 /// Starts the parking lot's thread (without it, idle connections keep their tasks). With

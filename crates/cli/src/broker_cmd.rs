@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tinsel_broker::config::Format;
+use tinsel_broker::Format;
 use tinsel_broker::{Broker, Config, Error, ListenerConfig};
 
 use crate::fds;
