@@ -575,4 +575,27 @@ mod tests {
         assert!(Config::from_toml_str("listeners = []").is_err());
         assert!(Config::from_toml_str("[limits]\nmax_inflight = 0").is_err());
     }
+
+    #[test]
+    fn http_section() {
+        let c = Config::from_toml_str("[http]\naddress = \"127.0.0.1:0\"\ntoken = \"t\"").unwrap();
+        assert_eq!(c.http.address.as_deref(), Some("127.0.0.1:0"));
+        let printed = c.to_toml();
+        assert!(printed.contains("address = \"127.0.0.1:0\""), "{printed}");
+        assert!(
+            !printed.contains("\"t\""),
+            "the token is never printed: {printed}"
+        );
+        assert_eq!(
+            Format::detect("[http]\naddress = \"127.0.0.1:9090\""),
+            Format::Toml
+        );
+        assert!(Config::from_toml_str("[http]\naddress = \"9090\"").is_err());
+        assert!(Config::from_toml_str("[http]\ntoken = \"\"").is_err());
+        assert!(Config::from_toml_str("[http]\nport = 1").is_err());
+        let c =
+            Config::from_toml_str("[logging]\nformat = \"json\"\nfile = \"/tmp/x.log\"").unwrap();
+        assert_eq!(c.logging.format, LogFormat::Json);
+        assert!(Config::from_toml_str("[logging]\nformat = \"xml\"").is_err());
+    }
 }
