@@ -25,6 +25,12 @@
 //! [logging]
 //! level = "info"               # tracing filter, e.g. "debug" or "info,tinsel_broker=trace"
 //! verbose = false              # log every packet in and out (same as `-v`)
+//! format = "text"              # "text" (Mosquitto-like lines) or "json" (one object a line)
+//! # file = "/var/log/tinsel.log" # append to this file instead of standard error
+//!
+//! [http]                       # the operations listener: off unless `address` is set
+//! # address = "127.0.0.1:9090" # /metrics, /healthz, /readyz, and the admin API
+//! # token = "s3cret"           # bearer token of the admin API (/api/v1/...); off without one
 //!
 //! [access]                     # read and kept, not enforced yet
 //! # allow_anonymous = true
@@ -62,6 +68,22 @@ pub struct Config {
     pub access: AccessConfig,
     /// Durability settings: read and kept, not acted on yet.
     pub persistence: PersistenceConfig,
+    /// The operations HTTP listener (metrics, health, admin API): off by default.
+    pub http: HttpConfig,
+}
+
+/// The operations HTTP listener: Prometheus metrics, health checks and the admin API.
+///
+/// Off unless `address` is set. Its endpoints are listed in `docs/operations.md`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Where to listen, as `IP:PORT` (e.g. `"127.0.0.1:9090"`; port 0 picks a free one).
+    /// None: no HTTP listener.
+    pub address: Option<String>,
+    /// The bearer token the admin API (`/api/v1/...`) asks for. None: the admin API is
+    /// disabled (its routes answer 403), while metrics and health stay open.
+    pub token: Option<String>,
 }
 
 impl Default for Config {
@@ -74,6 +96,7 @@ impl Default for Config {
             logging: LoggingConfig::default(),
             access: AccessConfig::default(),
             persistence: PersistenceConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -176,6 +199,32 @@ pub struct LoggingConfig {
     pub level: String,
     /// Log every packet in and out.
     pub verbose: bool,
+    /// How each line is written.
+    pub format: LogFormat,
+    /// Append the log to this file instead of writing it to standard error.
+    pub file: Option<PathBuf>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// Human-readable lines (connections as Mosquitto writes them).
+    #[default]
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    /// The name the configuration and `--log-format` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
 }
 
 impl Default for LoggingConfig {
@@ -183,6 +232,8 @@ impl Default for LoggingConfig {
         LoggingConfig {
             level: "info".to_owned(),
             verbose: false,
+            format: LogFormat::Text,
+            file: None,
         }
     }
 }
@@ -196,7 +247,8 @@ impl Config {
     }
 
     /// The configuration as TOML that [`Config::from_toml_str`] reads back to the same
-    /// settings, every key written out (what `tinsel broker --check` prints).
+    /// settings, every key written out (what `tinsel broker --check` prints), except
+    /// `http.token`: a secret, only said to be set.
     pub fn to_toml(&self) -> String {
         fn quoted(s: &str) -> String {
             toml::Value::String(s.to_owned()).to_string()
@@ -239,6 +291,21 @@ impl Config {
         let _ = writeln!(o, "\n[logging]");
         let _ = writeln!(o, "level = {}", quoted(&self.logging.level));
         let _ = writeln!(o, "verbose = {}", self.logging.verbose);
+        let _ = writeln!(o, "format = {}", quoted(self.logging.format.name()));
+        if let Some(f) = &self.logging.file {
+            let _ = writeln!(o, "file = {}", toml_path(f));
+        }
+        let h = &self.http;
+        if *h != HttpConfig::default() {
+            let _ = writeln!(o, "\n[http]");
+            if let Some(a) = &h.address {
+                let _ = writeln!(o, "address = {}", quoted(a));
+            }
+            if h.token.is_some() {
+                // Never printed: `--check` output ends up in tickets and chat.
+                let _ = writeln!(o, "# token is set (not shown)");
+            }
+        }
         let a = &self.access;
         if *a != AccessConfig::default() {
             let _ = writeln!(o, "\n[access]");
@@ -264,6 +331,12 @@ impl Config {
         o
     }
 
+    /// Checks a configuration built or changed in code (as the command-line flags do) the
+    /// way a file's is checked.
+    pub fn check(&self) -> Result<(), Error> {
+        self.validate()
+    }
+
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if self.listeners.is_empty() {
             return Err(Error::Config("at least one listener is needed".into()));
@@ -282,6 +355,18 @@ impl Config {
         if l.max_connections == 0 {
             return Err(Error::Config(
                 "limits.max_connections must be at least 1".into(),
+            ));
+        }
+        if let Some(a) = &self.http.address
+            && a.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(Error::Config(format!(
+                "http.address must be IP:PORT, e.g. \"127.0.0.1:9090\"; not {a:?}"
+            )));
+        }
+        if self.http.token.as_deref() == Some("") {
+            return Err(Error::Config(
+                "http.token is empty: set a secret or remove the key".into(),
             ));
         }
         Ok(())
@@ -373,5 +458,28 @@ mod tests {
         assert!(Config::from_toml_str("bogus = 1").is_err());
         assert!(Config::from_toml_str("listeners = []").is_err());
         assert!(Config::from_toml_str("[limits]\nmax_inflight = 0").is_err());
+    }
+
+    #[test]
+    fn http_section() {
+        let c = Config::from_toml_str("[http]\naddress = \"127.0.0.1:0\"\ntoken = \"t\"").unwrap();
+        assert_eq!(c.http.address.as_deref(), Some("127.0.0.1:0"));
+        let printed = c.to_toml();
+        assert!(printed.contains("address = \"127.0.0.1:0\""), "{printed}");
+        assert!(
+            !printed.contains("\"t\""),
+            "the token is never printed: {printed}"
+        );
+        assert_eq!(
+            crate::Format::detect("[http]\naddress = \"127.0.0.1:9090\""),
+            crate::Format::Toml
+        );
+        assert!(Config::from_toml_str("[http]\naddress = \"9090\"").is_err());
+        assert!(Config::from_toml_str("[http]\ntoken = \"\"").is_err());
+        assert!(Config::from_toml_str("[http]\nport = 1").is_err());
+        let c =
+            Config::from_toml_str("[logging]\nformat = \"json\"\nfile = \"/tmp/x.log\"").unwrap();
+        assert_eq!(c.logging.format, LogFormat::Json);
+        assert!(Config::from_toml_str("[logging]\nformat = \"xml\"").is_err());
     }
 }

@@ -22,7 +22,7 @@ impl Format {
     /// top-level keys is TOML; text whose every line is a comment or `directive [value]`
     /// is Mosquitto's; anything else is taken as TOML, so that its errors are TOML's.
     pub fn detect(text: &str) -> Format {
-        const KEYS: [&str; 7] = [
+        const KEYS: [&str; 8] = [
             "listeners",
             "capture",
             "sys_interval",
@@ -30,6 +30,7 @@ impl Format {
             "logging",
             "access",
             "persistence",
+            "http",
         ];
         if let Ok(table) = text.parse::<toml::Table>() {
             if table.keys().all(|k| KEYS.contains(&k.as_str())) {

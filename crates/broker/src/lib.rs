@@ -5,7 +5,8 @@
 //! listeners, one task per busy connection, a parking lot (one thread with an epoll set of
 //! its own) that accepts connections, answers their CONNECT and keeps idle connections
 //! without a task, a connection cap, the timer driver, shutdown by a watch signal, and
-//! optional packet capture (with capture, tokio tasks accept).
+//! optional packet capture (with capture, tokio tasks accept), and the operations HTTP
+//! listener (Prometheus metrics, health checks, the admin API; off unless configured).
 //!
 //! What it does not do yet: TLS, WebSocket, authentication and persistence. Their seams
 //! are in the core: [`config::Transport`] for listeners, [`tinsel_core::Authenticator`] and
@@ -51,13 +52,14 @@ mod error;
 pub mod file_access;
 mod linger;
 pub mod mosquitto_conf;
+mod ops;
 mod parking;
 mod server;
 mod shared;
 mod sockopt;
 mod transport;
 
-pub use config::{Config, Limits, ListenerConfig, LoggingConfig};
+pub use config::{Config, HttpConfig, Limits, ListenerConfig, LogFormat, LoggingConfig};
 pub use config_file::{Format, Loaded};
 pub use error::Error;
 pub use file_access::{AccessFiles, FileAccess};

@@ -930,10 +930,11 @@ impl Parser {
             limits,
             logging: LoggingConfig {
                 level: level.filter().to_owned(),
-                verbose: false,
+                ..LoggingConfig::default()
             },
             access: self.access,
             persistence: self.persistence,
+            http: Default::default(),
         };
         Ok((config, self.warnings))
     }

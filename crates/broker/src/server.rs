@@ -15,6 +15,7 @@ use crate::auth::AuthPool;
 use crate::capture::Capture;
 use crate::config::{Config, Transport};
 use crate::file_access::{AccessFiles, FileAccess};
+use crate::ops::OpsListener;
 use crate::parking::ParkingLot;
 use crate::shared::Shared;
 use crate::{Error, connection};
@@ -34,19 +35,22 @@ pub struct Broker {
     authenticator: Option<Arc<dyn Authenticator>>,
     authorizer: Option<Arc<dyn Authorizer>>,
     capture: Option<Capture>,
+    ops: Option<OpsListener>,
 }
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
             .field("local_addrs", &self.local_addrs())
+            .field("http_addr", &self.http_addr())
             .finish_non_exhaustive()
     }
 }
 
 impl Broker {
-    /// Binds every listener (port 0 picks a free port). Errors if an address cannot be
-    /// bound, or the capture file cannot be created.
+    /// Binds every listener (port 0 picks a free port), the operations HTTP listener
+    /// included when `http.address` is set. Errors if an address cannot be bound, or the
+    /// capture file cannot be created.
     pub async fn bind(config: Config) -> Result<Broker, Error> {
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
@@ -76,12 +80,14 @@ impl Broker {
             })?),
             None => None,
         };
+        let ops = OpsListener::bind(&config.http).await?;
         let mut broker = Broker {
             listeners,
             config,
             authenticator: None,
             authorizer: None,
             capture,
+            ops,
         };
         if let Some(fa) = file_access(&broker.config)? {
             // New rights from the next CONNECT, SUBSCRIBE or delivery; a file that fails to
@@ -111,6 +117,11 @@ impl Broker {
     /// The bound addresses, in listener order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners.iter().map(|(_, a)| *a).collect()
+    }
+
+    /// The bound address of the operations HTTP listener (None: not configured).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().map(OpsListener::local_addr)
     }
 
     /// Serves until `shutdown` resolves, then closes every connection (MQTT 5 clients get
@@ -166,6 +177,10 @@ impl Broker {
             ));
         }
         tokio::spawn(ticker(shared.clone(), stop_tx.subscribe(), done_tx.clone()));
+        // After the MQTT listeners: from its first request on, /readyz may say ready.
+        if let Some(ops) = self.ops {
+            ops.spawn(shared.clone(), stop_tx.subscribe(), done_tx.clone());
+        }
 
         shutdown.await;
         info!("shutting down");

@@ -30,6 +30,10 @@ pub(crate) struct Shared {
     pub(crate) eased: Arc<Notify>,
     /// Open connections (bounded by `max_connections`).
     live: AtomicUsize,
+    /// Connections accepted so far, for metrics.
+    accepted: AtomicU64,
+    /// Connections closed on accept because `max_connections` were open, for metrics.
+    refused_full: AtomicU64,
     /// Sockets the broker closed that still linger (see `connection::LINGER`). They are no
     /// connections any more (not in `live`, so they keep no new client out), but they hold
     /// a file descriptor each: at most `max_connections` of them linger at once.
@@ -47,6 +51,17 @@ pub(crate) struct Shared {
     all_closed: Notify,
     /// Where deferred authentications run (None: no authenticator).
     auth: Option<AuthPool>,
+}
+
+/// Connections as the shell counts them (see [`Shared::connection_counts`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionCounts {
+    /// Open now, CONNECT sent or not.
+    pub(crate) open: usize,
+    /// Accepted so far.
+    pub(crate) accepted: u64,
+    /// Closed on accept because `max_connections` were open.
+    pub(crate) refused_max_connections: u64,
 }
 
 /// What the mutex protects.
@@ -71,6 +86,8 @@ impl Shared {
             bytes_out: AtomicU64::new(0),
             eased: Arc::new(Notify::new()),
             live: AtomicUsize::new(0),
+            accepted: AtomicU64::new(0),
+            refused_full: AtomicU64::new(0),
             lingering: AtomicUsize::new(0),
             max_lingering,
             stopping: AtomicBool::new(false),
@@ -85,6 +102,16 @@ impl Shared {
     /// taken as it is.
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Locks the router if nobody holds it (for the readiness check, which must not wait
+    /// on a stuck core).
+    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, State>> {
+        match self.state.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     /// Wakes the connections with new output (see [`Router::wake`]), parked ones through
@@ -133,11 +160,28 @@ impl Shared {
 
     /// Counts a new connection; false (not counted) when `max` are open.
     pub(crate) fn connection_opened(&self, max: usize) -> bool {
-        self.live
+        let opened = self
+            .live
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
-            .is_ok()
+            .is_ok();
+        let counter = if opened {
+            &self.accepted
+        } else {
+            &self.refused_full
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        opened
+    }
+
+    /// The connection counters, for metrics.
+    pub(crate) fn connection_counts(&self) -> ConnectionCounts {
+        ConnectionCounts {
+            open: self.live.load(Ordering::Relaxed),
+            accepted: self.accepted.load(Ordering::Relaxed),
+            refused_max_connections: self.refused_full.load(Ordering::Relaxed),
+        }
     }
 
     /// A connection task ended.

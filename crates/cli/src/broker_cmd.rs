@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use tinsel_broker::Format;
-use tinsel_broker::{Broker, Config, Error, ListenerConfig};
+use tinsel_broker::{Broker, Config, Error, ListenerConfig, LogFormat, LoggingConfig};
 
 use crate::fds;
 
@@ -28,6 +28,28 @@ pub(crate) struct Args {
     /// Record every packet in and out to this pcapng file.
     #[arg(long, value_name = "FILE")]
     capture: Option<PathBuf>,
+    /// Serve metrics, health checks and the admin API over HTTP on this address
+    /// (IP:PORT, or a port on 127.0.0.1). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// The bearer token of the admin API (/api/v1/...); without one it is disabled.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "TINSEL_HTTP_TOKEN",
+        hide_env_values = true
+    )]
+    http_token: Option<String>,
+    /// Log level: off, error, warn, info, debug or trace, optionally per module
+    /// ("info,tinsel_core=debug"). RUST_LOG overrides it.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// How log lines are written: text (Mosquitto-like) or json (one object a line).
+    #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    /// Append the log to this file instead of standard error.
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
 }
 
 /// Runs the broker until Ctrl-C (or SIGTERM).
@@ -62,6 +84,32 @@ pub(crate) fn run(args: Args) -> ExitCode {
     if args.capture.is_some() {
         config.capture = args.capture.clone();
     }
+    if let Some(addr) = &args.http {
+        // A bare port means the loopback interface: exposing the admin API takes an IP.
+        config.http.address = Some(match addr.parse::<u16>() {
+            Ok(port) => format!("127.0.0.1:{port}"),
+            Err(_) => addr.clone(),
+        });
+    }
+    if args.http_token.is_some() {
+        config.http.token = args.http_token.clone();
+    }
+    if let Some(level) = &args.log_level {
+        config.logging.level = level.clone();
+    }
+    match args.log_format.as_deref() {
+        Some("json") => config.logging.format = LogFormat::Json,
+        Some(_) => config.logging.format = LogFormat::Text,
+        None => {}
+    }
+    if args.log_file.is_some() {
+        config.logging.file = args.log_file.clone();
+    }
+    // The flags may have made it invalid (a bad --http address, an empty token).
+    if let Err(e) = config.check() {
+        print_error(&e);
+        return ExitCode::FAILURE;
+    }
     if args.check {
         let path = args
             .config
@@ -78,24 +126,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
-    let verbose = args.verbose || config.logging.verbose;
-    let filter = if verbose {
-        "debug".to_owned()
-    } else {
-        std::env::var("RUST_LOG").unwrap_or_else(|_| config.logging.level.clone())
-    };
-    let filter = match tracing_subscriber::EnvFilter::try_new(&filter) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("tinsel broker: invalid log level {filter:?}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    if let Err(e) = init_logging(&config.logging, args.verbose) {
+        eprintln!("tinsel broker: {e}");
+        return ExitCode::FAILURE;
+    }
 
     let max = config.limits.max_connections as u64;
     match fds::prepare(max) {
@@ -131,6 +165,77 @@ pub(crate) fn run(args: Args) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Levels a log filter may name.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks a log filter: comma-separated `LEVEL` or `TARGET=LEVEL` directives. Stricter
+/// than tracing's own parser, which takes a mistyped level ("inof") for a module name and
+/// then logs nothing.
+fn check_filter(filter: &str) -> Result<(), String> {
+    for directive in filter.split(',').map(str::trim) {
+        let level = match directive.rsplit_once('=') {
+            Some((target, level)) if !target.is_empty() => level,
+            Some(_) => directive,
+            None => directive,
+        };
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "invalid log level {directive:?} in {filter:?}: use one of {} \
+                 (optionally per module: \"info,tinsel_core=debug\")",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Installs the log subscriber: the level (`-v` means debug; RUST_LOG overrides the
+/// configuration), text or JSON lines, standard error or an appended file.
+fn init_logging(logging: &LoggingConfig, verbose: bool) -> Result<(), String> {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+
+    let filter = if verbose || logging.verbose {
+        "debug".to_owned()
+    } else {
+        match std::env::var("RUST_LOG") {
+            Ok(f) => {
+                check_filter(&f).map_err(|e| format!("RUST_LOG: {e}"))?;
+                f
+            }
+            Err(_) => {
+                check_filter(&logging.level)?;
+                logging.level.clone()
+            }
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .map_err(|e| format!("invalid log level {filter:?}: {e}"))?;
+    let (writer, ansi) = match &logging.file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+            // Each event is formatted first and written with one call: appended lines
+            // from several threads do not interleave.
+            (BoxMakeWriter::new(std::sync::Arc::new(file)), false)
+        }
+        None => (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    let _ = match logging.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        _ => builder.with_ansi(ansi).try_init(),
+    };
+    Ok(())
 }
 
 /// One line: a configuration line's error as `FILE:LINE: what is wrong`, others prefixed

@@ -242,14 +242,17 @@ impl Router {
                 properties.assigned_client_identifier = ByteStr::try_from(&*client).ok();
             }
         }
+        // Mosquitto's line, which log watchers already parse: p = protocol level,
+        // c = clean start, k = keep alive, u = user name.
+        let user = match &connect.username {
+            Some(u) => format!(", u'{u}'"),
+            None => String::new(),
+        };
         info!(
-            client = %client,
-            peer = %c.origin,
-            version = %connect.protocol,
-            clean_start = connect.clean_start,
-            keep_alive,
-            session_present,
-            "connected"
+            "New client connected from {} as {client} (p{}, c{}, k{keep_alive}{user}).",
+            c.origin,
+            connect.protocol.level(),
+            u8::from(connect.clean_start),
         );
         let ack = Packet::ConnAck(ConnAck {
             session_present,

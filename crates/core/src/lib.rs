@@ -74,6 +74,7 @@ mod connect;
 mod connections;
 mod deliver;
 mod durable;
+mod inspect;
 mod level_map;
 mod message;
 mod outbox;
@@ -109,6 +110,7 @@ pub use access::{
 };
 pub use connections::{ConnId, MAX_EARLY, Origin};
 pub use durable::{Record, Ticket};
+pub use inspect::{ClientView, MAX_PAGE, Page};
 pub use outbox::{Offer, Outbox, Parked, Taken};
 pub use router::{Router, Work};
 pub use settings::{Limits, Settings};

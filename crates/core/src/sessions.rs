@@ -51,6 +51,11 @@ impl Sessions {
         self.map.len()
     }
 
+    /// Every session, in no particular order (for the operators' views in `inspect.rs`).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Session)> {
+        self.map.iter().map(|(c, s)| (c, &**s))
+    }
+
     /// True if `client` has a session with a connection attached.
     pub(crate) fn is_online(&self, client: &str) -> bool {
         self.map.get(client).is_some_and(|s| s.conn.is_some())

@@ -1,0 +1,307 @@
+//! The operations HTTP listener against real TCP: metrics after real MQTT traffic, health
+//! checks, and the admin API (token, pages, disconnect with 0x98, publish).
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use common::{Peer, WAIT, connect_packet, publish};
+use tinsel_broker::{Broker, Config, ListenerConfig};
+use tinsel_codec::{Packet, ProtocolVersion, QoS, ReasonCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+struct Running {
+    mqtt: SocketAddr,
+    http: SocketAddr,
+    stop: oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+async fn start(token: Option<&str>) -> Running {
+    let mut config = Config {
+        listeners: vec![ListenerConfig {
+            port: 0,
+            ..ListenerConfig::default()
+        }],
+        sys_interval: 0,
+        ..Config::default()
+    };
+    config.http.address = Some("127.0.0.1:0".into());
+    config.http.token = token.map(Into::into);
+    let broker = Broker::bind(config).await.expect("bind");
+    let mqtt = broker.local_addrs()[0];
+    let http = broker.http_addr().expect("the HTTP listener is bound");
+    let (stop, rx) = oneshot::channel::<()>();
+    let done = tokio::spawn(async move {
+        broker
+            .run(async move {
+                let _ = rx.await;
+            })
+            .await
+            .expect("run");
+    });
+    Running {
+        mqtt,
+        http,
+        stop,
+        done,
+    }
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(WAIT, self.done)
+            .await
+            .expect("the broker stops in time")
+            .expect("the broker task ends well");
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection: (status, body).
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut raw))
+        .await
+        .expect("the response comes in time")
+        .expect("read");
+    let text = String::from_utf8(raw).expect("UTF-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a whole response");
+    let status = head.split(' ').nth(1).expect("a status").parse().unwrap();
+    (status, body.to_owned())
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// The samples of a text-format page, by name with labels; checks that every sample's
+/// family has HELP and TYPE lines before it.
+fn samples(page: &str) -> HashMap<String, u64> {
+    let mut typed = Vec::new();
+    let mut out = HashMap::new();
+    for line in page.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(["counter", "gauge"].contains(&kind), "{line}");
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+            typed.push(name.to_owned());
+        } else if line.starts_with('#') {
+            assert!(line.starts_with("# HELP tinsel_"), "{line}");
+        } else {
+            let (key, value) = line.rsplit_once(' ').unwrap();
+            let family = key.split('{').next().unwrap();
+            assert!(typed.iter().any(|t| t == family), "no TYPE before {line}");
+            out.insert(key.to_owned(), value.parse().unwrap());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn metrics_count_what_clients_do() {
+    let b = start(None).await;
+    let mut sub = Peer::connect(b.mqtt, "sub", V5).await;
+    sub.subscribe("m/#", QoS::AtMostOnce).await;
+    let mut publisher = Peer::connect(b.mqtt, "pub", V5).await;
+    for i in 0..3 {
+        publisher
+            .send(publish("m/x", &format!("{i}"), QoS::AtMostOnce, i == 0, 0))
+            .await;
+        sub.recv_publish().await;
+    }
+
+    let (status, page) = http(b.http, "GET", "/metrics", None, "").await;
+    assert_eq!(status, 200);
+    let m = samples(&page);
+    assert_eq!(m["tinsel_messages_received_total"], 3, "{page}");
+    assert_eq!(m["tinsel_messages_sent_total"], 3, "{page}");
+    assert_eq!(m["tinsel_messages_dropped_total"], 0);
+    assert_eq!(m["tinsel_connections"], 2);
+    assert_eq!(m["tinsel_connections_open"], 2);
+    assert_eq!(m["tinsel_connections_accepted_total"], 2);
+    assert_eq!(
+        m["tinsel_connections_refused_total{reason=\"max_connections\"}"],
+        0
+    );
+    assert_eq!(m["tinsel_sessions{state=\"connected\"}"], 2);
+    assert_eq!(m["tinsel_sessions{state=\"offline\"}"], 0);
+    assert_eq!(m["tinsel_subscriptions"], 1);
+    assert_eq!(m["tinsel_retained_messages"], 1);
+    assert!(m["tinsel_bytes_received_total"] > 0);
+    assert!(m["tinsel_bytes_sent_total"] > 0);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let b = start(None).await;
+    assert_eq!(http(b.http, "GET", "/healthz", None, "").await.0, 200);
+    let (status, body) = http(b.http, "GET", "/readyz", None, "").await;
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_a_configured_token() {
+    let b = start(None).await;
+    let (status, body) = http(b.http, "GET", "/api/v1/clients", Some("x"), "").await;
+    assert_eq!(status, 403);
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("http.token")
+    );
+    b.stop().await;
+
+    let b = start(Some("s3cret")).await;
+    assert_eq!(
+        http(b.http, "GET", "/api/v1/clients", None, "").await.0,
+        401
+    );
+    assert_eq!(
+        http(b.http, "GET", "/api/v1/clients", Some("s3cres"), "")
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        http(b.http, "GET", "/api/v1/clients", Some("s3cret"), "")
+            .await
+            .0,
+        200
+    );
+    // Metrics stay open.
+    assert_eq!(http(b.http, "GET", "/metrics", None, "").await.0, 200);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn clients_come_in_pages() {
+    let b = start(Some("t")).await;
+    let mut peers = Vec::new();
+    for id in ["c3", "c1", "other", "c2"] {
+        peers.push(Peer::connect(b.mqtt, id, V5).await);
+    }
+    // An offline session: a 3.1.1 client without clean session that left.
+    let (mut gone, _) =
+        Peer::connect_with(b.mqtt, connect_packet("c0", ProtocolVersion::V311, false)).await;
+    gone.send(Packet::Disconnect(Default::default())).await;
+    gone.expect_closed().await;
+
+    let get = |q: &'static str| http(b.http, "GET", q, Some("t"), "");
+    let (status, body) = get("/api/v1/clients?prefix=c&limit=2").await;
+    assert_eq!(status, 200, "{body}");
+    let page = json(&body);
+    let ids: Vec<_> = page["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["client_id"].as_str().unwrap(),
+                c["connected"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(ids, [("c0", false), ("c1", true)]);
+    assert_eq!(page["next"], "c1");
+
+    let page = json(&get("/api/v1/clients?prefix=c&limit=2&after=c1").await.1);
+    let ids: Vec<_> = page["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["client_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["c2", "c3"]);
+    assert_eq!(page["next"], serde_json::Value::Null);
+
+    let page = json(&get("/api/v1/clients").await.1);
+    assert_eq!(page["clients"].as_array().unwrap().len(), 5);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn disconnect_sends_administrative_action() {
+    let b = start(Some("t")).await;
+    let mut victim = Peer::connect(b.mqtt, "victim", V5).await;
+    let (status, body) = http(
+        b.http,
+        "POST",
+        "/api/v1/clients/victim/disconnect",
+        Some("t"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let seen = victim.expect_closed().await;
+    match seen.as_slice() {
+        [Packet::Disconnect(d)] => assert_eq!(d.reason, ReasonCode::ADMINISTRATIVE_ACTION),
+        other => panic!("expected DISCONNECT 0x98, got {other:?}"),
+    }
+    let (status, body) = http(
+        b.http,
+        "POST",
+        "/api/v1/clients/victim/disconnect",
+        Some("t"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn publish_reaches_subscribers_and_retains() {
+    let b = start(Some("t")).await;
+    let mut sub = Peer::connect(b.mqtt, "sub", V5).await;
+    sub.subscribe("ops/#", QoS::AtLeastOnce).await;
+    let body = r#"{"topic":"ops/a","payload":"hello","qos":1,"retain":true}"#;
+    let (status, resp) = http(b.http, "POST", "/api/v1/publish", Some("t"), body).await;
+    assert_eq!(status, 200, "{resp}");
+    let p = sub.recv_publish().await;
+    assert_eq!(
+        (&*p.topic, &p.payload[..], p.qos),
+        ("ops/a", &b"hello"[..], QoS::AtLeastOnce)
+    );
+
+    let (_, resp) = http(b.http, "GET", "/api/v1/retained?prefix=ops/", Some("t"), "").await;
+    assert_eq!(json(&resp)["topics"], serde_json::json!(["ops/a"]));
+    let (_, resp) = http(b.http, "GET", "/api/v1/retained?prefix=nope", Some("t"), "").await;
+    assert_eq!(json(&resp)["topics"], serde_json::json!([]));
+
+    let bad = r##"{"topic":"ops/#","payload":"x"}"##;
+    let (status, resp) = http(b.http, "POST", "/api/v1/publish", Some("t"), bad).await;
+    assert_eq!(status, 400, "{resp}");
+    let bad = r#"{"topic":"ops/a","qos":3}"#;
+    assert_eq!(
+        http(b.http, "POST", "/api/v1/publish", Some("t"), bad)
+            .await
+            .0,
+        400
+    );
+    b.stop().await;
+}

@@ -1,0 +1,280 @@
+"""Operating Tinsel: the operations HTTP listener scraped by a real Prometheus, the admin
+API over plain HTTP, graceful shutdown on SIGTERM, and the logs (Mosquitto's connection
+line, JSON lines, a log file, invalid levels)."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+import rawmqtt as raw
+from brokertest import free_port_number, uid
+
+HTTP_WAIT = 5.0
+
+
+def wait_for_port(port, proc, timeout=10.0):
+    import socket
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"exited early with code {proc.returncode}"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def http(port, path, method="GET", token=None, body=None):
+    """(status, body text) of one request to 127.0.0.1:port."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=HTTP_WAIT) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def start_with_http(start_tinsel, *extra):
+    hport = free_port_number()
+    srv = start_tinsel("--http", f"127.0.0.1:{hport}", *extra)
+    wait_for_port(hport, srv.proc)
+    return srv, hport
+
+
+def mosquitto_pub(port, topic, message, *extra):
+    subprocess.run(
+        ["mosquitto_pub", "-p", str(port), "-t", topic, "-m", message, *extra],
+        check=True,
+        timeout=10,
+    )
+
+
+# ---------------------------------------------------------------- metrics, real Prometheus
+
+def test_prometheus_scrapes_the_metrics(start_tinsel, tmp_path):
+    exe = shutil.which("prometheus")
+    assert exe, "prometheus is not installed: run scripts/install-test-peers"
+    srv, hport = start_with_http(start_tinsel)
+    for i in range(7):
+        mosquitto_pub(srv.port, f"{uid()}/m", str(i))
+
+    pport = free_port_number()
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text(
+        "global:\n  scrape_interval: 1s\n"
+        "scrape_configs:\n"
+        "  - job_name: tinsel\n"
+        f"    static_configs:\n      - targets: ['127.0.0.1:{hport}']\n"
+    )
+    log = open(tmp_path / "prometheus.log", "wb")
+    prom = subprocess.Popen(
+        [exe, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{pport}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(pport, prom, timeout=30)
+
+        def query(q):
+            qs = urllib.parse.urlencode({"query": q})
+            status, body = http(pport, f"/api/v1/query?{qs}")
+            if status == 503:  # still starting (its storage is not ready)
+                return None
+            assert status == 200, body
+            result = json.loads(body)["data"]["result"]
+            return float(result[0]["value"][1]) if result else None
+
+        deadline = time.monotonic() + 30
+        value = None
+        while time.monotonic() < deadline:
+            value = query("tinsel_messages_received_total")
+            if value is not None:
+                break
+            time.sleep(0.5)
+        assert value == 7, (value, (tmp_path / "prometheus.log").read_text()[-2000:])
+
+        # More traffic shows up in the next scrapes.
+        for i in range(3):
+            mosquitto_pub(srv.port, f"{uid()}/m", str(i), "-r")
+        while time.monotonic() < deadline and query("tinsel_messages_received_total") != 10:
+            time.sleep(0.5)
+        assert query("tinsel_messages_received_total") == 10
+        assert query("tinsel_retained_messages") >= 3
+        assert query('up{job="tinsel"}') == 1
+    finally:
+        prom.terminate()
+        prom.wait(timeout=10)
+        log.close()
+
+
+# ---------------------------------------------------------------- admin API
+
+def test_admin_api_over_http(start_tinsel):
+    hport = free_port_number()
+    env_token = "from-the-environment"
+    os.environ["TINSEL_HTTP_TOKEN"] = env_token
+    try:
+        srv = start_tinsel("--http", str(hport))  # a bare port: 127.0.0.1
+    finally:
+        del os.environ["TINSEL_HTTP_TOKEN"]
+    wait_for_port(hport, srv.proc)
+
+    status, body = http(hport, "/api/v1/clients")
+    assert status == 401, body
+    c = raw.RawClient(srv.port, version=5)
+    cid = uid("admin")
+    assert c.connect(cid).return_code == 0
+    status, body = http(hport, f"/api/v1/clients?prefix={cid}", token=env_token)
+    assert status == 200, body
+    assert json.loads(body)["clients"] == [
+        {"client_id": cid, "connected": True, "username": None, "session_expiry": 0,
+         "subscriptions": 0, "queued": 0, "inflight": 0}
+    ]
+
+    topic = uid("admin") + "/t"
+    status, body = http(hport, "/api/v1/publish", "POST", env_token,
+                        {"topic": topic, "payload": "kept", "retain": True})
+    assert status == 200, body
+    got = subprocess.run(["mosquitto_sub", "-p", str(srv.port), "-t", topic, "-C", "1", "-W", "5"],
+                         capture_output=True, text=True, timeout=10)
+    assert got.stdout.strip() == "kept"
+    status, body = http(hport, f"/api/v1/retained?prefix={topic}", token=env_token)
+    assert json.loads(body)["topics"] == [topic]
+
+    status, body = http(hport, f"/api/v1/clients/{cid}/disconnect", "POST", env_token)
+    assert status == 200, body
+    seen = c.wait_closed()
+    assert [(p.type, p.reason) for p in seen] == [(raw.DISCONNECT, 0x98)]
+
+
+def test_admin_api_is_off_without_a_token(start_tinsel):
+    srv, hport = start_with_http(start_tinsel)
+    status, body = http(hport, "/api/v1/clients", token="anything")
+    assert status == 403
+    assert "http.token" in json.loads(body)["error"]
+    assert http(hport, "/healthz")[0] == 200
+    assert http(hport, "/readyz") == (200, "ready\n")
+
+
+def test_http_section_of_the_config_file(start_tinsel):
+    hport = free_port_number()
+    srv = start_tinsel(config=(
+        "[[listeners]]\nport = {port}\n\n"
+        f"[http]\naddress = \"127.0.0.1:{hport}\"\ntoken = \"t0k\"\n"
+    ))
+    wait_for_port(hport, srv.proc)
+    assert http(hport, "/api/v1/retained", token="t0k")[0] == 200
+
+
+# ---------------------------------------------------------------- graceful shutdown
+
+def test_sigterm_disconnects_v5_clients_and_exits_0(tinsel_bin, tmp_path):
+    port = free_port_number()
+    log = open(tmp_path / "tinsel.log", "wb")
+    proc = subprocess.Popen([str(tinsel_bin), "broker", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc)
+        c5 = raw.RawClient(port, version=5)
+        assert c5.connect(uid("term5")).return_code == 0
+        c4 = raw.RawClient(port, version=4)
+        assert c4.connect(uid("term4")).return_code == 0
+
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        seen5 = c5.wait_closed(timeout=5)
+        assert [(p.type, p.reason) for p in seen5] == [(raw.DISCONNECT, 0x8B)]
+        assert c4.wait_closed(timeout=5) == []  # MQTT 3.1.1 has no DISCONNECT from the server
+        assert proc.wait(timeout=5) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    text = (tmp_path / "tinsel.log").read_text()
+    assert "shutting down" in text
+    assert "panicked" not in text
+
+
+# ---------------------------------------------------------------- logs
+
+CONNECT_LINE = re.compile(
+    r"New client connected from 127\.0\.0\.1:\d+ as (\S+) \((p\d, c\d, k\d+(?:, u'[^']*')?)\)\.")
+
+
+def connect_lines(text):
+    return dict(CONNECT_LINE.findall(text))
+
+
+def test_connection_line_as_mosquitto_writes_it(tinsel_broker):
+    a, b = uid("line"), uid("line")
+    mosquitto_pub(tinsel_broker.port, "x", "1", "-i", a, "-u", "alice", "-V", "mqttv5", "-k", "30")
+    mosquitto_pub(tinsel_broker.port, "x", "1", "-i", b, "-V", "mqttv311", "-c")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(connect_lines(tinsel_broker.log())) < 2:
+        time.sleep(0.05)
+    lines = connect_lines(tinsel_broker.log())
+    assert lines.get(a) == "p5, c1, k30, u'alice'", tinsel_broker.log()
+    assert lines.get(b) == "p4, c0, k60", tinsel_broker.log()
+
+
+def test_json_lines_in_a_log_file(start_tinsel, tmp_path):
+    path = tmp_path / "broker.log"
+    srv = start_tinsel("--log-format", "json", "--log-file", str(path))
+    cid = uid("json")
+    mosquitto_pub(srv.port, "x", "1", "-i", cid)
+    deadline = time.monotonic() + 5
+    records = []
+    while time.monotonic() < deadline:
+        text = path.read_text() if path.exists() else ""
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        if any(cid in r.get("message", "") for r in records):
+            break
+        time.sleep(0.05)
+    mine = [r for r in records if cid in r.get("message", "")]
+    assert mine and mine[0]["level"] == "INFO", records
+    assert CONNECT_LINE.match(mine[0]["message"]), mine
+    assert all("timestamp" in r and "target" in r for r in records)
+    assert "New client" not in srv.log()  # the file, not standard error
+
+
+@pytest.mark.parametrize("how", [["--log-level", "loud"], ["--log-level", "info,tinsel_core=chatty"], ["RUST_LOG=inof"]])
+def test_an_invalid_log_level_is_an_error(tinsel_bin, how):
+    env = dict(os.environ)
+    args = [str(tinsel_bin), "broker", "-p", str(free_port_number())]
+    if how[0].startswith("RUST_LOG="):
+        env["RUST_LOG"] = how[0].split("=", 1)[1]
+    else:
+        args += how
+    r = subprocess.run(args, capture_output=True, text=True, timeout=10, env=env)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "invalid log level" in lines[0], r.stderr
+
+
+def test_an_http_port_in_use_is_an_error(tinsel_bin):
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        hport = taken.getsockname()[1]
+        r = subprocess.run([str(tinsel_bin), "broker", "-p", str(free_port_number()),
+                            "--http", f"127.0.0.1:{hport}"],
+                           capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{hport}" in r.stderr, r.stderr
