@@ -44,9 +44,38 @@ pub(crate) struct Parked {
 }
 
 impl Parked {
-    /// What [`ParkingLot::park`] left in an outbox's slot.
-    fn from_slot(slot: tinsel_core::Parked) -> Option<Parked> {
-        slot.downcast::<Parked>().ok().map(|p| *p)
+    /// The form the outbox keeps (inline: an idle connection allocates nothing for it).
+    fn into_slot(self) -> tinsel_core::Parked {
+        let level = match self.version {
+            ProtocolVersion::V31 => 3,
+            ProtocolVersion::V311 => 4,
+            _ => 5,
+        };
+        tinsel_core::Parked {
+            socket: self.stream.into(),
+            tag: level | (u16::from(self.seen_connect) << 8),
+            extra: self
+                .capture
+                .map(|c| Box::new(c) as Box<dyn std::any::Any + Send>),
+        }
+    }
+
+    /// What [`Parked::into_slot`] made.
+    fn from_slot(slot: tinsel_core::Parked) -> Parked {
+        let version = match slot.tag & 0xff {
+            3 => ProtocolVersion::V31,
+            4 => ProtocolVersion::V311,
+            _ => ProtocolVersion::V5,
+        };
+        Parked {
+            stream: slot.socket.into(),
+            version,
+            seen_connect: slot.tag >> 8 != 0,
+            capture: slot
+                .extra
+                .and_then(|e| e.downcast::<Box<ConnCapture>>().ok())
+                .map(|c| *c),
+        }
     }
 }
 
@@ -205,19 +234,16 @@ impl ParkingLot {
             if registered {
                 return true;
             }
-            let Some(p) = slot.downcast_ref::<Parked>() else {
-                return false;
-            };
             let token = Token(id as usize);
-            let fd = p.stream.as_raw_fd();
+            let fd = slot.socket.as_raw_fd();
             let registry = &self.registry;
             registry
                 .register(&mut SourceFd(&fd), token, Interest::READABLE)
                 .is_ok()
         };
         outbox
-            .park(Box::new(p), register)
-            .map_err(|slot| Parked::from_slot(slot).expect("the slot holds what was put in"))?;
+            .park(p.into_slot(), register)
+            .map_err(Parked::from_slot)?;
         self.parked.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
@@ -254,7 +280,7 @@ impl ParkingLot {
         outbox: Outbox,
         readable: Option<bool>,
     ) {
-        let Some(p) = outbox.unpark().and_then(Parked::from_slot) else {
+        let Some(p) = outbox.unpark().map(Parked::from_slot) else {
             // Taken out already (readable and wanted at once).
             return;
         };

@@ -22,10 +22,19 @@ use bytes::BytesMut;
 use tinsel_codec::{EncodedPublish, Packet, ProtocolVersion};
 use tracing::warn;
 
-/// What the host leaves in an outbox while its connection waits without a task (its
-/// socket, and whatever goes with it). The core never looks inside: it only tells, on a
-/// wake-up, that the connection is parked, and gives the value back on [`Outbox::unpark`].
-pub type Parked = Box<dyn std::any::Any + Send>;
+/// What the host leaves in an outbox while its connection waits without a task: its
+/// socket and a few facts about it. The core never uses them: it only tells, on a
+/// wake-up, that the connection is parked, and gives them back on [`Outbox::unpark`].
+/// Kept inline (an idle connection's cost counts): no allocation unless `extra` is used.
+#[derive(Debug)]
+pub struct Parked {
+    /// The connection's socket.
+    pub socket: std::os::fd::OwnedFd,
+    /// Small facts the host keeps beside it (its protocol version, say).
+    pub tag: u16,
+    /// Anything else, boxed (None for most connections).
+    pub extra: Option<Box<dyn std::any::Any + Send>>,
+}
 
 #[derive(Default)]
 struct Inner {
