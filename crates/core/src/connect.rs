@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tinsel_codec::{
-    ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion, PubResp, Publish, ReasonCode,
+    ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion, PubResp, ReasonCode,
 };
 use tracing::info;
 
@@ -292,7 +292,7 @@ impl Router {
             };
             match inflight {
                 Inflight::Publish { publish, received } => {
-                    let mut p = Publish::clone(publish);
+                    let mut p = publish.clone();
                     p.dup = true;
                     match prepare(c, p, now, *received) {
                         Some(p) => emit(c, conn, p, &mut self.sys.stats, &mut self.woken, None),

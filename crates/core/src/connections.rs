@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tinsel_codec::{ByteStr, Connect, Packet, ProtocolVersion, Will};
+use tinsel_codec::{ByteStr, Connect, Packet, ProtocolVersion, ReasonCode, Will};
 use tracing::debug;
 
 use crate::FastMap;
@@ -108,7 +108,21 @@ impl Conn {
     /// Encodes `packet` into the outbox; records in `woken` that the connection has output.
     pub(crate) fn push(&mut self, id: ConnId, packet: Packet, woken: &mut Vec<ConnId>) {
         debug!(peer = %self.origin, "-> {}", summary(&packet));
-        if self.out.push_packet(&packet, self.version) {
+        // The acknowledgements of every QoS 1/2 message: four fixed bytes, without the
+        // general encoder.
+        let short = match &packet {
+            Packet::PubAck(r) => Some((0x40, r)),
+            Packet::PubRec(r) => Some((0x50, r)),
+            Packet::PubRel(r) => Some((0x62, r)),
+            Packet::PubComp(r) => Some((0x70, r)),
+            _ => None,
+        }
+        .filter(|(_, r)| r.reason == ReasonCode::SUCCESS && r.properties.is_empty());
+        let was_empty = match short {
+            Some((first, r)) => self.out.push_short_ack(first, r.packet_id),
+            None => self.out.push_packet(&packet, self.version),
+        };
+        if was_empty {
             woken.push(id);
         }
     }

@@ -416,7 +416,7 @@ fn send_inflight(
     p.packet_id = pid;
     if c.version.is_v5() && c.alias_max > 0 {
         // A topic alias changes what is sent: the in-flight copy keeps the topic.
-        let publish = Box::new(p.clone());
+        let publish = p.clone();
         session.inflight.insert(
             pid,
             Inflight::Publish {
@@ -427,8 +427,7 @@ fn send_inflight(
         return emit(c, id, p, stats, woken, cache);
     }
     // Encoded from the message, which then moves into the in-flight window: no copy.
-    let p = send(c, id, p, stats, woken, cache);
-    let publish = Box::new(p);
+    let publish = send(c, id, p, stats, woken, cache);
     session.inflight.insert(
         pid,
         Inflight::Publish {

@@ -101,6 +101,21 @@ impl Outbox {
         append(&mut inner.buf, name, |b| packet.encode(version, b)) && was_empty
     }
 
+    /// Appends an acknowledgement in its short form (PUBACK, PUBREC, PUBREL or PUBCOMP with
+    /// reason Success and no properties: the fixed header `first` and the packet
+    /// identifier, the same four bytes in every protocol version); true if the outbox was
+    /// empty.
+    pub(crate) fn push_short_ack(&self, first: u8, packet_id: u16) -> bool {
+        let mut inner = self.lock();
+        let was_empty = inner.buf.is_empty();
+        if inner.buf.capacity() == 0 {
+            inner.buf.reserve(FIRST_RESERVE);
+        }
+        let [hi, lo] = packet_id.to_be_bytes();
+        inner.buf.extend_from_slice(&[first, 2, hi, lo]);
+        was_empty
+    }
+
     /// Appends a shared PUBLISH encoding with this connection's packet identifier (0 at
     /// QoS 0); true if the outbox was empty (the connection needs waking).
     pub(crate) fn push_publish(&self, publish: &EncodedPublish, packet_id: u16) -> bool {
@@ -254,6 +269,41 @@ fn append<E: std::fmt::Display>(
             buf.truncate(len);
             warn!("cannot encode {name}: {e}");
             false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tinsel_codec::PubResp;
+
+    use super::*;
+
+    #[test]
+    fn short_acknowledgements_are_what_the_codec_writes() {
+        let kinds: [(u8, fn(PubResp) -> Packet); 4] = [
+            (0x40, Packet::PubAck),
+            (0x50, Packet::PubRec),
+            (0x62, Packet::PubRel),
+            (0x70, Packet::PubComp),
+        ];
+        for version in [
+            ProtocolVersion::V31,
+            ProtocolVersion::V311,
+            ProtocolVersion::V5,
+        ] {
+            for (first, make) in kinds {
+                let pid = 0xa1b2;
+                let short = Outbox::default();
+                assert!(short.push_short_ack(first, pid));
+                let general = Outbox::default();
+                assert!(general.push_packet(&make(PubResp::new(pid)), version));
+                assert_eq!(
+                    short.take(None).bytes,
+                    general.take(None).bytes,
+                    "{first:#x} {version}"
+                );
+            }
         }
     }
 }

@@ -41,8 +41,10 @@ pub(crate) enum Inflight {
     /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2). Kept with its full topic
     /// and the time it was received, for a resend with DUP.
     Publish {
-        /// The message as first sent (without topic alias).
-        publish: Box<Publish>,
+        /// The message as first sent (without topic alias). Inline, not boxed: a message
+        /// in flight then costs no allocation of its own (the map holds only messages in
+        /// flight, so idle sessions pay nothing for the larger entry).
+        publish: Publish,
         /// When the broker received it (for the message expiry countdown).
         received: Instant,
     },
