@@ -281,7 +281,8 @@ mod tests {
 
     #[test]
     fn short_acknowledgements_are_what_the_codec_writes() {
-        let kinds: [(u8, fn(PubResp) -> Packet); 4] = [
+        type Make = fn(PubResp) -> Packet;
+        let kinds: [(u8, Make); 4] = [
             (0x40, Packet::PubAck),
             (0x50, Packet::PubRec),
             (0x62, Packet::PubRel),
