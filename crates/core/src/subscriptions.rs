@@ -22,6 +22,14 @@ use crate::topic_tree::TopicTree;
 /// a linear scan; beyond it, by a map.
 const LINEAR_TARGETS: usize = 16;
 
+/// Topics whose subscribers are remembered (see `Subscriptions::cache`); when full, the
+/// whole cache is dropped and filled again by the topics that come next.
+const CACHED_TOPICS: usize = 4096;
+
+/// Subscribers remembered for one topic beyond which a topic is not cached (its list is
+/// cheaper to find again than to keep).
+const CACHED_TARGETS: usize = 256;
+
 /// A shared subscription: (group, filter).
 type GroupKey = (Arc<str>, Arc<str>);
 
@@ -47,7 +55,7 @@ pub(crate) struct SharedMember {
 }
 
 /// One subscriber a message goes to, with what its subscriptions asked for.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Target {
     pub(crate) client: Arc<str>,
     /// The highest QoS of its matching subscriptions (the message's own QoS caps it).
@@ -72,6 +80,13 @@ pub(crate) struct Subscriptions {
     tree: TopicTree<SubKey, SubEntry>,
     /// Round-robin position per shared subscription (group, filter).
     shared_next: HashMap<GroupKey, usize>,
+    /// Where the messages of recently routed topics went: a device that publishes to its
+    /// topic again finds its subscribers with one lookup instead of a walk of the tree and
+    /// a merge. Only topics that matched no shared subscription and no No Local one are
+    /// kept (their targets do not depend on the publisher or on who is online); any
+    /// SUBSCRIBE or UNSUBSCRIBE that changes the tree drops it. Bounded by
+    /// [`CACHED_TOPICS`] topics of at most [`CACHED_TARGETS`] targets.
+    cache: FastMap<Box<str>, Vec<Target>>,
     /// The targets list of the last message, given back empty by [`Subscriptions::recycle`]:
     /// routing a message allocates no list. Its capacity is bounded by the most subscribers
     /// one message had.
@@ -97,13 +112,25 @@ impl Subscriptions {
     /// Adds or replaces `client`'s subscription to `filter`; true if it existed.
     pub(crate) fn insert(&mut self, filter: &str, client: &Arc<str>, entry: SubEntry) -> bool {
         let (tree_filter, key) = sub_key(filter, client);
+        self.forget_routes();
         self.tree.insert(tree_filter, key, entry).is_some()
+    }
+
+    /// The tree changes: the remembered routes may be wrong.
+    fn forget_routes(&mut self) {
+        if !self.cache.is_empty() {
+            self.cache.clear();
+        }
     }
 
     /// Removes `client`'s subscription to `filter`; true if it existed.
     pub(crate) fn remove(&mut self, filter: &str, client: &Arc<str>) -> bool {
         let (tree_filter, key) = sub_key(filter, client);
-        self.tree.remove(tree_filter, &key).is_some()
+        let removed = self.tree.remove(tree_filter, &key).is_some();
+        if removed {
+            self.forget_routes();
+        }
+        removed
     }
 
     /// Subscriptions in the tree.
@@ -121,10 +148,19 @@ impl Subscriptions {
     ) -> Matches {
         let mut targets = std::mem::take(&mut self.spare);
         targets.clear();
+        if let Some(known) = self.cache.get(topic) {
+            targets.extend_from_slice(known);
+            return Matches {
+                targets,
+                shared: Vec::new(),
+            };
+        }
         let mut index: FastMap<Arc<str>, usize> = FastMap::default();
         let mut groups: FastMap<GroupKey, Vec<(Arc<str>, SubEntry)>> = FastMap::default();
+        let mut no_local = false;
         self.tree.for_each_match(topic, |key, entry| match key {
             SubKey::Client(client) => {
+                no_local |= entry.options.no_local;
                 if entry.options.no_local && publisher == Some(client) {
                     return;
                 }
@@ -160,6 +196,12 @@ impl Subscriptions {
                 .or_default()
                 .push((m.client.clone(), *entry)),
         });
+        if !no_local && groups.is_empty() && targets.len() <= CACHED_TARGETS {
+            if self.cache.len() >= CACHED_TOPICS {
+                self.cache.clear();
+            }
+            self.cache.insert(Box::from(topic), targets.clone());
+        }
         let mut shared = Vec::with_capacity(groups.len());
         for (group, mut members) in groups {
             // Round robin over the members, in a stable order, preferring connected ones.
@@ -192,6 +234,58 @@ impl Subscriptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(qos: QoS, no_local: bool) -> SubEntry {
+        SubEntry {
+            options: tinsel_codec::SubscriptionOptions {
+                qos,
+                no_local,
+                ..Default::default()
+            },
+            id: None,
+        }
+    }
+
+    fn clients(subs: &mut Subscriptions, topic: &str, publisher: Option<&Arc<str>>) -> Vec<String> {
+        let m = subs.matches(topic, publisher, |_| true);
+        let mut out: Vec<String> = m
+            .targets
+            .iter()
+            .map(|t| format!("{}@{}", t.client, t.qos.as_u8()))
+            .collect();
+        out.extend(m.shared.iter().map(|t| format!("shared:{}", t.client)));
+        subs.recycle(m.targets);
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn remembered_routes_follow_every_change_of_the_tree() {
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let mut subs = Subscriptions::default();
+        subs.insert("t/+", &a, entry(QoS::AtMostOnce, false));
+        assert_eq!(clients(&mut subs, "t/1", None), ["a@0"]);
+        assert_eq!(subs.cache.len(), 1, "remembered");
+        assert_eq!(clients(&mut subs, "t/1", None), ["a@0"]);
+        // A new subscription, a changed one, a removed one: each is seen at once.
+        subs.insert("t/#", &b, entry(QoS::AtLeastOnce, false));
+        assert_eq!(clients(&mut subs, "t/1", None), ["a@0", "b@1"]);
+        subs.insert("t/+", &a, entry(QoS::ExactlyOnce, false));
+        assert_eq!(clients(&mut subs, "t/1", None), ["a@2", "b@1"]);
+        subs.remove("t/#", &b);
+        assert_eq!(clients(&mut subs, "t/1", None), ["a@2"]);
+        // Not remembered: No Local (depends on the publisher) and shared groups (round robin).
+        subs.insert("n/1", &a, entry(QoS::AtMostOnce, true));
+        assert_eq!(clients(&mut subs, "n/1", Some(&a)), Vec::<String>::new());
+        assert_eq!(clients(&mut subs, "n/1", Some(&b)), ["a@0"]);
+        assert_eq!(clients(&mut subs, "n/1", Some(&a)), Vec::<String>::new());
+        subs.insert("$share/g/s/1", &a, entry(QoS::AtMostOnce, false));
+        subs.insert("$share/g/s/1", &b, entry(QoS::AtMostOnce, false));
+        let first = clients(&mut subs, "s/1", None);
+        let second = clients(&mut subs, "s/1", None);
+        assert_ne!(first, second, "round robin goes on");
+        assert!(!subs.cache.contains_key("s/1") && !subs.cache.contains_key("n/1"));
+    }
 
     #[test]
     fn an_ordinary_subscription_key_is_one_pointer_and_a_tag() {
