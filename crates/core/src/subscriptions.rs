@@ -22,8 +22,8 @@ use crate::topic_tree::TopicTree;
 /// a linear scan; beyond it, by a map.
 const LINEAR_TARGETS: usize = 16;
 
-/// Topics whose subscribers are remembered (see `Subscriptions::cache`); when full, the
-/// whole cache is dropped and filled again by the topics that come next.
+/// Topics whose subscribers are remembered (see `Subscriptions::cache`); when full, no
+/// more are until the next change of the tree empties it.
 const CACHED_TOPICS: usize = 4096;
 
 /// Subscribers remembered for one topic beyond which a topic is not cached (its list is
@@ -196,10 +196,14 @@ impl Subscriptions {
                 .or_default()
                 .push((m.client.clone(), *entry)),
         });
-        if !no_local && groups.is_empty() && targets.len() <= CACHED_TARGETS {
-            if self.cache.len() >= CACHED_TOPICS {
-                self.cache.clear();
-            }
+        // Once full, the cache keeps what it has (still right until the tree changes): a
+        // broker with many more topics than that pays a failed lookup, not an insertion
+        // per message.
+        if !no_local
+            && groups.is_empty()
+            && targets.len() <= CACHED_TARGETS
+            && self.cache.len() < CACHED_TOPICS
+        {
             self.cache.insert(Box::from(topic), targets.clone());
         }
         let mut shared = Vec::with_capacity(groups.len());
