@@ -34,8 +34,9 @@ Exit status: 0 done, 1 error, 2 the two passwords differ.
 #[derive(Debug, clap::Args)]
 #[command(disable_help_flag = true, after_help = USAGE)]
 pub(crate) struct Args {
-    /// [-H sha512|sha512-pbkdf2] [-I ITERATIONS] [-c | -D | -U] [-b] FILE [USERNAME [PASSWORD]]
+    // Its help is Mosquitto's usage line (`help =`: a doc comment would be read as links).
     #[arg(
+        help = "[-H sha512|sha512-pbkdf2] [-I ITERATIONS] [-c | -D | -U] [-b] FILE [USERNAME [PASSWORD]]",
         trailing_var_arg = true,
         allow_hyphen_values = true,
         num_args = 0..,
