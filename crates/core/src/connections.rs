@@ -102,6 +102,8 @@ pub(crate) struct Conn {
     pub(crate) timer: Millis,
     /// Acknowledgements of this connection waiting for the store (see `durable.rs`).
     pub(crate) held: u16,
+    /// What its TLS client certificate says (see `identity.rs`).
+    pub(crate) tls: Option<Box<crate::identity::TlsIdentity>>,
 }
 
 impl Conn {
@@ -166,6 +168,7 @@ impl Connections {
                 aliases: None,
                 timer: 0,
                 held: 0,
+                tls: None,
             }),
         );
         id
