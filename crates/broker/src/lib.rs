@@ -48,12 +48,16 @@ pub mod config;
 mod connection;
 mod error;
 mod linger;
+mod listeners;
 pub mod mosquitto_conf;
 mod parking;
 mod server;
 mod shared;
 mod sockopt;
+mod tls;
 mod transport;
+mod websocket;
+mod x509;
 
 pub use config::{Config, Limits, ListenerConfig, LoggingConfig};
 pub use error::Error;

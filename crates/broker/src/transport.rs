@@ -1,5 +1,5 @@
-//! The byte stream under a connection: plain TCP today; TLS and WebSocket implement the
-//! same trait later.
+//! The byte stream under a connection: plain TCP here; TLS ([`crate::tls`]) and WebSocket
+//! ([`crate::websocket`]) implement the same trait.
 //!
 //! The connection task is a hand-written future that polls its transport directly: it
 //! waits for readability and then reads what is buffered without blocking, so an idle
@@ -27,6 +27,13 @@ pub(crate) trait Transport: Send + Unpin + 'static {
         Self: Sized,
     {
         Err(io::ErrorKind::Unsupported.into())
+    }
+
+    /// What the transport proved about the client before its CONNECT: its TLS certificate's
+    /// name, and whether that replaces the CONNECT's user name. Taken once, when the
+    /// connection registers with the router.
+    fn take_identity(&mut self) -> Option<(std::sync::Arc<str>, bool)> {
+        None
     }
 
     /// Ready when a read may make progress (data, end of stream or an error); otherwise
