@@ -11,6 +11,13 @@
 //! address = "127.0.0.1"
 //! port = 1883
 //!
+//! [[listeners]]                # TLS; also "websocket" and "websocket-tls" (see the docs)
+//! address = "::1"
+//! port = 8883
+//! transport = "tls"
+//! certfile = "/etc/tinsel/server.crt"
+//! keyfile = "/etc/tinsel/server.key"
+//!
 //! [limits]
 //! max_packet_size = 268435455  # bytes, both directions
 //! max_inflight = 100           # Receive Maximum: unacknowledged QoS 1/2 per client, each way

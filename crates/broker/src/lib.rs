@@ -1,5 +1,5 @@
-//! The Tinsel MQTT broker (MQTT 3.1, 3.1.1 and 5.0 over TCP): the tokio shell around
-//! [`tinsel_core`].
+//! The Tinsel MQTT broker (MQTT 3.1, 3.1.1 and 5.0 over TCP, TLS and WebSocket): the tokio
+//! shell around [`tinsel_core`].
 //!
 //! The core decides everything MQTT says; this crate owns what it does not: sockets and
 //! listeners, one task per busy connection, a parking lot (one thread with an epoll set of
@@ -7,8 +7,12 @@
 //! without a task, a connection cap, the timer driver, shutdown by a watch signal, and
 //! optional packet capture (with capture, tokio tasks accept).
 //!
-//! What it does not do yet: TLS, WebSocket, authentication and persistence. Their seams
-//! are in the core: [`config::Transport`] for listeners, [`tinsel_core::Authenticator`] and
+//! Listeners speak plain TCP, TLS 1.2/1.3 (rustls; client certificates optional or
+//! required, their name usable as the user name), WebSocket and WebSocket over TLS (see
+//! [`config::Transport`]); only plain TCP connections park.
+//!
+//! What it does not do yet: Unix sockets, the PROXY protocol, authentication and
+//! persistence. Their seams are in the core: [`tinsel_core::Authenticator`] and
 //! [`tinsel_core::Authorizer`] for access, the core's durability records for a store.
 //!
 //! # Bounds

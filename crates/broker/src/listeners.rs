@@ -294,6 +294,13 @@ impl ListenerConfig {
                     .into(),
             );
         }
+        if self.use_identity_as_username && self.use_subject_as_username {
+            return fail(
+                "use_identity_as_username and use_subject_as_username exclude each other; \
+                 choose one"
+                    .into(),
+            );
+        }
         if let Some(v) = &self.tls_version {
             if v != "tlsv1.2" && v != "tlsv1.3" {
                 return fail(format!(
@@ -423,6 +430,11 @@ mod tests {
                 "tls_version must be",
             ),
             ("path = \"/mqtt\"", "path is a WebSocket setting"),
+            (
+                "transport = \"tls\"\ncertfile = \"s\"\nkeyfile = \"k\"\ncafile = \"c\"\n\
+                 use_identity_as_username = true\nuse_subject_as_username = true",
+                "exclude each other",
+            ),
             (
                 "transport = \"websocket\"\npath = \"mqtt\"",
                 "path must start with /",
