@@ -937,6 +937,21 @@ impl Parser {
             }
         }
 
+        for d in &drafts {
+            let tls = d.certfile.is_some()
+                || d.keyfile.is_some()
+                || d.cafile.is_some()
+                || d.capath.is_some();
+            if tls && (d.certfile.is_none() || d.keyfile.is_none()) {
+                return Err(Error::ConfigLine {
+                    file: file.to_owned(),
+                    line: d.line,
+                    message: "this listener has TLS settings but not both certfile and keyfile, \
+                              which TLS needs"
+                        .into(),
+                });
+            }
+        }
         let listeners: Vec<ListenerConfig> = if drafts.is_empty() {
             // Mosquitto 2 with no listener configured listens on the local host only.
             vec![ListenerConfig::default()]
@@ -1276,11 +1291,10 @@ mod tests {
         assert_eq!(back.listeners[0].transport, Transport::Tls);
         assert_eq!(back.listeners[2].capath, wss.capath);
         assert_eq!(back.listeners[1].path, ws.path);
-        // A TLS listener without its key is an error naming the listener.
-        let text = "listener 8883\ncertfile /s.crt\n";
-        let (c, _) = parse_str(text, Path::new("m.conf")).unwrap();
-        let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("needs certfile and keyfile"), "{e}");
+        // A TLS listener without its key is an error naming the listener's line.
+        let e = error("listener 1\nlistener 8883\ncafile /ca.crt\ncertfile /s.crt\n");
+        assert!(e.starts_with("m.conf:2: "), "{e}");
+        assert!(e.contains("not both certfile and keyfile"), "{e}");
     }
 
     #[test]
