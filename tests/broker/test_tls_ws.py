@@ -485,3 +485,32 @@ def test_sighup_reloads_the_certificate_for_new_connections(start_tinsel, tmp_pa
     old.disconnect()
     old.loop_stop()
     assert server.proc.poll() is None, "SIGHUP stopped the broker"
+
+
+@kinds
+def test_tinsel_clients_over_websocket_and_websocket_tls(kind, start_listeners, certs, tinsel_bin):
+    p = start_listeners(kind)
+    for url, tls in [(f"ws://localhost:{p.ws}/mqtt", []), (f"wss://localhost:{p.wss}/mqtt", ["--cafile", str(certs / "ca.crt")])]:
+        topic = topic_base() + "/cli"
+        sub = subprocess.Popen(
+            [str(tinsel_bin), "sub", "-L", url, *tls, "-t", topic, "-C", "1", "-W", "5", "-q", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(0.5)
+        r = subprocess.run(
+            [str(tinsel_bin), "pub", "-L", url, *tls, "-t", topic, "-m", f"via {url}", "-q", "1"],
+            capture_output=True,
+            timeout=WAIT,
+        )
+        assert r.returncode == 0, r.stderr
+        out, err = sub.communicate(timeout=WAIT + 2)
+        assert sub.returncode == 0, err
+        assert out.decode().strip() == f"via {url}"
+    if kind == "tinsel":
+        r = subprocess.run(
+            [str(tinsel_bin), "pub", "-L", f"ws://localhost:{p.ws}/other", "-t", "t", "-m", "x"],
+            capture_output=True,
+            timeout=WAIT,
+        )
+        assert r.returncode != 0 and b"404" in r.stderr, r.stderr
