@@ -514,3 +514,36 @@ def test_tinsel_clients_over_websocket_and_websocket_tls(kind, start_listeners, 
             timeout=WAIT,
         )
         assert r.returncode != 0 and b"404" in r.stderr, r.stderr
+
+
+@kinds
+def test_unix_socket_listener(kind, start_tinsel, start_mosquitto, tinsel_bin, tmp_path):
+    sock = tmp_path / "mqtt.sock"
+    if kind == "tinsel":
+        server = start_tinsel(
+            config=f'sys_interval = 0\n[[listeners]]\naddress = "127.0.0.1"\nport = {{port}}\n'
+            f'[[listeners]]\ntransport = "unix"\naddress = "{sock}"\n'
+        )
+    else:
+        server = start_mosquitto(f"user root\nlistener 0 {sock}\n")
+    deadline = time.monotonic() + WAIT
+    while not sock.exists():
+        assert time.monotonic() < deadline, "no socket file"
+        time.sleep(0.05)
+    topic = topic_base() + "/unix"
+    sub = subprocess.Popen(
+        [str(tinsel_bin), "sub", "--unix", str(sock), "-t", topic, "-C", "2", "-W", "5", "-q", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(0.5)
+    r = subprocess.run(["mosquitto_pub", "--unix", str(sock), "-t", topic, "-m", "over-unix", "-q", "1"], timeout=WAIT)
+    assert r.returncode == 0
+    r = subprocess.run(["mosquitto_pub", "-p", str(server.port), "-t", topic, "-m", "over-tcp", "-q", "1"], timeout=WAIT)
+    assert r.returncode == 0
+    out, err = sub.communicate(timeout=WAIT + 2)
+    assert sub.returncode == 0, err
+    assert out.decode().splitlines() == ["over-unix", "over-tcp"]
+    server.stop()
+    if kind == "tinsel":
+        assert not sock.exists(), "the socket file was left behind"

@@ -102,6 +102,9 @@ pub enum Transport {
     /// MQTT over WebSocket over TLS (`wss://`).
     #[serde(rename = "websocket-tls")]
     WebSocketTls,
+    /// MQTT over a Unix domain socket; `address` is the socket's path (`port` is unused).
+    #[serde(rename = "unix")]
+    Unix,
 }
 
 impl Transport {
@@ -112,6 +115,7 @@ impl Transport {
             Transport::Tls => "tls",
             Transport::WebSocket => "websocket",
             Transport::WebSocketTls => "websocket-tls",
+            Transport::Unix => "unix",
         }
     }
 
@@ -130,9 +134,10 @@ impl Transport {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenerConfig {
-    /// IP address to bind, e.g. `"127.0.0.1"` or `"0.0.0.0"`.
+    /// IP address or host name to bind, e.g. `"127.0.0.1"`, `"::1"` or `"0.0.0.0"`; for a
+    /// Unix socket listener, the socket's path.
     pub address: String,
-    /// TCP port; 0 picks a free one.
+    /// TCP port; 0 picks a free one. Unused by Unix socket listeners.
     pub port: u16,
     /// Transport.
     pub transport: Transport,

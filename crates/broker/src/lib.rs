@@ -11,7 +11,9 @@
 //! required, their name usable as the user name), WebSocket and WebSocket over TLS (see
 //! [`config::Transport`]); only plain TCP connections park.
 //!
-//! What it does not do yet: Unix sockets, the PROXY protocol, authentication and
+//! Unix socket listeners are served too.
+//!
+//! What it does not do yet: the PROXY protocol, authentication and
 //! persistence. Their seams are in the core: [`tinsel_core::Authenticator`] and
 //! [`tinsel_core::Authorizer`] for access, the core's durability records for a store.
 //!

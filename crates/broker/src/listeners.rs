@@ -1,10 +1,14 @@
-//! Listeners other than plain TCP: TLS, WebSocket and WebSocket over TLS.
+//! Listeners other than plain TCP: TLS, WebSocket, WebSocket over TLS, and Unix sockets.
 //!
 //! Each accepts in a tokio task of its own (the parking lot accepts plain TCP only) and
 //! gives every new connection a task that runs its handshakes (TLS, then the HTTP upgrade)
 //! within `limits.connect_timeout`, then serves it with [`connection::serve`] like a TCP
 //! connection. A handshake that fails or runs out of time closes that connection only.
 //! The connection counts against `limits.max_connections` from its accept on.
+//!
+//! A Unix socket listener needs no handshake. Its socket file is replaced if one is left
+//! from an earlier run, and removed when the broker stops. Its connections have no network
+//! address: the core and the logs see `0.0.0.0:0`.
 //!
 //! A TLS listener's certificate and key are read again on SIGHUP: new connections get the
 //! new ones, open ones keep theirs; if the files cannot be read, the old ones stay (logged).
@@ -14,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
@@ -26,12 +30,20 @@ use crate::tls::{IdentityRule, TlsTransport};
 use crate::websocket::{DEFAULT_PATH, WsTransport};
 use crate::{Error, connection, tls, websocket};
 
-/// A bound listener of a kind that needs a handshake.
+/// A bound listener of a kind that needs a handshake, or a Unix socket.
 pub(crate) struct Listener {
-    pub(crate) listener: TcpListener,
-    pub(crate) local: SocketAddr,
+    socket: Socket,
     kind: Kind,
 }
+
+enum Socket {
+    Tcp(TcpListener, SocketAddr),
+    Unix(UnixListener, std::path::PathBuf),
+}
+
+/// The address a Unix socket's connections are known by.
+const UNIX_PEER: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
 /// What a listener's connections go through before MQTT.
 #[derive(Clone)]
@@ -57,7 +69,7 @@ impl Reloadable {
     }
 
     /// Reads the certificate, key and CA files again; keeps the old ones on failure.
-    fn reload(&self, local: SocketAddr) {
+    fn reload(&self, local: &str) {
         match tls::server_config(&self.config) {
             Ok(c) => {
                 *self
@@ -72,12 +84,52 @@ impl Reloadable {
 }
 
 impl Listener {
-    /// Reads the listener's TLS files (errors name them).
+    /// A TCP listener whose connections need a handshake; reads its TLS files (errors
+    /// name them).
     pub(crate) fn new(
         l: &ListenerConfig,
         listener: TcpListener,
         local: SocketAddr,
     ) -> Result<Listener, Error> {
+        Ok(Listener {
+            socket: Socket::Tcp(listener, local),
+            kind: Kind::of(l)?,
+        })
+    }
+
+    /// Binds a Unix socket listener on the path in `l.address`, replacing a socket file
+    /// left by an earlier run.
+    pub(crate) fn unix(l: &ListenerConfig) -> Result<Listener, Error> {
+        let path = std::path::PathBuf::from(&l.address);
+        let bind_error = |source| Error::Bind {
+            addr: l.address.clone(),
+            source,
+        };
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            use std::os::unix::fs::FileTypeExt;
+            if meta.file_type().is_socket() {
+                std::fs::remove_file(&path).map_err(bind_error)?;
+            }
+        }
+        let listener = UnixListener::bind(&path).map_err(bind_error)?;
+        Ok(Listener {
+            socket: Socket::Unix(listener, path),
+            kind: Kind::of(l)?,
+        })
+    }
+
+    /// Where it listens, for logs.
+    fn name(&self) -> String {
+        match &self.socket {
+            Socket::Tcp(_, local) => local.to_string(),
+            Socket::Unix(_, path) => format!("unix:{}", path.display()),
+        }
+    }
+}
+
+impl Kind {
+    /// Reads the listener's TLS files (errors name them).
+    fn of(l: &ListenerConfig) -> Result<Kind, Error> {
         let tls = if l.transport.is_tls() {
             let acceptor = TlsAcceptor::from(tls::server_config(l)?);
             Some(Arc::new(Reloadable {
@@ -87,19 +139,16 @@ impl Listener {
         } else {
             None
         };
-        let kind = Kind {
+        Ok(Kind {
             transport: l.transport,
             tls,
             rule: IdentityRule::of(l),
             path: Arc::from(l.path.as_deref().unwrap_or(DEFAULT_PATH)),
-        };
-        Ok(Listener {
-            listener,
-            local,
-            kind,
         })
     }
+}
 
+impl Listener {
     /// Accepts until the broker stops.
     pub(crate) async fn run(
         self,
@@ -110,34 +159,42 @@ impl Listener {
         done: mpsc::Sender<()>,
         capture: Option<Capture>,
     ) {
-        let Listener {
-            listener,
-            local,
-            kind,
-        } = self;
-        info!("listening on {local} ({})", kind.transport.name());
+        let name = self.name();
+        let Listener { socket, kind } = self;
+        info!("listening on {name} ({})", kind.transport.name());
         if let Some(tls) = &kind.tls {
-            tokio::spawn(reload_on_hangup(tls.clone(), local, stop.subscribe()));
+            tokio::spawn(reload_on_hangup(
+                tls.clone(),
+                name.clone(),
+                stop.subscribe(),
+            ));
         }
         let mut stop_rx = stop.subscribe();
         loop {
             let accepted = tokio::select! {
-                r = listener.accept() => r,
+                r = socket.accept() => r,
                 _ = stop_rx.wait_for(|&s| s) => break,
             };
-            let (stream, peer) = match accepted {
+            let incoming = match accepted {
                 Ok(x) => x,
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
-                    warn!("accept on {local} failed: {e}");
+                    warn!("accept on {name} failed: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
             if !shared.connection_opened(max_connections) {
-                warn!("connection limit reached, closing connection from {peer}");
+                warn!("connection limit reached, closing a connection to {name}");
                 continue;
             }
+            let (stream, peer, local) = match incoming {
+                Incoming::Tcp(stream, peer, local) => (stream, peer, local),
+                Incoming::Unix(stream) => {
+                    tokio::spawn(connection::serve(shared.clone(), stream, UNIX_PEER, None));
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
             let cap = capture.as_ref().map(|c| c.connection(peer, local));
             let (shared, kind, stop_rx) = (shared.clone(), kind.clone(), stop.subscribe());
@@ -169,7 +226,29 @@ impl Listener {
                 }
             });
         }
+        if let Socket::Unix(_, path) = &socket {
+            let _ = std::fs::remove_file(path);
+        }
         drop(done);
+    }
+}
+
+/// A connection just accepted.
+enum Incoming {
+    /// With its peer's and its listener's addresses.
+    Tcp(TcpStream, SocketAddr, SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Socket {
+    async fn accept(&self) -> std::io::Result<Incoming> {
+        match self {
+            Socket::Tcp(l, local) => {
+                let (s, peer) = l.accept().await?;
+                Ok(Incoming::Tcp(s, peer, *local))
+            }
+            Socket::Unix(l, _) => Ok(Incoming::Unix(l.accept().await?.0)),
+        }
     }
 }
 
@@ -227,17 +306,13 @@ impl Kind {
                     .map_err(ws_error)?;
                 Ok(Accepted::Ws(WsTransport::new(ws, None)))
             }
-            Transport::Tcp => Err("a plain TCP listener needs no handshake".into()),
+            Transport::Tcp | Transport::Unix => Err("this listener needs no handshake".into()),
         }
     }
 }
 
 /// Reads a TLS listener's files again on each SIGHUP, until the broker stops.
-async fn reload_on_hangup(
-    tls: Arc<Reloadable>,
-    local: SocketAddr,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn reload_on_hangup(tls: Arc<Reloadable>, local: String, mut stop: watch::Receiver<bool>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
@@ -248,7 +323,7 @@ async fn reload_on_hangup(
     };
     loop {
         tokio::select! {
-            _ = hangup.recv() => tls.reload(local),
+            _ = hangup.recv() => tls.reload(&local),
             _ = stop.wait_for(|&s| s) => break,
         }
     }
@@ -281,6 +356,9 @@ impl ListenerConfig {
             }
         } else if self.certfile.is_none() || self.keyfile.is_none() {
             return fail("a TLS listener needs certfile and keyfile".into());
+        }
+        if t == Transport::Unix && self.address.is_empty() {
+            return fail("a Unix socket listener needs its path in address".into());
         }
         let checks_clients = self.cafile.is_some() || self.capath.is_some();
         if (self.require_certificate
@@ -440,6 +518,14 @@ mod tests {
                 "path must start with /",
             ),
             ("transport = \"quic\"", "unknown variant"),
+            (
+                "transport = \"unix\"\naddress = \"\"",
+                "needs its path in address",
+            ),
+            (
+                "transport = \"unix\"\ncafile = \"c\"",
+                "cafile is a TLS setting",
+            ),
         ];
         for (listener, part) in cases {
             let e = config_error(listener);

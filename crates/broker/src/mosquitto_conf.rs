@@ -12,7 +12,7 @@
 //! - **read**: mapped onto [`Config`] (listeners, limits, `$SYS`, logging);
 //! - **kept** ([`KEPT`]): stored raw in [`Config::access`] / [`Config::persistence`] for the
 //!   access and durability layers, with a warning that nothing acts on them yet;
-//! - **refused**: what Tinsel cannot serve yet (Unix sockets, `bind_interface`,
+//! - **refused**: what Tinsel cannot serve yet (`bind_interface`,
 //!   `mount_point`, `http_dir`, and the TLS settings rustls cannot honour: `crlfile`,
 //!   `psk_hint`, `tls_engine`...): an error naming the file and line, as Tinsel would
 //!   otherwise serve something other than what the file asks for (TLS listeners, from
@@ -226,6 +226,8 @@ struct Draft {
     access: ListenerAccess,
     /// `protocol websockets`.
     websockets: bool,
+    /// `listener 0 PATH`: a Unix socket.
+    unix: bool,
     certfile: Option<PathBuf>,
     keyfile: Option<PathBuf>,
     cafile: Option<PathBuf>,
@@ -441,13 +443,18 @@ impl Parser {
                 };
                 let host = words.next().filter(|h| !h.starts_with('#'));
                 if port == "0" {
-                    return Err(match host {
-                        Some(path) => l.error(format!(
-                            "Unix socket listeners (`listener 0 {path}`) are not supported \
-                             yet; use a TCP port"
-                        )),
-                        None => l.error("a listener on port 0 must name a Unix socket path"),
+                    let Some(path) = host else {
+                        return Err(l.error("a listener on port 0 must name a Unix socket path"));
+                    };
+                    self.bridge = None;
+                    self.listeners.push(Draft {
+                        port: Some(0),
+                        host: Some(path.to_owned()),
+                        unix: true,
+                        line: l.no,
+                        ..Draft::default()
                     });
+                    return Ok(());
                 }
                 let port = l.port(port)?;
                 self.bridge = None;
@@ -942,6 +949,15 @@ impl Parser {
                 || d.keyfile.is_some()
                 || d.cafile.is_some()
                 || d.capath.is_some();
+            if d.unix && (tls || d.websockets) {
+                return Err(Error::ConfigLine {
+                    file: file.to_owned(),
+                    line: d.line,
+                    message: "a Unix socket listener speaks plain MQTT: TLS and WebSocket \
+                              settings do not apply to it"
+                        .into(),
+                });
+            }
             if tls && (d.certfile.is_none() || d.keyfile.is_none()) {
                 return Err(Error::ConfigLine {
                     file: file.to_owned(),
@@ -960,16 +976,18 @@ impl Parser {
                 .into_iter()
                 .map(|d| ListenerConfig {
                     transport: match (
+                        d.unix,
                         d.websockets,
                         d.certfile.is_some()
                             || d.keyfile.is_some()
                             || d.cafile.is_some()
                             || d.capath.is_some(),
                     ) {
-                        (false, false) => Transport::Tcp,
-                        (false, true) => Transport::Tls,
-                        (true, false) => Transport::WebSocket,
-                        (true, true) => Transport::WebSocketTls,
+                        (true, _, _) => Transport::Unix,
+                        (false, false, false) => Transport::Tcp,
+                        (false, false, true) => Transport::Tls,
+                        (false, true, false) => Transport::WebSocket,
+                        (false, true, true) => Transport::WebSocketTls,
                     },
                     // Mosquitto's WebSocket listeners serve MQTT on every path.
                     path: d.websockets.then(|| crate::websocket::ANY_PATH.to_owned()),
@@ -1256,8 +1274,16 @@ mod tests {
             assert!(e.starts_with("m.conf:3: "), "{line}: {e}");
             assert!(e.contains(part), "{line}: {e}");
         }
-        let e = error("listener 0 /run/m.sock\n");
-        assert!(e.starts_with("m.conf:1: Unix socket listeners"), "{e}");
+        let e = error("listener 0\n");
+        assert!(e.contains("must name a Unix socket path"), "{e}");
+        let e = error("listener 0 /run/m.sock\nprotocol websockets\n");
+        assert!(
+            e.starts_with("m.conf:1: a Unix socket listener speaks plain MQTT"),
+            "{e}"
+        );
+        let (c, _) = parse("listener 0 /run/m.sock\n");
+        assert_eq!(c.listeners[0].transport, Transport::Unix);
+        assert_eq!(c.listeners[0].address, "/run/m.sock");
     }
 
     #[test]

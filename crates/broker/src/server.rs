@@ -31,7 +31,7 @@ pub struct Broker {
     listeners: Vec<(TcpListener, SocketAddr)>,
     /// TLS and WebSocket listeners (see `listeners.rs`).
     handshaking: Vec<crate::listeners::Listener>,
-    /// Every listener's address, in listener order.
+    /// Every TCP listener's address, in listener order.
     addrs: Vec<SocketAddr>,
     config: Config,
     authenticator: Option<Arc<dyn Authenticator>>,
@@ -54,6 +54,10 @@ impl Broker {
         let mut listeners = Vec::with_capacity(config.listeners.len());
         let (mut handshaking, mut addrs) = (Vec::new(), Vec::new());
         for l in &config.listeners {
+            if l.transport == Transport::Unix {
+                handshaking.push(crate::listeners::Listener::unix(l)?);
+                continue;
+            }
             let addr = format!("{}:{}", l.address, l.port);
             let listener = TcpListener::bind((l.address.as_str(), l.port))
                 .await
@@ -106,7 +110,7 @@ impl Broker {
         self
     }
 
-    /// The bound addresses, in listener order.
+    /// The bound addresses, in listener order (Unix socket listeners have none).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.addrs.clone()
     }
