@@ -547,3 +547,52 @@ def test_unix_socket_listener(kind, start_tinsel, start_mosquitto, tinsel_bin, t
     server.stop()
     if kind == "tinsel":
         assert not sock.exists(), "the socket file was left behind"
+
+
+def v2_header(ip6: str, port: int) -> bytes:
+    body = socket.inet_pton(socket.AF_INET6, ip6) + socket.inet_pton(socket.AF_INET6, "::1")
+    body += struct.pack("!HH", port, 1883)
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x21]) + struct.pack("!H", len(body)) + body
+
+
+def test_proxy_protocol_names_the_client(start_tinsel, certs):
+    tls = free_port_number()
+    server = start_tinsel(
+        config=f'sys_interval = 0\n[[listeners]]\naddress = "127.0.0.1"\nport = {{port}}\nproxy_protocol = true\n'
+        f'[[listeners]]\naddress = "127.0.0.1"\nport = {tls}\ntransport = "tls"\nproxy_protocol = true\n'
+        f'certfile = "{certs}/server.crt"\nkeyfile = "{certs}/server.key"\n'
+    )
+    _wait_port(tls)
+    topic = topic_base() + "/proxy"
+    # Version 1 on plain TCP; the connection then parks and wakes like any other.
+    sub = rawmqtt.RawClient(server.port)
+    sub.send(b"PROXY TCP4 203.0.113.7 10.0.0.1 4242 1883\r\n")
+    sub.connect(uid("v1"))
+    sub.send(rawmqtt.subscribe(1, [(topic, 0)]))
+    sub.expect(rawmqtt.SUBACK)
+    time.sleep(1.5)  # idle long enough to park
+    # Version 2 (IPv6) on plain TCP.
+    pub2 = rawmqtt.RawClient(server.port)
+    pub2.send(v2_header("2001:db8::7", 5000))
+    pub2.connect(uid("v2"))
+    pub2.send(rawmqtt.publish(topic, b"from v2"))
+    assert sub.expect(rawmqtt.PUBLISH).body.endswith(b"from v2")
+    # Version 1, then TLS.
+    raw = socket.create_connection(("127.0.0.1", tls), timeout=WAIT)
+    raw.sendall(b"PROXY TCP4 198.51.100.3 10.0.0.1 777 8883\r\n")
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    t = ctx.wrap_socket(raw, server_hostname="localhost")
+    t.sendall(rawmqtt.connect(uid("tls"), version=4))
+    assert t.recv(4)[0] >> 4 == rawmqtt.CONNACK
+    t.close()
+    log = server.log()
+    for peer in ["203.0.113.7:4242", "[2001:db8::7]:5000", "198.51.100.3:777"]:
+        assert f"peer={peer}" in log, f"{peer} not in the log:\n{log}"
+    # No header, or a broken one: closed; the others go on.
+    assert closes(server.port, rawmqtt.connect(uid("plain"), version=4), 3)
+    assert closes(server.port, b"PROXY TCP4 1.2.3.4\r\n", 3)
+    assert closes(tls, client_hello(), 3)
+    pub2.send(rawmqtt.publish(topic, b"still"))
+    assert sub.expect(rawmqtt.PUBLISH).body.endswith(b"still")
+    sub.close()
+    pub2.close()

@@ -164,6 +164,9 @@ pub struct ListenerConfig {
     pub alpn: Vec<String>,
     /// WebSocket: the HTTP path clients upgrade on. Default `/mqtt`.
     pub path: Option<String>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) naming the client
+    /// (the listener is behind a load balancer); connections without one are closed.
+    pub proxy_protocol: bool,
     /// This listener's own access settings (Mosquitto's `per_listener_settings true`):
     /// read and kept, not enforced yet.
     pub access: ListenerAccess,
@@ -185,6 +188,7 @@ impl Default for ListenerConfig {
             tls_version: None,
             alpn: Vec::new(),
             path: None,
+            proxy_protocol: false,
             access: ListenerAccess::default(),
         }
     }

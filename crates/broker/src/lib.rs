@@ -11,9 +11,10 @@
 //! required, their name usable as the user name), WebSocket and WebSocket over TLS (see
 //! [`config::Transport`]); only plain TCP connections park.
 //!
-//! Unix socket listeners are served too.
+//! Unix socket listeners are served too, and TCP-based listeners may take the PROXY
+//! protocol (v1/v2) from a load balancer.
 //!
-//! What it does not do yet: the PROXY protocol, authentication and
+//! What it does not do yet: authentication and
 //! persistence. Their seams are in the core: [`tinsel_core::Authenticator`] and
 //! [`tinsel_core::Authorizer`] for access, the core's durability records for a store.
 //!
@@ -57,6 +58,7 @@ mod linger;
 mod listeners;
 pub mod mosquitto_conf;
 mod parking;
+mod proxy;
 mod server;
 mod shared;
 mod sockopt;

@@ -52,6 +52,8 @@ struct Kind {
     tls: Option<Arc<Reloadable>>,
     rule: IdentityRule,
     path: Arc<str>,
+    /// Connections start with a PROXY protocol header (see `proxy.rs`).
+    proxy: bool,
 }
 
 /// A TLS listener's acceptor, replaced when its files are read again.
@@ -144,6 +146,7 @@ impl Kind {
             tls,
             rule: IdentityRule::of(l),
             path: Arc::from(l.path.as_deref().unwrap_or(DEFAULT_PATH)),
+            proxy: l.proxy_protocol,
         })
     }
 }
@@ -196,12 +199,12 @@ impl Listener {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let cap = capture.as_ref().map(|c| c.connection(peer, local));
+            let capture = capture.clone();
             let (shared, kind, stop_rx) = (shared.clone(), kind.clone(), stop.subscribe());
             tokio::spawn(async move {
                 let handshake = tokio::time::timeout(
                     connect_timeout,
-                    kind.handshake(stream, shared.max_packet_size),
+                    kind.handshake(stream, peer, shared.max_packet_size),
                 );
                 let mut stop_rx = stop_rx;
                 let outcome = tokio::select! {
@@ -211,10 +214,20 @@ impl Listener {
                     }
                 };
                 drop(stop_rx);
+                let cap = |peer| capture.as_ref().map(|c| c.connection(peer, local));
                 match outcome {
-                    Ok(Ok(Accepted::Tls(t))) => connection::serve(shared, t, peer, cap).await,
-                    Ok(Ok(Accepted::Ws(w))) => connection::serve(shared, w, peer, cap).await,
-                    Ok(Ok(Accepted::Wss(w))) => connection::serve(shared, w, peer, cap).await,
+                    Ok(Ok((Accepted::Tcp(s), peer))) => {
+                        connection::serve(shared, s, peer, cap(peer)).await;
+                    }
+                    Ok(Ok((Accepted::Tls(t), peer))) => {
+                        connection::serve(shared, t, peer, cap(peer)).await;
+                    }
+                    Ok(Ok((Accepted::Ws(w), peer))) => {
+                        connection::serve(shared, w, peer, cap(peer)).await;
+                    }
+                    Ok(Ok((Accepted::Wss(w), peer))) => {
+                        connection::serve(shared, w, peer, cap(peer)).await;
+                    }
                     Ok(Err(why)) => {
                         debug!(%peer, "listener {local}: handshake failed: {why}");
                         shared.connection_closed();
@@ -257,6 +270,8 @@ impl Socket {
 // allocation.
 #[allow(clippy::large_enum_variant)]
 enum Accepted {
+    /// Plain TCP after a PROXY header (it may park like any TCP connection).
+    Tcp(TcpStream),
     Tls(TlsTransport),
     Ws(WsTransport<TcpStream>),
     Wss(WsTransport<tokio_rustls::server::TlsStream<TcpStream>>),
@@ -285,29 +300,45 @@ impl Kind {
         Ok((stream, identity.map(|n| (n, self.rule.as_username))))
     }
 
-    async fn handshake(&self, stream: TcpStream, max_packet_size: u32) -> Result<Accepted, String> {
+    /// Runs the connection's handshakes: the PROXY header, TLS, the WebSocket upgrade, as
+    /// the listener has them. Ok: the stream to serve, and the client's address.
+    async fn handshake(
+        &self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        max_packet_size: u32,
+    ) -> Result<(Accepted, SocketAddr), String> {
+        let peer = if self.proxy {
+            crate::proxy::read_header(&mut stream)
+                .await?
+                .unwrap_or(peer)
+        } else {
+            peer
+        };
         let path = self.path.clone();
         let ws_error = |e| format!("WebSocket upgrade: {e}");
-        match self.transport {
+        let accepted = match self.transport {
             Transport::Tls => {
                 let (s, identity) = self.tls(stream).await?;
-                Ok(Accepted::Tls(TlsTransport::new(s, identity)))
+                Accepted::Tls(TlsTransport::new(s, identity))
             }
             Transport::WebSocketTls => {
                 let (s, identity) = self.tls(stream).await?;
                 let ws = websocket::accept(s, path, max_packet_size)
                     .await
                     .map_err(ws_error)?;
-                Ok(Accepted::Wss(WsTransport::new(ws, identity)))
+                Accepted::Wss(WsTransport::new(ws, identity))
             }
             Transport::WebSocket => {
                 let ws = websocket::accept(stream, path, max_packet_size)
                     .await
                     .map_err(ws_error)?;
-                Ok(Accepted::Ws(WsTransport::new(ws, None)))
+                Accepted::Ws(WsTransport::new(ws, None))
             }
-            Transport::Tcp | Transport::Unix => Err("this listener needs no handshake".into()),
-        }
+            Transport::Tcp => Accepted::Tcp(stream),
+            Transport::Unix => return Err("a Unix socket listener has no handshake".into()),
+        };
+        Ok((accepted, peer))
     }
 }
 
@@ -356,6 +387,9 @@ impl ListenerConfig {
             }
         } else if self.certfile.is_none() || self.keyfile.is_none() {
             return fail("a TLS listener needs certfile and keyfile".into());
+        }
+        if t == Transport::Unix && self.proxy_protocol {
+            return fail("proxy_protocol is for TCP-based listeners, not Unix sockets".into());
         }
         if t == Transport::Unix && self.address.is_empty() {
             return fail("a Unix socket listener needs its path in address".into());
@@ -435,6 +469,9 @@ impl ListenerConfig {
         }
         if let Some(p) = &self.path {
             let _ = writeln!(o, "path = {}", quoted(p));
+        }
+        if self.proxy_protocol {
+            let _ = writeln!(o, "proxy_protocol = true");
         }
     }
 }
@@ -525,6 +562,10 @@ mod tests {
             (
                 "transport = \"unix\"\ncafile = \"c\"",
                 "cafile is a TLS setting",
+            ),
+            (
+                "transport = \"unix\"\naddress = \"/s\"\nproxy_protocol = true",
+                "proxy_protocol is for TCP-based listeners",
             ),
         ];
         for (listener, part) in cases {

@@ -1000,6 +1000,7 @@ impl Parser {
                     use_subject_as_username: d.use_subject_as_username,
                     tls_version: d.tls_version,
                     alpn: Vec::new(),
+                    proxy_protocol: false,
                     address: d.host.unwrap_or_else(|| {
                         match d.domain {
                             Some(Domain::V6) => "::",

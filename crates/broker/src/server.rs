@@ -73,7 +73,7 @@ impl Broker {
                 warn!("listener {local}: cannot defer accepting until data arrives: {e}");
             }
             addrs.push(local);
-            if l.transport != Transport::Tcp {
+            if l.transport != Transport::Tcp || l.proxy_protocol {
                 handshaking.push(crate::listeners::Listener::new(l, listener, local)?);
                 continue;
             }
