@@ -596,3 +596,25 @@ def test_proxy_protocol_names_the_client(start_tinsel, certs):
     assert sub.expect(rawmqtt.PUBLISH).body.endswith(b"still")
     sub.close()
     pub2.close()
+
+
+@pytest.mark.parametrize("address, host", [("::1", "::1"), ("localhost", "localhost")])
+def test_tls_listener_on_ipv6_and_a_name(start_tinsel, certs, address, host):
+    tls = free_port_number()
+    start_tinsel(
+        config=f'sys_interval = 0\n[[listeners]]\naddress = "127.0.0.1"\nport = {{port}}\n'
+        f'[[listeners]]\naddress = "{address}"\nport = {tls}\ntransport = "tls"\n'
+        f'certfile = "{certs}/server.crt"\nkeyfile = "{certs}/server.key"\n'
+    )
+    topic = topic_base() + "/v6"
+    deadline = time.monotonic() + WAIT
+    while True:
+        r = subprocess.run(
+            ["mosquitto_pub", "-h", host, "-p", str(tls), "--cafile", str(certs / "ca.crt"), "-t", topic, "-m", "x"],
+            capture_output=True,
+            timeout=WAIT,
+        )
+        if r.returncode == 0:
+            break
+        assert time.monotonic() < deadline, r.stderr
+        time.sleep(0.1)
