@@ -161,9 +161,10 @@ def test_check_prints_the_effective_configuration(tinsel_bin, tmp_path):
     [
         ("listener 99999", "listener: the port must be a number from 1 to 65535, not \"99999\""),
         ("max_inflight_messages many", "max_inflight_messages expects a whole number, not \"many\""),
-        ("protocol websockets", "WebSocket listeners are not supported yet"),
-        ("certfile /etc/ssl/broker.pem", "certfile: TLS listeners are not supported yet"),
-        ("listener 0 /run/mosquitto.sock", "Unix socket listeners"),
+        ("protocol webstuff", "protocol expects mqtt or websockets"),
+        ("crlfile /etc/ssl/crl.pem", "crlfile is not supported"),
+        ("tls_version tlsv1.0", "tls_version expects tlsv1.3, tlsv1.2 or tlsv1.1"),
+        ("listener 0", "a listener on port 0 must name a Unix socket path"),
         ("http_dir /srv/www", "http_dir"),
         ("lisener 1883", "unknown directive \"lisener\""),
     ],

@@ -11,6 +11,13 @@
 //! address = "127.0.0.1"
 //! port = 1883
 //!
+//! [[listeners]]                # TLS; also "websocket" and "websocket-tls" (see the docs)
+//! address = "::1"
+//! port = 8883
+//! transport = "tls"
+//! certfile = "/etc/tinsel/server.crt"
+//! keyfile = "/etc/tinsel/server.key"
+//!
 //! [limits]
 //! max_packet_size = 268435455  # bytes, both directions
 //! max_inflight = 100           # Receive Maximum: unacknowledged QoS 1/2 per client, each way
@@ -101,26 +108,88 @@ impl Default for Config {
     }
 }
 
-/// The transport a listener speaks. Only plain TCP today; TLS and WebSocket come later.
+/// The transport a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Transport {
     /// MQTT over plain TCP.
     #[default]
+    #[serde(rename = "tcp")]
     Tcp,
+    /// MQTT over TLS 1.2 or 1.3 (`certfile` and `keyfile` needed).
+    #[serde(rename = "tls")]
+    Tls,
+    /// MQTT over WebSocket (RFC 6455, subprotocol `mqtt`, binary frames) on `path`.
+    #[serde(rename = "websocket")]
+    WebSocket,
+    /// MQTT over WebSocket over TLS (`wss://`).
+    #[serde(rename = "websocket-tls")]
+    WebSocketTls,
+    /// MQTT over a Unix domain socket; `address` is the socket's path (`port` is unused).
+    #[serde(rename = "unix")]
+    Unix,
+}
+
+impl Transport {
+    /// The name TOML uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::WebSocket => "websocket",
+            Transport::WebSocketTls => "websocket-tls",
+            Transport::Unix => "unix",
+        }
+    }
+
+    /// Whether the transport runs over TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Transport::Tls | Transport::WebSocketTls)
+    }
+
+    /// Whether the transport is WebSocket.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Transport::WebSocket | Transport::WebSocketTls)
+    }
 }
 
 /// One listening socket.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenerConfig {
-    /// IP address to bind, e.g. `"127.0.0.1"` or `"0.0.0.0"`.
+    /// IP address or host name to bind, e.g. `"127.0.0.1"`, `"::1"` or `"0.0.0.0"`; for a
+    /// Unix socket listener, the socket's path.
     pub address: String,
-    /// TCP port; 0 picks a free one.
+    /// TCP port; 0 picks a free one. Unused by Unix socket listeners.
     pub port: u16,
     /// Transport.
     pub transport: Transport,
+    /// TLS: the server's certificate chain (PEM), leaf first.
+    pub certfile: Option<PathBuf>,
+    /// TLS: the server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub keyfile: Option<PathBuf>,
+    /// TLS: certificates (PEM) of the authorities client certificates are checked against.
+    pub cafile: Option<PathBuf>,
+    /// TLS: a directory of such certificates (every PEM file in it).
+    pub capath: Option<PathBuf>,
+    /// TLS: refuse clients without a valid certificate (needs `cafile` or `capath`).
+    /// Without it, a certificate is asked for, checked if given, and optional.
+    pub require_certificate: bool,
+    /// TLS: the client certificate's common name (CN) is the client's user name; its
+    /// CONNECT's user name and password are ignored.
+    pub use_identity_as_username: bool,
+    /// TLS: the client certificate's whole subject (RFC 2253, as Mosquitto writes it:
+    /// `CN=dev1,O=Example,C=GB`) is the client's user name.
+    pub use_subject_as_username: bool,
+    /// TLS: the lowest version accepted, `"tlsv1.2"` (default) or `"tlsv1.3"`.
+    pub tls_version: Option<String>,
+    /// TLS: the ALPN protocols offered, e.g. `["mqtt"]` (default: none, no ALPN).
+    pub alpn: Vec<String>,
+    /// WebSocket: the HTTP path clients upgrade on. Default `/mqtt`.
+    pub path: Option<String>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) naming the client
+    /// (the listener is behind a load balancer); connections without one are closed.
+    pub proxy_protocol: bool,
     /// This listener's own access settings (Mosquitto's `per_listener_settings true`):
     /// read and kept, not enforced yet.
     pub access: ListenerAccess,
@@ -132,6 +201,17 @@ impl Default for ListenerConfig {
             address: "127.0.0.1".to_owned(),
             port: 1883,
             transport: Transport::Tcp,
+            certfile: None,
+            keyfile: None,
+            cafile: None,
+            capath: None,
+            require_certificate: false,
+            use_identity_as_username: false,
+            use_subject_as_username: false,
+            tls_version: None,
+            alpn: Vec::new(),
+            path: None,
+            proxy_protocol: false,
             access: ListenerAccess::default(),
         }
     }
@@ -262,10 +342,8 @@ impl Config {
             let _ = writeln!(o, "\n[[listeners]]");
             let _ = writeln!(o, "address = {}", quoted(&l.address));
             let _ = writeln!(o, "port = {}", l.port);
-            let transport = match l.transport {
-                Transport::Tcp => "tcp",
-            };
-            let _ = writeln!(o, "transport = {}", quoted(transport));
+            let _ = writeln!(o, "transport = {}", quoted(l.transport.name()));
+            l.write_tls(&mut o);
             if !l.access.is_empty() {
                 let _ = writeln!(o, "[listeners.access]");
                 write_access(
@@ -368,6 +446,9 @@ impl Config {
             return Err(Error::Config(
                 "http.token is empty: set a secret or remove the key".into(),
             ));
+        }
+        for l in &self.listeners {
+            l.validate()?;
         }
         Ok(())
     }

@@ -67,7 +67,8 @@ pub(crate) fn serve<S: Transport>(
     peer: std::net::SocketAddr,
     capture: Option<ConnCapture>,
 ) -> ConnFuture<S> {
-    let (id, outbox) = register(&shared, peer);
+    let mut stream = stream;
+    let (id, outbox) = register(&shared, peer, stream.take_identity());
     let conn = Conn::new(id, shared, ProtocolVersion::V311, false, outbox);
     ConnFuture(Stage::Serving(ConnTask::new(
         stream,
@@ -76,11 +77,20 @@ pub(crate) fn serve<S: Transport>(
     )))
 }
 
-/// Registers a connection from `peer` with the router: its id and outbox.
-fn register(shared: &Shared, peer: SocketAddr) -> (ConnId, Outbox) {
+/// Registers a connection from `peer` with the router: its id and outbox. `identity`: its
+/// TLS certificate's name, and whether that is its user name.
+fn register(
+    shared: &Shared,
+    peer: SocketAddr,
+    identity: Option<(Arc<str>, bool)>,
+) -> (ConnId, Outbox) {
     let (id, outbox) = {
         let mut state = shared.lock();
-        state.router.accept(Instant::now(), Origin::Network(peer))
+        let (id, outbox) = state.router.accept(Instant::now(), Origin::Network(peer));
+        if let Some((name, as_username)) = identity {
+            state.router.set_tls_identity(id, name, as_username);
+        }
+        (id, outbox)
     };
     debug!(%peer, "accepted connection {id}");
     (id, outbox)
@@ -131,7 +141,7 @@ fn welcome(
     peer: SocketAddr,
 ) {
     // TCP_NODELAY comes from the listening socket (Linux copies it to accepted ones).
-    let (id, outbox) = register(shared, peer);
+    let (id, outbox) = register(shared, peer, None);
     // The listener defers accepting until the first bytes are in (see `sockopt`), so the
     // CONNECT is normally here: read it now. Nothing yet (the deferral ran out, or the
     // option is not available): the connection parks and its CONNECT comes as a

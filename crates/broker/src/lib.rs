@@ -1,5 +1,5 @@
-//! The Tinsel MQTT broker (MQTT 3.1, 3.1.1 and 5.0 over TCP): the tokio shell around
-//! [`tinsel_core`].
+//! The Tinsel MQTT broker (MQTT 3.1, 3.1.1 and 5.0 over TCP, TLS and WebSocket): the tokio
+//! shell around [`tinsel_core`].
 //!
 //! The core decides everything MQTT says; this crate owns what it does not: sockets and
 //! listeners, one task per busy connection, a parking lot (one thread with an epoll set of
@@ -8,8 +8,15 @@
 //! optional packet capture (with capture, tokio tasks accept), and the operations HTTP
 //! listener (Prometheus metrics, health checks, the admin API; off unless configured).
 //!
-//! What it does not do yet: TLS, WebSocket, authentication and persistence. Their seams
-//! are in the core: [`config::Transport`] for listeners, [`tinsel_core::Authenticator`] and
+//! Listeners speak plain TCP, TLS 1.2/1.3 (rustls; client certificates optional or
+//! required, their name usable as the user name), WebSocket and WebSocket over TLS (see
+//! [`config::Transport`]); only plain TCP connections park.
+//!
+//! Unix socket listeners are served too, and TCP-based listeners may take the PROXY
+//! protocol (v1/v2) from a load balancer.
+//!
+//! What it does not do yet: authentication and
+//! persistence. Their seams are in the core: [`tinsel_core::Authenticator`] and
 //! [`tinsel_core::Authorizer`] for access, the core's durability records for a store.
 //!
 //! # Bounds
@@ -51,13 +58,18 @@ mod connection;
 mod error;
 pub mod file_access;
 mod linger;
+mod listeners;
 pub mod mosquitto_conf;
 mod ops;
 mod parking;
+mod proxy;
 mod server;
 mod shared;
 mod sockopt;
+mod tls;
 mod transport;
+mod websocket;
+mod x509;
 
 pub use config::{Config, HttpConfig, Limits, ListenerConfig, LogFormat, LoggingConfig};
 pub use config_file::{Format, Loaded};

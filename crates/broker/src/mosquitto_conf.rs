@@ -12,9 +12,11 @@
 //! - **read**: mapped onto [`Config`] (listeners, limits, `$SYS`, logging);
 //! - **kept** ([`KEPT`]): stored raw in [`Config::access`] / [`Config::persistence`] for the
 //!   access and durability layers, with a warning that nothing acts on them yet;
-//! - **refused**: listener kinds Tinsel cannot serve yet (TLS, WebSockets, Unix sockets,
-//!   `bind_interface`, `mount_point`): an error naming the file and line, as Tinsel would
-//!   otherwise serve something other than what the file asks for;
+//! - **refused**: what Tinsel cannot serve yet (`bind_interface`,
+//!   `mount_point`, `http_dir`, and the TLS settings rustls cannot honour: `crlfile`,
+//!   `psk_hint`, `tls_engine`...): an error naming the file and line, as Tinsel would
+//!   otherwise serve something other than what the file asks for (TLS listeners, from
+//!   `certfile`/`keyfile`/`cafile`/`capath`, and `protocol websockets` are read);
 //! - **ignored**: other valid Mosquitto directives (bridges, plugins, ...): a warning naming
 //!   the file and line.
 //!
@@ -118,29 +120,19 @@ const BRIDGE: &[&str] = &[
     "username",
 ];
 
-/// Listener directives that make it a TLS listener (refused until TLS is served).
-const TLS: &[&str] = &[
-    "cafile",
-    "capath",
-    "certfile",
-    "ciphers",
-    "ciphers_tls1.3",
+/// TLS directives Tinsel cannot honour, refused: ignoring them would weaken the listener
+/// (a revocation list, PSK, an engine holding the key).
+const TLS_REFUSED: &[&str] = &[
     "crlfile",
-    "dhparamfile",
-    "keyfile",
     "psk_hint",
     "tls_engine",
     "tls_engine_kpass_sha1",
     "tls_keyform",
-    "tls_version",
 ];
 
-/// TLS switches that are harmless (and accepted) when false.
-const TLS_SWITCHES: &[&str] = &[
-    "require_certificate",
-    "use_identity_as_username",
-    "use_subject_as_username",
-];
+/// TLS directives whose choice rustls makes itself (its cipher suites and key exchanges
+/// are all strong ones): ignored with a warning.
+const TLS_IGNORED: &[&str] = &["ciphers", "ciphers_tls1.3", "dhparamfile"];
 
 /// `max_queued_messages 0`: no limit, as in Mosquitto (the largest value TOML can write).
 const NO_LIMIT: usize = i64::MAX as usize;
@@ -233,6 +225,18 @@ struct Draft {
     cap_line: usize,
     max_topic_alias: Option<u16>,
     access: ListenerAccess,
+    /// `protocol websockets`.
+    websockets: bool,
+    /// `listener 0 PATH`: a Unix socket.
+    unix: bool,
+    certfile: Option<PathBuf>,
+    keyfile: Option<PathBuf>,
+    cafile: Option<PathBuf>,
+    capath: Option<PathBuf>,
+    require_certificate: bool,
+    use_identity_as_username: bool,
+    use_subject_as_username: bool,
+    tls_version: Option<String>,
     /// Where it was declared (the `listener` line; for the default listener, the first
     /// line that made it exist).
     line: usize,
@@ -440,13 +444,18 @@ impl Parser {
                 };
                 let host = words.next().filter(|h| !h.starts_with('#'));
                 if port == "0" {
-                    return Err(match host {
-                        Some(path) => l.error(format!(
-                            "Unix socket listeners (`listener 0 {path}`) are not supported \
-                             yet; use a TCP port"
-                        )),
-                        None => l.error("a listener on port 0 must name a Unix socket path"),
+                    let Some(path) = host else {
+                        return Err(l.error("a listener on port 0 must name a Unix socket path"));
+                    };
+                    self.bridge = None;
+                    self.listeners.push(Draft {
+                        port: Some(0),
+                        host: Some(path.to_owned()),
+                        unix: true,
+                        line: l.no,
+                        ..Draft::default()
                     });
+                    return Ok(());
                 }
                 let port = l.port(port)?;
                 self.bridge = None;
@@ -482,12 +491,13 @@ impl Parser {
                 self.touch_default(l.no);
             }
             "protocol" => match l.word(w)? {
-                "mqtt" => {}
+                "mqtt" => {
+                    self.current().websockets = false;
+                    self.touch_default(l.no);
+                }
                 "websockets" => {
-                    return Err(l.error(
-                        "WebSocket listeners are not supported yet; remove this listener or \
-                         use `protocol mqtt`",
-                    ));
+                    self.current().websockets = true;
+                    self.touch_default(l.no);
                 }
                 other => {
                     return Err(l.error(format!(
@@ -498,8 +508,8 @@ impl Parser {
             "http_dir" => {
                 l.string()?;
                 return Err(l.error(
-                    "http_dir (files served over WebSockets) is not supported: Tinsel has \
-                     no WebSocket listeners yet",
+                    "http_dir (files served over HTTP beside WebSockets) is not supported; \
+                     serve them from a web server",
                 ));
             }
             "bind_interface" => {
@@ -513,19 +523,60 @@ impl Parser {
                 l.string()?;
                 return Err(l.error("mount_point is not supported yet; remove it"));
             }
-            name if TLS.contains(&name) => {
+            "certfile" | "keyfile" | "cafile" | "capath" => {
+                let v = Some(PathBuf::from(l.string()?));
+                self.touch_default(l.no);
+                let cur = self.current();
+                match l.name {
+                    "certfile" => cur.certfile = v,
+                    "keyfile" => cur.keyfile = v,
+                    "cafile" => cur.cafile = v,
+                    _ => cur.capath = v,
+                }
+            }
+            "require_certificate" | "use_identity_as_username" | "use_subject_as_username" => {
+                let v = l.boolean(w)?;
+                self.touch_default(l.no);
+                let cur = self.current();
+                match l.name {
+                    "require_certificate" => cur.require_certificate = v,
+                    "use_identity_as_username" => cur.use_identity_as_username = v,
+                    _ => cur.use_subject_as_username = v,
+                }
+            }
+            "tls_version" => {
+                let v = match l.word(w)? {
+                    v @ ("tlsv1.2" | "tlsv1.3") => v,
+                    "tlsv1.1" => {
+                        w.push(l.warning(
+                            "tls_version tlsv1.1: TLS 1.1 is not offered (rustls speaks 1.2 \
+                             and 1.3); the lowest version is TLS 1.2",
+                        ));
+                        "tlsv1.2"
+                    }
+                    other => {
+                        return Err(l.error(format!(
+                            "tls_version expects tlsv1.3, tlsv1.2 or tlsv1.1, not \"{other}\""
+                        )));
+                    }
+                };
+                self.touch_default(l.no);
+                self.current().tls_version = Some(v.to_owned());
+            }
+            name if TLS_REFUSED.contains(&name) => {
                 l.string()?;
                 return Err(l.error(format!(
-                    "{name}: TLS listeners are not supported yet; remove the TLS settings \
-                     from this listener, or use a TLS-terminating proxy"
+                    "{name} is not supported: Tinsel's TLS (rustls) cannot honour it, and \
+                     ignoring it would make the listener less safe than the file asks; \
+                     remove it"
                 )));
             }
-            name if TLS_SWITCHES.contains(&name) => {
-                if l.boolean(w)? {
-                    return Err(l.error(format!(
-                        "{name}: TLS listeners are not supported yet; remove this line"
-                    )));
-                }
+            name if TLS_IGNORED.contains(&name) => {
+                l.string()?;
+                w.push(l.warning(format!(
+                    "{name} is ignored: rustls chooses among its own cipher suites and key \
+                     exchanges, all of them strong"
+                )));
             }
             "max_connections" => {
                 let v = l.int(w)?;
@@ -896,6 +947,30 @@ impl Parser {
         {
             self.access.allow_anonymous = Some(false);
         }
+        for d in &drafts {
+            let tls = d.certfile.is_some()
+                || d.keyfile.is_some()
+                || d.cafile.is_some()
+                || d.capath.is_some();
+            if d.unix && (tls || d.websockets) {
+                return Err(Error::ConfigLine {
+                    file: file.to_owned(),
+                    line: d.line,
+                    message: "a Unix socket listener speaks plain MQTT: TLS and WebSocket \
+                              settings do not apply to it"
+                        .into(),
+                });
+            }
+            if tls && (d.certfile.is_none() || d.keyfile.is_none()) {
+                return Err(Error::ConfigLine {
+                    file: file.to_owned(),
+                    line: d.line,
+                    message: "this listener has TLS settings but not both certfile and keyfile, \
+                              which TLS needs"
+                        .into(),
+                });
+            }
+        }
         let listeners: Vec<ListenerConfig> = if drafts.is_empty() {
             // Mosquitto 2 with no listener configured listens on the local host only.
             vec![ListenerConfig::default()]
@@ -903,6 +978,32 @@ impl Parser {
             drafts
                 .into_iter()
                 .map(|d| ListenerConfig {
+                    transport: match (
+                        d.unix,
+                        d.websockets,
+                        d.certfile.is_some()
+                            || d.keyfile.is_some()
+                            || d.cafile.is_some()
+                            || d.capath.is_some(),
+                    ) {
+                        (true, _, _) => Transport::Unix,
+                        (false, false, false) => Transport::Tcp,
+                        (false, false, true) => Transport::Tls,
+                        (false, true, false) => Transport::WebSocket,
+                        (false, true, true) => Transport::WebSocketTls,
+                    },
+                    // Mosquitto's WebSocket listeners serve MQTT on every path.
+                    path: d.websockets.then(|| crate::websocket::ANY_PATH.to_owned()),
+                    certfile: d.certfile,
+                    keyfile: d.keyfile,
+                    cafile: d.cafile,
+                    capath: d.capath,
+                    require_certificate: d.require_certificate,
+                    use_identity_as_username: d.use_identity_as_username,
+                    use_subject_as_username: d.use_subject_as_username,
+                    tls_version: d.tls_version,
+                    alpn: Vec::new(),
+                    proxy_protocol: false,
                     address: d.host.unwrap_or_else(|| {
                         match d.domain {
                             Some(Domain::V6) => "::",
@@ -912,7 +1013,6 @@ impl Parser {
                         .to_owned()
                     }),
                     port: d.port.unwrap_or(1883),
-                    transport: Transport::Tcp,
                     access: d.access,
                 })
                 .collect()
@@ -1177,29 +1277,15 @@ mod tests {
     }
 
     #[test]
-    fn refused_listener_kinds_name_the_line() {
+    fn refused_listener_settings_name_the_line() {
         let cases = [
-            (
-                "protocol websockets",
-                "WebSocket listeners are not supported yet",
-            ),
             ("http_dir /srv/www", "http_dir"),
+            ("crlfile /crl.pem", "crlfile is not supported"),
+            ("psk_hint x", "psk_hint is not supported"),
+            ("tls_engine pkcs11", "tls_engine is not supported"),
             (
-                "certfile /c.pem",
-                "certfile: TLS listeners are not supported yet",
-            ),
-            ("keyfile /k.pem", "keyfile: TLS"),
-            ("cafile /ca.pem", "cafile: TLS"),
-            ("capath /ca", "capath: TLS"),
-            ("tls_version tlsv1.2", "tls_version: TLS"),
-            ("require_certificate true", "require_certificate: TLS"),
-            (
-                "use_identity_as_username true",
-                "use_identity_as_username: TLS",
-            ),
-            (
-                "use_subject_as_username true",
-                "use_subject_as_username: TLS",
+                "tls_version sslv3",
+                "tls_version expects tlsv1.3, tlsv1.2 or tlsv1.1",
             ),
             ("bind_interface eth0", "bind_interface is not supported yet"),
             ("mount_point tenant/", "mount_point is not supported yet"),
@@ -1209,8 +1295,53 @@ mod tests {
             assert!(e.starts_with("m.conf:3: "), "{line}: {e}");
             assert!(e.contains(part), "{line}: {e}");
         }
-        let e = error("listener 0 /run/m.sock\n");
-        assert!(e.starts_with("m.conf:1: Unix socket listeners"), "{e}");
+        let e = error("listener 0\n");
+        assert!(e.contains("must name a Unix socket path"), "{e}");
+        let e = error("listener 0 /run/m.sock\nprotocol websockets\n");
+        assert!(
+            e.starts_with("m.conf:1: a Unix socket listener speaks plain MQTT"),
+            "{e}"
+        );
+        let (c, _) = parse("listener 0 /run/m.sock\n");
+        assert_eq!(c.listeners[0].transport, Transport::Unix);
+        assert_eq!(c.listeners[0].address, "/run/m.sock");
+    }
+
+    #[test]
+    fn tls_and_websocket_listeners() {
+        let (c, w) = parse(
+            "listener 8883\ncertfile /s.crt\nkeyfile /s.key\ncafile /ca.crt\n\
+             require_certificate true\nuse_identity_as_username true\ntls_version tlsv1.3\n\
+             ciphers HIGH\nlistener 8080\nprotocol websockets\n\
+             listener 8081\nprotocol websockets\ncertfile /s.crt\nkeyfile /s.key\n\
+             capath /cas\nuse_subject_as_username true\ntls_version tlsv1.1\n",
+        );
+        let [tls, ws, wss] = &c.listeners[..] else {
+            panic!("{:?}", c.listeners);
+        };
+        assert_eq!(tls.transport, Transport::Tls);
+        assert_eq!(tls.certfile.as_deref(), Some(Path::new("/s.crt")));
+        assert_eq!(tls.keyfile.as_deref(), Some(Path::new("/s.key")));
+        assert_eq!(tls.cafile.as_deref(), Some(Path::new("/ca.crt")));
+        assert!(tls.require_certificate && tls.use_identity_as_username);
+        assert_eq!(tls.tls_version.as_deref(), Some("tlsv1.3"));
+        assert!(warned(&w, 8, "ciphers is ignored"), "{w:?}");
+        assert_eq!(ws.transport, Transport::WebSocket);
+        assert_eq!(ws.path.as_deref(), Some("*"), "Mosquitto serves every path");
+        assert_eq!(wss.transport, Transport::WebSocketTls);
+        assert_eq!(wss.capath.as_deref(), Some(Path::new("/cas")));
+        assert!(wss.use_subject_as_username && !wss.use_identity_as_username);
+        assert_eq!(wss.tls_version.as_deref(), Some("tlsv1.2"));
+        assert!(warned(&w, 17, "TLS 1.1 is not offered"), "{w:?}");
+        // Round trip through TOML.
+        let back = Config::from_toml_str(&c.to_toml()).unwrap();
+        assert_eq!(back.listeners[0].transport, Transport::Tls);
+        assert_eq!(back.listeners[2].capath, wss.capath);
+        assert_eq!(back.listeners[1].path, ws.path);
+        // A TLS listener without its key is an error naming the listener's line.
+        let e = error("listener 1\nlistener 8883\ncafile /ca.crt\ncertfile /s.crt\n");
+        assert!(e.starts_with("m.conf:2: "), "{e}");
+        assert!(e.contains("not both certfile and keyfile"), "{e}");
     }
 
     #[test]

@@ -31,6 +31,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// A bound broker, ready to [`run`](Broker::run).
 pub struct Broker {
     listeners: Vec<(TcpListener, SocketAddr)>,
+    /// TLS and WebSocket listeners (see `listeners.rs`).
+    handshaking: Vec<crate::listeners::Listener>,
+    /// Every TCP listener's address, in listener order.
+    addrs: Vec<SocketAddr>,
     config: Config,
     authenticator: Option<Arc<dyn Authenticator>>,
     authorizer: Option<Arc<dyn Authorizer>>,
@@ -53,9 +57,11 @@ impl Broker {
     /// capture file cannot be created.
     pub async fn bind(config: Config) -> Result<Broker, Error> {
         let mut listeners = Vec::with_capacity(config.listeners.len());
+        let (mut handshaking, mut addrs) = (Vec::new(), Vec::new());
         for l in &config.listeners {
-            match l.transport {
-                Transport::Tcp => {}
+            if l.transport == Transport::Unix {
+                handshaking.push(crate::listeners::Listener::unix(l)?);
+                continue;
             }
             let addr = format!("{}:{}", l.address, l.port);
             let listener = TcpListener::bind((l.address.as_str(), l.port))
@@ -71,6 +77,11 @@ impl Broker {
                 // Still correct: new connections are read when their CONNECT comes.
                 warn!("listener {local}: cannot defer accepting until data arrives: {e}");
             }
+            addrs.push(local);
+            if l.transport != Transport::Tcp || l.proxy_protocol {
+                handshaking.push(crate::listeners::Listener::new(l, listener, local)?);
+                continue;
+            }
             listeners.push((listener, local));
         }
         let capture = match &config.capture {
@@ -83,6 +94,8 @@ impl Broker {
         let ops = OpsListener::bind(&config.http).await?;
         let mut broker = Broker {
             listeners,
+            handshaking,
+            addrs,
             config,
             authenticator: None,
             authorizer: None,
@@ -114,9 +127,9 @@ impl Broker {
         self
     }
 
-    /// The bound addresses, in listener order.
+    /// The bound addresses, in listener order (Unix socket listeners have none).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().map(|(_, a)| *a).collect()
+        self.addrs.clone()
     }
 
     /// The bound address of the operations HTTP listener (None: not configured).
@@ -171,6 +184,17 @@ impl Broker {
                 local,
                 shared.clone(),
                 max_connections,
+                stop_tx.clone(),
+                done_tx.clone(),
+                self.capture.clone(),
+            ));
+        }
+        let connect_timeout = Duration::from_secs(self.config.limits.connect_timeout);
+        for l in self.handshaking {
+            tokio::spawn(l.run(
+                shared.clone(),
+                max_connections,
+                connect_timeout,
                 stop_tx.clone(),
                 done_tx.clone(),
                 self.capture.clone(),

@@ -1,5 +1,5 @@
-//! The byte stream under a connection: plain TCP today; TLS and WebSocket implement the
-//! same trait later.
+//! The byte stream under a connection: plain TCP and Unix sockets here; TLS
+//! ([`crate::tls`]) and WebSocket ([`crate::websocket`]) implement the same trait.
 //!
 //! The connection task is a hand-written future that polls its transport directly: it
 //! waits for readability and then reads what is buffered without blocking, so an idle
@@ -27,6 +27,13 @@ pub(crate) trait Transport: Send + Unpin + 'static {
         Self: Sized,
     {
         Err(io::ErrorKind::Unsupported.into())
+    }
+
+    /// What the transport proved about the client before its CONNECT: its TLS certificate's
+    /// name, and whether that replaces the CONNECT's user name. Taken once, when the
+    /// connection registers with the router.
+    fn take_identity(&mut self) -> Option<(std::sync::Arc<str>, bool)> {
+        None
     }
 
     /// Ready when a read may make progress (data, end of stream or an error); otherwise
@@ -67,6 +74,41 @@ impl Transport for TcpStream {
         let stream = &*self;
         let r = stream.try_io(Interest::READABLE, || {
             n = TcpStream::try_read_buf(stream, buf)?;
+            if n > 0 && n < spare {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(n)
+            }
+        });
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => Ok(n),
+            r => r,
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write(Pin::new(self), cx, buf)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_shutdown(Pin::new(self), cx)
+    }
+}
+
+/// A Unix domain socket connection: read like TCP, but it never parks (the parking lot
+/// holds TCP sockets only), so an idle one keeps its task.
+impl Transport for tokio::net::UnixStream {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::net::UnixStream::poll_read_ready(self, cx)
+    }
+
+    fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        let spare = buf.capacity() - buf.len();
+        let mut n = 0;
+        // As for TCP: a short read clears the readiness (see `TcpStream`'s impl).
+        let stream = &*self;
+        let r = stream.try_io(Interest::READABLE, || {
+            n = tokio::net::UnixStream::try_read_buf(stream, buf)?;
             if n > 0 && n < spare {
                 Err(io::ErrorKind::WouldBlock.into())
             } else {

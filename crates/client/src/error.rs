@@ -22,6 +22,10 @@ pub enum Error {
     /// TLS could not be set up (bad CA file, certificate or key) or the handshake failed.
     #[error("TLS error: {0}")]
     Tls(String),
+    /// The WebSocket upgrade failed (wrong path, no `mqtt` subprotocol, not a WebSocket
+    /// server).
+    #[error("WebSocket error: {0}")]
+    WebSocket(String),
     /// The broker answered CONNECT with a failure reason code.
     #[error("connection refused: {}", refused_text(*.reason, .reason_string.as_deref()))]
     ConnectionRefused {

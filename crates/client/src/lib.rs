@@ -36,6 +36,7 @@ mod error;
 mod options;
 mod session;
 mod transport;
+mod websocket;
 
 pub use client::{Client, Event, Events, PublishToken};
 pub use error::Error;

@@ -38,6 +38,9 @@ pub struct ClientOptions {
     pub connect_properties: Properties,
     /// TLS; `None` for plain TCP.
     pub tls: Option<TlsOptions>,
+    /// MQTT over WebSocket, upgrading on this HTTP path (e.g. `/mqtt`) with the subprotocol
+    /// `mqtt`, over TCP or over TLS as `tls` says; `None` for MQTT straight on the stream.
+    pub websocket: Option<String>,
     /// Reconnect after a lost connection. `None`: the client closes when the connection is lost.
     pub reconnect: Option<Backoff>,
     /// How many QoS 1 and 2 publishes may await acknowledgement at once (further publishes
@@ -136,6 +139,7 @@ impl ClientOptions {
             will: None,
             connect_properties: Properties::default(),
             tls: None,
+            websocket: None,
             reconnect: None,
             max_inflight: 20,
             connect_timeout: Duration::from_secs(30),

@@ -1,4 +1,5 @@
-//! Opening the byte stream to the broker: TCP, Unix socket, or TLS over TCP.
+//! Opening the byte stream to the broker: TCP, Unix socket, or TLS over TCP; WebSocket over
+//! either of the last two (see [`crate::websocket`]).
 
 use std::io::BufReader;
 use std::sync::Arc;
@@ -33,8 +34,8 @@ pub(crate) async fn open(opts: &ClientOptions) -> Result<Box<dyn Io>, Error> {
         addr: addr.clone(),
         source,
     })?;
-    match &opts.tls {
-        None => Ok(Box::new(tcp)),
+    let io: Box<dyn Io> = match &opts.tls {
+        None => Box::new(tcp),
         Some(tls) => {
             let config = client_config(tls)?;
             let name = tls.server_name.clone().unwrap_or_else(|| opts.host.clone());
@@ -45,8 +46,12 @@ pub(crate) async fn open(opts: &ClientOptions) -> Result<Box<dyn Io>, Error> {
                 .connect(name, tcp)
                 .await
                 .map_err(|e| Error::Tls(e.to_string()))?;
-            Ok(Box::new(s))
+            Box::new(s)
         }
+    };
+    match &opts.websocket {
+        None => Ok(io),
+        Some(path) => crate::websocket::upgrade(io, opts, path).await,
     }
 }
 

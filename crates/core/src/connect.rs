@@ -33,9 +33,18 @@ impl Router {
         self.close(now, conn, None, false, why);
     }
 
-    pub(crate) fn on_connect(&mut self, now: Instant, conn: ConnId, connect: Connect) {
+    pub(crate) fn on_connect(&mut self, now: Instant, conn: ConnId, mut connect: Connect) {
         let v5 = connect.protocol.is_v5();
-        self.conns.handling(conn).version = connect.protocol;
+        let c = self.conns.handling(conn);
+        c.version = connect.protocol;
+        let tls_identity = c.tls.as_ref().map(|t| {
+            if t.as_username {
+                // The certificate says who the client is (see `identity.rs`).
+                connect.username = ByteStr::try_from(&*t.name).ok();
+                connect.password = None;
+            }
+            t.name.clone()
+        });
 
         if v5 && let Some(method) = &connect.properties.authentication_method {
             let supported = self
@@ -76,7 +85,7 @@ impl Router {
                 Origin::Network(a) => Some(*a),
                 Origin::Link(_) => None,
             },
-            tls_identity: None,
+            tls_identity,
         };
         match authenticator.authenticate(&info) {
             AuthDecision::Allow(identity) => {

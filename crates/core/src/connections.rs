@@ -68,6 +68,15 @@ pub(crate) struct Authenticating {
     pub(crate) early: Vec<Packet>,
 }
 
+/// A connection's certificate identity (boxed in the connection: most have none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TlsIdentity {
+    /// The certificate's common name or whole subject, as the listener is configured.
+    pub(crate) name: Arc<str>,
+    /// The name replaces the CONNECT's user name (and the password is dropped).
+    pub(crate) as_username: bool,
+}
+
 /// One connection's protocol state.
 #[derive(Debug)]
 pub(crate) struct Conn {
@@ -102,6 +111,8 @@ pub(crate) struct Conn {
     pub(crate) timer: Millis,
     /// Acknowledgements of this connection waiting for the store (see `durable.rs`).
     pub(crate) held: u16,
+    /// What its TLS client certificate says (see `identity.rs`).
+    pub(crate) tls: Option<Box<TlsIdentity>>,
 }
 
 impl Conn {
@@ -180,6 +191,7 @@ impl Connections {
                 aliases: None,
                 timer: 0,
                 held: 0,
+                tls: None,
             }),
         );
         id

@@ -74,6 +74,7 @@ mod connect;
 mod connections;
 mod deliver;
 mod durable;
+mod identity;
 mod inspect;
 mod level_map;
 mod message;

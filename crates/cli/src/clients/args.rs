@@ -69,8 +69,10 @@ pub(crate) struct Config {
     pub(crate) insecure: bool,
     pub(crate) tls_version: Option<String>,
     pub(crate) alpn: Option<String>,
-    /// `mqtts://` in `-L`.
+    /// `mqtts://` or `wss://` in `-L`.
     pub(crate) tls_url: bool,
+    /// `ws://` or `wss://` in `-L`: MQTT over WebSocket on this path.
+    pub(crate) ws_path: Option<String>,
     pub(crate) debug: bool,
     pub(crate) quiet: bool,
     pub(crate) props: PropSet,
@@ -157,6 +159,7 @@ impl Config {
             tls_version: None,
             alpn: None,
             tls_url: false,
+            ws_path: None,
             debug: false,
             quiet: false,
             props: PropSet::default(),
@@ -538,8 +541,23 @@ pub(crate) fn parse_list(kind: Kind, args: Vec<String>) -> Result<Parsed, ArgErr
     Ok(Parsed::Run(Box::new(c)))
 }
 
-/// `-L mqtt(s)://[user[:pass]@]host[:port]/topic`
+/// `-L mqtt(s)://[user[:pass]@]host[:port]/topic`, or `-L ws(s)://[user[:pass]@]host[:port][/path]`
+/// (MQTT over WebSocket on `path`, `/mqtt` if none; the topic then comes from `-t`).
 fn parse_url(c: &mut Config, url: &str) -> Result<(), ArgError> {
+    let websocket = [("ws://", false, 80), ("wss://", true, 443)]
+        .into_iter()
+        .find_map(|(scheme, tls, port)| url.strip_prefix(scheme).map(|r| (r, tls, port)));
+    if let Some((rest, tls, default_port)) = websocket {
+        c.tls_url = tls;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/mqtt"),
+        };
+        c.ws_path = Some(path.to_string());
+        authority_part(c, authority)?;
+        c.port.get_or_insert(default_port);
+        return Ok(());
+    }
     let rest = if let Some(r) = url.strip_prefix("mqtt://") {
         c.tls_url = false;
         r
@@ -549,6 +567,7 @@ fn parse_url(c: &mut Config, url: &str) -> Result<(), ArgError> {
     } else {
         return Err(err("Unsupported URL scheme."));
     };
+    c.ws_path = None;
     let (authority, topic) = match rest.split_once('/') {
         Some((a, t)) => (a, t),
         None => {
@@ -557,6 +576,12 @@ fn parse_url(c: &mut Config, url: &str) -> Result<(), ArgError> {
             ));
         }
     };
+    authority_part(c, authority)?;
+    url_topic(c, topic)
+}
+
+/// `[user[:pass]@]host[:port]` of a `-L` URL.
+fn authority_part(c: &mut Config, authority: &str) -> Result<(), ArgError> {
     let hostport = match authority.rsplit_once('@') {
         Some((userinfo, hp)) => {
             match userinfo.split_once(':') {
@@ -587,6 +612,11 @@ fn parse_url(c: &mut Config, url: &str) -> Result<(), ArgError> {
     if port.is_some() {
         c.port = port;
     }
+    Ok(())
+}
+
+/// The topic of an `mqtt(s)://` URL.
+fn url_topic(c: &mut Config, topic: &str) -> Result<(), ArgError> {
     if topic.is_empty() {
         return Err(err(
             "Invalid URL for -L argument specified - topic missing.",
@@ -733,6 +763,24 @@ mod tests {
         let c = p(Kind::Sub, &["-L", "mqtts://h/x/#"]).unwrap();
         assert_eq!(c.port(), 8883);
         assert_eq!(c.topics, vec!["x/#"]);
+    }
+
+    #[test]
+    fn websocket_urls() {
+        let c = p(
+            Kind::Pub,
+            &["-L", "ws://u@[::1]:9001/ws/mqtt", "-t", "a", "-n"],
+        )
+        .unwrap();
+        assert_eq!((c.host.as_str(), c.port(), c.tls()), ("::1", 9001, false));
+        assert_eq!(c.ws_path.as_deref(), Some("/ws/mqtt"));
+        assert_eq!(c.username.as_deref(), Some("u"));
+        assert_eq!(c.topic.as_deref(), Some("a"));
+        let c = p(Kind::Sub, &["-L", "wss://h", "-t", "x/#"]).unwrap();
+        assert_eq!((c.port(), c.tls()), (443, true));
+        assert_eq!(c.ws_path.as_deref(), Some("/mqtt"));
+        // A topic is still needed, from -t.
+        assert!(p(Kind::Pub, &["-L", "ws://h:1/mqtt", "-n"]).is_err());
     }
 
     #[test]

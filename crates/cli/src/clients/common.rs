@@ -80,6 +80,7 @@ pub(crate) fn options(c: &Config) -> Result<ClientOptions, String> {
             server_name: None,
         });
     }
+    o.websocket = c.ws_path.clone();
     if c.debug {
         let id = if o.client_id.is_empty() {
             "(null)".to_string()

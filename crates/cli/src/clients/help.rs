@@ -21,7 +21,9 @@ const CONNECTION: &str = "\
 Connection:
   -h HOST            broker host (default: localhost)
   -p PORT            broker port (default: 1883, 8883 with TLS)
-  -L URL             mqtt(s)://[user[:password]@]host[:port]/topic
+  -L URL             mqtt(s)://[user[:password]@]host[:port]/topic, or
+                     ws(s)://[user[:password]@]host[:port][/path] (MQTT over WebSocket on
+                     path, default /mqtt; give the topic with -t)
   --unix PATH        connect through a Unix domain socket
   -A ADDRESS         bind the outgoing socket to this local address
   --nodelay          disable Nagle's algorithm

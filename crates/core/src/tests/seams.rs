@@ -400,3 +400,43 @@ fn a_link_gets_messages_through_the_same_path() {
     let want: ByteStr = s("sensors/t");
     assert_eq!(topics, [(want, QoS::AtLeastOnce)]);
 }
+
+/// Lets in whoever its certificate names, and records what it was shown.
+struct Certificates(std::sync::Mutex<Vec<(Option<String>, Option<String>)>>);
+
+impl Authenticator for Certificates {
+    fn authenticate(&self, info: &ConnectInfo) -> AuthDecision {
+        let user = info.username.as_deref().map(str::to_owned);
+        let cert = info.tls_identity.as_deref().map(str::to_owned);
+        self.0.lock().unwrap().push((user, cert));
+        AuthDecision::Allow(info.username.as_deref().map(Arc::from))
+    }
+}
+
+#[test]
+fn a_certificate_identity_reaches_the_authenticator_and_may_replace_the_user_name() {
+    let auth = Arc::new(Certificates(Default::default()));
+    let mut sim = Sim::new(|_| {});
+    sim.r.set_authenticator(auth.clone());
+    for (n, as_username) in [(1, false), (2, true)] {
+        let id = sim.r.accept(sim.now, origin(n)).0;
+        sim.r
+            .set_tls_identity(id, Arc::from("CN=dev1"), as_username);
+        let c = with_user(&format!("c{n}"), ProtocolVersion::V5, "typed", "pw");
+        sim.r.handle(sim.now, id, Packet::Connect(Box::new(c)));
+        let expected = if as_username { "CN=dev1" } else { "typed" };
+        assert_eq!(
+            sim.r.conns.get(id).unwrap().username.as_deref(),
+            Some(expected)
+        );
+    }
+    let seen = auth.0.lock().unwrap().clone();
+    let cert = Some("CN=dev1".to_owned());
+    assert_eq!(
+        seen,
+        [
+            (Some("typed".to_owned()), cert.clone()),
+            (cert.clone(), cert)
+        ]
+    );
+}
