@@ -44,7 +44,7 @@ def mosquitto_with(tmp_path):
             f"listener {port} 127.0.0.1\nallow_anonymous false\npersistence false\n"
             f"{user}password_file {pwfile}\n"
         )
-        srv = Server([MOSQUITTO, "-c", str(cfg)], port, tmp_path / f"mosquitto-{port}.log")
+        srv = Server([MOSQUITTO, "-c", str(cfg)], port, tmp_path / f"mosquitto-{port}.log", "mosquitto")
         servers.append(srv)
         return srv
 
