@@ -31,7 +31,7 @@ use tracing::debug;
 use crate::access::Identity;
 use crate::backpressure::{STALLED, high_water};
 use crate::connections::{Conn, ConnId};
-use crate::durable::Record;
+use crate::durable::{Durability, Record};
 use crate::message::{for_subscriber, publish_size};
 use crate::packet_log::{summary, summary_publish};
 use crate::router::Router;
@@ -272,6 +272,7 @@ impl Router {
                     now,
                     received,
                     stats,
+                    &mut self.durable,
                     &mut self.woken,
                     cache,
                 );
@@ -317,7 +318,15 @@ impl Router {
                 released: false,
             });
             let c = self.conns.handling(conn);
-            drain(session, c, conn, now, &mut self.sys.stats, &mut self.woken);
+            drain(
+                session,
+                c,
+                conn,
+                now,
+                &mut self.sys.stats,
+                &mut self.durable,
+                &mut self.woken,
+            );
         }
     }
 
@@ -341,7 +350,15 @@ impl Router {
                 } else {
                     // The client refused it: the flow ends here.
                     session.inflight.remove(&r.packet_id);
-                    drain(session, c, conn, now, &mut self.sys.stats, &mut self.woken);
+                    drain(
+                        session,
+                        c,
+                        conn,
+                        now,
+                        &mut self.sys.stats,
+                        &mut self.durable,
+                        &mut self.woken,
+                    );
                 }
             }
             Some(Inflight::Release) => c.push(conn, rel, &mut self.woken),
@@ -366,7 +383,15 @@ impl Router {
                 released: false,
             });
             let c = self.conns.handling(conn);
-            drain(session, c, conn, now, &mut self.sys.stats, &mut self.woken);
+            drain(
+                session,
+                c,
+                conn,
+                now,
+                &mut self.sys.stats,
+                &mut self.durable,
+                &mut self.woken,
+            );
         }
     }
 }
@@ -402,6 +427,7 @@ fn send_inflight(
     now: Instant,
     received: Instant,
     stats: &mut Stats,
+    durable: &mut Durability,
     woken: &mut Vec<ConnId>,
     cache: Option<&mut FormCache>,
 ) {
@@ -414,6 +440,17 @@ fn send_inflight(
         return;
     };
     p.packet_id = pid;
+    if session.expiry != 0
+        && let Some(client) = c.client()
+    {
+        durable.record(|| Record::Sent {
+            client: client.clone(),
+            packet_id: pid,
+            topic: p.topic.clone(),
+            payload: p.payload.clone(),
+            qos: p.qos,
+        });
+    }
     if c.version.is_v5() && c.alias_max > 0 {
         // A topic alias changes what is sent: the in-flight copy keeps the topic.
         let publish = Box::new(p.clone());
@@ -445,6 +482,7 @@ pub(crate) fn drain(
     id: ConnId,
     now: Instant,
     stats: &mut Stats,
+    durable: &mut Durability,
     woken: &mut Vec<ConnId>,
 ) {
     if c.closing {
@@ -455,7 +493,7 @@ pub(crate) fn drain(
             break;
         };
         send_inflight(
-            session, c, id, q.publish, now, q.received, stats, woken, None,
+            session, c, id, q.publish, now, q.received, stats, durable, woken, None,
         );
     }
 }

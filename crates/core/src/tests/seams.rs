@@ -310,7 +310,7 @@ fn acknowledgements_wait_for_the_store() {
     assert!(matches!(&sim.out(sub_id)[..], [Packet::Publish(p)] if p.topic.as_str() == "t/1"));
     let work = sim.r.take_work();
     assert!(
-        matches!(&work.records[..], [Record::Accepted { sessions, .. }] if sessions.len() == 1 && &*sessions[0] == "s"),
+        matches!(&work.records[..], [Record::Sent { .. }, Record::Accepted { sessions, .. }] if sessions.len() == 1 && &*sessions[0] == "s"),
         "{:?}",
         work.records
     );
