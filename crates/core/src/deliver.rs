@@ -337,6 +337,7 @@ impl Router {
         session.last_progress = now;
         let c = self.conns.handling(conn);
         let rel = Packet::PubRel(PubResp::new(r.packet_id));
+        let mark = self.durable.made();
         match session.inflight.get(&r.packet_id) {
             Some(Inflight::Publish { publish, .. }) if publish.qos == QoS::ExactlyOnce => {
                 if r.reason.is_success() {
@@ -346,10 +347,15 @@ impl Router {
                         packet_id: r.packet_id,
                         released: true,
                     });
-                    c.push(conn, rel, &mut self.woken);
+                    release(c, conn, mark, rel, &mut self.durable, &mut self.woken);
                 } else {
                     // The client refused it: the flow ends here.
                     session.inflight.remove(&r.packet_id);
+                    self.durable.record(|| Record::Delivered {
+                        client: client.clone(),
+                        packet_id: r.packet_id,
+                        released: false,
+                    });
                     drain(
                         session,
                         c,
@@ -361,7 +367,9 @@ impl Router {
                     );
                 }
             }
-            Some(Inflight::Release) => c.push(conn, rel, &mut self.woken),
+            Some(Inflight::Release) => {
+                release(c, conn, mark, rel, &mut self.durable, &mut self.woken);
+            }
             _ => {
                 let mut rel = PubResp::new(r.packet_id);
                 rel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
@@ -393,6 +401,26 @@ impl Router {
                 &mut self.woken,
             );
         }
+    }
+}
+
+/// Sends a PUBREL for a PUBREC that made records (see `durable.rs`) once they are synced:
+/// a client may hand the message to its application on PUBREL, and a restart before the
+/// store knows the PUBREC would send the message again. Held like an acknowledgement, but
+/// not counted against `max_inflight`: the subscriber's in-flight window bounds them.
+fn release(
+    c: &mut Conn,
+    conn: ConnId,
+    mark: u64,
+    rel: Packet,
+    durable: &mut Durability,
+    woken: &mut Vec<ConnId>,
+) {
+    if durable.must_hold(mark, c.held) {
+        c.held += 1;
+        durable.hold(conn, rel);
+    } else {
+        c.push(conn, rel, woken);
     }
 }
 
