@@ -53,6 +53,7 @@ mod parking;
 mod server;
 mod shared;
 mod sockopt;
+mod store;
 mod transport;
 
 pub use config::{Config, Limits, ListenerConfig, LoggingConfig};

@@ -10,8 +10,9 @@
 //! Every directive falls in one of four groups, each decided in one place:
 //!
 //! - **read**: mapped onto [`Config`] (listeners, limits, `$SYS`, logging);
-//! - **kept** ([`KEPT`]): stored raw in [`Config::access`] / [`Config::persistence`] for the
-//!   access and durability layers, with a warning that nothing acts on them yet;
+//! - **kept** ([`KEPT`]): stored raw in [`Config::access`] for the access layer, with a
+//!   warning that nothing acts on them yet (`persistence`, `persistence_location` and
+//!   `persistence_file` are read into [`Config::persistence`]);
 //! - **refused**: listener kinds Tinsel cannot serve yet (TLS, WebSockets, Unix sockets,
 //!   `bind_interface`, `mount_point`): an error naming the file and line, as Tinsel would
 //!   otherwise serve something other than what the file asks for;
@@ -31,15 +32,13 @@ use std::path::{Path, PathBuf};
 use crate::config::{AccessConfig, ListenerAccess, ListenerConfig, LoggingConfig, Transport};
 use crate::{Config, Error, Limits};
 
-/// The directives Tinsel keeps (raw, in [`Config::access`] and [`Config::persistence`]) for
-/// the access and durability layers to act on; until they do, each one read is a warning.
-pub const KEPT: [&str; 6] = [
+/// The directives Tinsel keeps (raw, in [`Config::access`]) for the access layer to act
+/// on; until it does, each one read is a warning.
+pub const KEPT: [&str; 4] = [
     "allow_anonymous",
     "password_file",
     "acl_file",
     "per_listener_settings",
-    "persistence",
-    "persistence_location",
 ];
 
 /// Valid Mosquitto 2 directives that Tinsel reads and ignores, with a warning.
@@ -58,7 +57,6 @@ const IGNORED: &[&str] = &[
     "log_timestamp_format",
     "max_inflight_bytes",
     "memory_limit",
-    "persistence_file",
     "persistent_client_expiration",
     "pid_file",
     "plugin",
@@ -717,9 +715,6 @@ impl Parser {
             }
             "persistence" => {
                 let v = l.boolean(w)?;
-                if v {
-                    self.keep_warning(l);
-                }
                 self.persistence.enabled = Some(v);
             }
             "persistence_location" => {
@@ -727,8 +722,14 @@ impl Parser {
                 if self.persistence.location.is_some() {
                     return Err(l.error("persistence_location is given twice"));
                 }
-                self.keep_warning(l);
                 self.persistence.location = Some(v);
+            }
+            "persistence_file" => {
+                let v = l.string()?.to_owned();
+                if self.persistence.file.is_some() {
+                    return Err(l.error("persistence_file is given twice"));
+                }
+                self.persistence.file = Some(v);
             }
 
             "include_dir" => {
@@ -776,12 +777,7 @@ impl Parser {
     }
 
     fn keep_warning(&mut self, l: &Line<'_>) {
-        let what = match l.name {
-            "persistence" | "persistence_location" => {
-                "is kept but not acted on yet: nothing is saved across restarts"
-            }
-            _ => "is kept but not enforced yet: every client is allowed",
-        };
+        let what = "is kept but not enforced yet: every client is allowed";
         self.warnings.push(l.warning(format!("{} {what}", l.name)));
     }
 
@@ -1125,9 +1121,17 @@ mod tests {
         assert_eq!(c.access.acl_file, Some(PathBuf::from("/etc/m/a cl")));
         assert_eq!(c.persistence.enabled, Some(true));
         assert_eq!(c.persistence.location, Some(PathBuf::from("/var/lib/m/")));
-        for line in 2..=6 {
+        for line in 2..=4 {
             assert!(warned(&w, line, "kept but not"), "line {line}: {w:?}");
         }
+        // Persistence is acted on: read without a warning.
+        assert!(!warned(&w, 5, "") && !warned(&w, 6, ""), "{w:?}");
+        let (c, w) = parse(
+            "persistence_file kept.db
+",
+        );
+        assert_eq!(c.persistence.file.as_deref(), Some("kept.db"));
+        assert!(w.is_empty(), "{w:?}");
         assert_eq!(
             error("password_file a\npassword_file b\n"),
             "m.conf:2: password_file is given twice"

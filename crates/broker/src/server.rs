@@ -108,14 +108,22 @@ impl Broker {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
+        let store = match crate::store::options(&self.config.persistence) {
+            Some(o) => Some(crate::store::open(o)?),
+            None => None,
+        };
         let settings = Settings {
             limits: self.config.limits.clone(),
             sys_interval: (self.config.sys_interval > 0)
                 .then(|| Duration::from_secs(self.config.sys_interval)),
             id_seed: rand::random(),
-            durable_acks: false,
+            durable_acks: matches!(store, Some((_, _, tinsel_store::Mode::Sync))),
         };
         let mut router = Router::new(settings, Instant::now());
+        let store = store.map(|(store, restored, mode)| {
+            router.restore(Instant::now(), restored);
+            (store, mode)
+        });
         let auth = self.authenticator.map(|a| {
             router.set_authenticator(a.clone());
             AuthPool::new(a, tokio::runtime::Handle::current())
@@ -129,6 +137,9 @@ impl Broker {
             self.config.limits.max_connections,
             auth,
         ));
+        if let Some((store, mode)) = store {
+            crate::store::start(&shared, store, mode)?;
+        }
         // A watch channel: a task that subscribes late still sees that the broker stops.
         let (stop_tx, _) = watch::channel(false);
         // The listener and timer tasks hold a clone of `done_tx`; `done_rx` ends when all of
@@ -179,6 +190,9 @@ impl Broker {
         .await;
         if let Some(c) = &self.capture {
             let _ = c.flush();
+        }
+        if let Some(store) = shared.store.get() {
+            store.stop();
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 
 use crate::auth::AuthPool;
 use crate::parking::ParkingLot;
+use crate::store::Durable;
 
 /// State shared by every connection task.
 ///
@@ -47,6 +48,8 @@ pub(crate) struct Shared {
     all_closed: Notify,
     /// Where deferred authentications run (None: no authenticator).
     auth: Option<AuthPool>,
+    /// The store, when persistence is on (set once at start, before any connection).
+    pub(crate) store: OnceLock<Durable>,
 }
 
 /// What the mutex protects.
@@ -78,6 +81,7 @@ impl Shared {
             all_closed: Notify::new(),
             parking: OnceLock::new(),
             auth,
+            store: OnceLock::new(),
         }
     }
 
@@ -106,12 +110,16 @@ impl Shared {
         }
     }
 
-    /// Hands the core's work to whoever does it: deferred authentications to the pool.
+    /// Hands the core's work to whoever does it: deferred authentications to the pool,
+    /// records to the store (see `store.rs`).
     fn dispatch_work(self: &Arc<Self>, state: &mut State) {
         let work = state.router.take_work();
         if !work.records.is_empty() {
-            // No store in this shell: nothing is kept, so nothing needs to wait.
-            state.router.durable(work.ticket);
+            match self.store.get() {
+                Some(store) => store.submit(&mut state.router, work.records, work.ticket),
+                // No store: nothing is kept, so nothing needs to wait.
+                None => state.router.durable(work.ticket),
+            }
         }
         for (conn, info) in work.authenticate {
             match &self.auth {

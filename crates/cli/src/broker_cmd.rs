@@ -28,6 +28,10 @@ pub(crate) struct Args {
     /// Record every packet in and out to this pcapng file.
     #[arg(long, value_name = "FILE")]
     capture: Option<PathBuf>,
+    /// Keep sessions, queued and in-flight messages and retained messages in this
+    /// directory across restarts (turns persistence on; see docs/persistence.md).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
 }
 
 /// Runs the broker until Ctrl-C (or SIGTERM).
@@ -61,6 +65,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
     }
     if args.capture.is_some() {
         config.capture = args.capture.clone();
+    }
+    if let Some(dir) = &args.data {
+        config.persistence.enabled = Some(true);
+        config.persistence.location = Some(dir.clone());
     }
     if args.check {
         let path = args

@@ -1,9 +1,9 @@
 //! The store's thread: group commit, the modes, failures and compaction.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -168,7 +168,7 @@ impl Store {
             })?;
         Ok(Running {
             tx,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
             failing,
             syncs,
         })
@@ -184,7 +184,7 @@ enum Msg {
 #[derive(Debug)]
 pub struct Running {
     tx: SyncSender<Msg>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
     failing: Arc<AtomicBool>,
     syncs: Arc<AtomicU64>,
 }
@@ -214,14 +214,12 @@ impl Running {
         self.syncs.load(Ordering::Relaxed)
     }
 
-    /// Writes and syncs what is queued, then stops the thread.
-    pub fn stop(mut self) {
-        self.shut();
-    }
-
-    fn shut(&mut self) {
-        let _ = self.tx.send(Msg::Stop);
-        if let Some(t) = self.thread.take() {
+    /// Writes and syncs what is queued, then stops the thread (records submitted later are
+    /// not kept).
+    pub fn stop(&self) {
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = thread {
+            let _ = self.tx.send(Msg::Stop);
             let _ = t.join();
         }
     }
@@ -229,7 +227,7 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.shut();
+        self.stop();
     }
 }
 
