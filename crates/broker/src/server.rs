@@ -117,7 +117,9 @@ impl Broker {
             sys_interval: (self.config.sys_interval > 0)
                 .then(|| Duration::from_secs(self.config.sys_interval)),
             id_seed: rand::random(),
-            durable_acks: matches!(store, Some((_, _, tinsel_store::Mode::Sync))),
+            // Records are made whenever there is a store; outside sync mode the shell
+            // releases their acknowledgements as soon as it has handed them over.
+            durable_acks: store.is_some(),
         };
         let mut router = Router::new(settings, Instant::now());
         let store = store.map(|(store, restored, mode)| {
