@@ -94,6 +94,9 @@ impl Shared {
     /// Wakes the connections with new output (see [`Router::wake`]), parked ones through
     /// the parking lot.
     pub(crate) fn wake(self: &Arc<Self>, state: &mut State, me: Option<ConnId>) {
+        if let Some(store) = self.store.get() {
+            state.router.store_failing(store.failing());
+        }
         if state.router.has_work() {
             self.dispatch_work(state);
         }

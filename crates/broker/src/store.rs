@@ -34,6 +34,11 @@ impl Durable {
         }
     }
 
+    /// True while the store cannot write (QoS 1/2 publishes are then refused).
+    pub(crate) fn failing(&self) -> bool {
+        self.running.failing()
+    }
+
     /// Writes and syncs what is queued and stops the store's thread.
     pub(crate) fn stop(&self) {
         self.running.stop();

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use tinsel_codec::{ByteStr, Packet, Publish, QoS, SubscriptionOptions};
 
 use crate::connections::ConnId;
+use crate::router::Router;
 
 /// The number of a [`Record`]: the first one made is 1.
 pub type Ticket = u64;
@@ -142,6 +143,8 @@ pub(crate) struct Durability {
     held: VecDeque<Held>,
     /// Persistent sessions the message being routed went to (see [`Record::Accepted`]).
     pub(crate) accepted_by: Vec<Arc<str>>,
+    /// The store cannot write (disk full or failing): QoS 1/2 publishes are refused.
+    pub(crate) refusing: bool,
 }
 
 impl Durability {
@@ -203,5 +206,15 @@ impl Durability {
             }
         }
         out
+    }
+}
+
+impl Router {
+    /// The store cannot write (true) or writes again (false). While it cannot, QoS 1/2
+    /// PUBLISHes are refused rather than accepted into memory only: MQTT 5 publishers get
+    /// PUBACK/PUBREC 0x97 (Quota exceeded), MQTT 3 publishers, who cannot be told, are
+    /// disconnected. What was acknowledged already stays as it is.
+    pub fn store_failing(&mut self, failing: bool) {
+        self.durable.refusing = self.durable.enabled && failing;
     }
 }

@@ -400,3 +400,47 @@ fn a_link_gets_messages_through_the_same_path() {
     let want: ByteStr = s("sensors/t");
     assert_eq!(topics, [(want, QoS::AtLeastOnce)]);
 }
+
+#[test]
+fn qos_1_and_2_publishes_are_refused_while_the_store_cannot_write() {
+    let mut sim = durable_sim();
+    let sub_id = sim.r.accept(sim.now, origin(1)).0;
+    sim.r
+        .handle(sim.now, sub_id, Packet::Connect(Box::new(persistent("s"))));
+    sim.r.handle(sim.now, sub_id, sub("t/#", 2));
+    let ticket = sim.r.take_work().ticket;
+    sim.r.durable(ticket);
+    sim.out(sub_id);
+    let v5 = sim.open(connect("p5", ProtocolVersion::V5, 0));
+    let v3 = sim.open(connect("p3", ProtocolVersion::V311, 0));
+
+    sim.r.store_failing(true);
+    sim.r.handle(sim.now, v5, msg("t/1", QoS::AtLeastOnce, 1));
+    sim.r.handle(sim.now, v5, msg("t/1", QoS::ExactlyOnce, 2));
+    sim.r.handle(sim.now, v5, msg("t/0", QoS::AtMostOnce, 0));
+    let out = sim.out(v5);
+    assert!(
+        matches!(&out[..], [Packet::PubAck(a), Packet::PubRec(b)]
+            if a.reason == ReasonCode::QUOTA_EXCEEDED && b.reason == ReasonCode::QUOTA_EXCEEDED),
+        "{out:?}"
+    );
+    // Refused: not routed, nothing for the store. QoS 0 still flows.
+    let got = sim.out(sub_id);
+    assert!(
+        matches!(&got[..], [Packet::Publish(p)] if p.topic.as_str() == "t/0"),
+        "{got:?}"
+    );
+    assert!(!sim.r.has_work());
+    // MQTT 3 cannot be told: disconnected.
+    sim.r.handle(sim.now, v3, msg("t/1", QoS::AtLeastOnce, 1));
+    assert!(sim.closed(v3));
+
+    sim.r.store_failing(false);
+    sim.r.handle(sim.now, v5, msg("t/1", QoS::AtLeastOnce, 3));
+    let work = sim.r.take_work();
+    assert!(
+        work.records
+            .iter()
+            .any(|r| matches!(r, Record::Accepted { .. }))
+    );
+}
