@@ -444,3 +444,80 @@ fn qos_1_and_2_publishes_are_refused_while_the_store_cannot_write() {
             .any(|r| matches!(r, Record::Accepted { .. }))
     );
 }
+
+#[test]
+fn a_restored_session_resumes_where_the_store_left_it() {
+    use crate::restore::{Restored, RestoredInflight, RestoredSession};
+    let mut sim = Sim::new(|_| {});
+    let publish = |topic: &str, qos: QoS, payload: &'static [u8]| tinsel_codec::Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: s(topic),
+        packet_id: 0,
+        properties: Properties::default(),
+        payload: bytes::Bytes::from_static(payload),
+    };
+    let mut session = RestoredSession::new(Arc::from("s"), u32::MAX);
+    session.subscriptions = vec![(
+        Arc::from("t/#"),
+        tinsel_codec::SubscriptionOptions::new(QoS::AtLeastOnce),
+        None,
+    )];
+    // Published at QoS 2: capped by the subscription on restore.
+    session.queued = vec![publish("t/q", QoS::ExactlyOnce, b"queued")];
+    session.inflight = vec![
+        (
+            5,
+            RestoredInflight::Publish(publish("t/f", QoS::AtLeastOnce, b"flying")),
+        ),
+        (6, RestoredInflight::Release),
+    ];
+    session.incoming_qos2 = vec![9];
+    let mut retained = publish("r", QoS::AtMostOnce, b"kept");
+    retained.retain = true;
+    sim.r.restore(
+        sim.now,
+        Restored::new(
+            vec![session, RestoredSession::new(Arc::from("gone"), 0)],
+            vec![retained],
+        ),
+    );
+    // Disconnected, expiring from the restart; a session with expiry 0 is not restored.
+    let snap = sim.r.snapshot(sim.now);
+    assert_eq!(
+        (snap.clients_total, snap.clients_connected, snap.retained),
+        (1, 0, 1)
+    );
+
+    let id = sim.r.accept(sim.now, origin(1)).0;
+    sim.r
+        .handle(sim.now, id, Packet::Connect(Box::new(persistent("s"))));
+    let out = sim.out(id);
+    match &out[..] {
+        [
+            Packet::ConnAck(a),
+            Packet::Publish(f),
+            Packet::PubRel(r),
+            Packet::Publish(q),
+        ] => {
+            assert!(a.session_present);
+            assert!(f.dup && f.packet_id == 5 && &f.payload[..] == b"flying");
+            assert_eq!(r.packet_id, 6);
+            assert!(!q.dup && q.qos == QoS::AtLeastOnce && &q.payload[..] == b"queued");
+            assert!(q.packet_id != 5 && q.packet_id != 6);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The incoming QoS 2 id still waits for its PUBREL: a resent PUBLISH is not forwarded.
+    sim.r.handle(sim.now, id, msg("t/x", QoS::ExactlyOnce, 9));
+    assert!(matches!(&sim.out(id)[..], [Packet::PubRec(r)] if r.packet_id == 9));
+    // The subscription is in the tree again.
+    let p = sim.open(connect("p", ProtocolVersion::V311, 0));
+    sim.r.handle(sim.now, p, msg("t/new", QoS::AtLeastOnce, 1));
+    assert!(
+        sim.out(id)
+            .iter()
+            .any(|x| matches!(x, Packet::Publish(m) if m.topic.as_str() == "t/new"))
+    );
+}
