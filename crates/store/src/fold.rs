@@ -158,6 +158,9 @@ impl State {
 
     fn apply_record(&mut self, r: Record) {
         match r {
+            // Expiry 0: the session ends with its connection (the core makes no other record
+            // of that end).
+            Record::SessionOpened { client, expiry: 0 } => self.end(&client),
             Record::SessionOpened { client, expiry } => {
                 self.sessions.entry(client).or_default().expiry = expiry;
             }

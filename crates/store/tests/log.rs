@@ -297,3 +297,23 @@ fn a_full_disk_holds_acknowledgements_and_the_store_recovers_when_space_returns(
     let (_s, r, _) = open(&fs, options());
     assert_eq!(payloads(&r, "s").0, ["big"]);
 }
+
+#[test]
+fn a_session_whose_expiry_became_0_leaves_the_store() {
+    let fs = LossyFs::new(7);
+    let (s, _, rx) = open(&fs, options());
+    let mut records = session("s");
+    records.extend(session("t"));
+    records.push(accepted(&msg("t/1", "a", QoS::AtLeastOnce), &["s", "t"]));
+    // `s` disconnects with Session Expiry Interval 0 (MQTT 5).
+    records.push(Record::SessionOpened {
+        client: "s".into(),
+        expiry: 0,
+    });
+    commit(&s, &rx, records, 1);
+    s.stop();
+    let (_s, r, _) = open(&fs, options());
+    let clients: Vec<&str> = r.sessions.iter().map(|s| &*s.client).collect();
+    assert_eq!(clients, ["t"]);
+    assert_eq!(payloads(&r, "t").0, ["a"]);
+}
