@@ -44,9 +44,12 @@
 //! # password_file = "/etc/tinsel/passwd"
 //! # acl_file = "/etc/tinsel/acl"
 //!
-//! [persistence]                # read and kept, not acted on yet
+//! [persistence]                # off unless enabled (or `tinsel broker --data DIR`)
 //! # enabled = false
 //! # location = "/var/lib/tinsel"
+//! # file = "tinsel.log"        # the log's name in `location`
+//! # mode = "sync"              # "sync", "periodic" or "none" (see docs/persistence.md)
+//! # sync_interval_ms = 1000    # periodic mode: time between syncs
 //! ```
 
 use std::fmt::Write as _;
@@ -73,7 +76,7 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// Authentication and access-control settings: read and kept, not enforced yet.
     pub access: AccessConfig,
-    /// Durability settings: read and kept, not acted on yet.
+    /// Durability: what is kept across restarts, where, and when it is synced.
     pub persistence: PersistenceConfig,
     /// The operations HTTP listener (metrics, health, admin API): off by default.
     pub http: HttpConfig,
@@ -260,15 +263,41 @@ impl ListenerAccess {
     }
 }
 
-/// Durability, as Mosquitto's `persistence` and `persistence_location`: read and kept,
-/// not acted on yet (nothing is written to disk).
+/// Durability, as Mosquitto's `persistence`, `persistence_location` and
+/// `persistence_file`, plus when the store syncs (see `docs/persistence.md`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PersistenceConfig {
     /// Keep sessions and retained messages across restarts. Mosquitto's default: false.
     pub enabled: Option<bool>,
-    /// Directory of the store.
+    /// Directory of the store (default: the working directory, as Mosquitto).
     pub location: Option<PathBuf>,
+    /// The log's file name in `location` (default `tinsel.log`).
+    pub file: Option<String>,
+    /// When acknowledgements leave (default: sync).
+    pub mode: Option<DurabilityMode>,
+    /// Periodic mode: milliseconds between syncs (default 1000).
+    pub sync_interval_ms: Option<u64>,
+}
+
+/// When acknowledgements of what must be kept leave; see `docs/persistence.md`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// Only once what they acknowledge is synced to disk (group commit).
+    #[default]
+    Sync,
+    /// At once; the store syncs every `sync_interval_ms`.
+    Periodic,
+    /// At once; the store writes at once and leaves syncing to the OS.
+    None,
+}
+
+impl PersistenceConfig {
+    /// True if the store is on.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled == Some(true)
+    }
 }
 
 /// Logging settings.
@@ -404,6 +433,20 @@ impl Config {
             }
             if let Some(v) = &p.location {
                 let _ = writeln!(o, "location = {}", toml_path(v));
+            }
+            if let Some(v) = &p.file {
+                let _ = writeln!(o, "file = {}", toml_path(Path::new(v)));
+            }
+            if let Some(v) = p.mode {
+                let v = match v {
+                    DurabilityMode::Sync => "sync",
+                    DurabilityMode::Periodic => "periodic",
+                    DurabilityMode::None => "none",
+                };
+                let _ = writeln!(o, "mode = \"{v}\"");
+            }
+            if let Some(v) = p.sync_interval_ms {
+                let _ = writeln!(o, "sync_interval_ms = {v}");
             }
         }
         o

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::Error;
-use crate::config::{Config, PersistenceConfig};
+use crate::config::Config;
 use crate::mosquitto_conf::{Warning, looks_like_mosquitto, parse_str};
 
 /// The two file formats `tinsel broker -c FILE` reads.
@@ -106,13 +106,6 @@ impl Config {
             out.push(Warning::whole_file(
                 path,
                 "access.allow_zero_length_clientid is read but not enforced yet",
-            ));
-        }
-        if self.persistence != PersistenceConfig::default() {
-            out.push(Warning::whole_file(
-                path,
-                "the [persistence] settings are read but not acted on yet: nothing is kept \
-                 across restarts",
             ));
         }
     }

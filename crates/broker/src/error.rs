@@ -28,6 +28,10 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The store could not be opened or recovered (its message names the file, and the
+    /// offset of a corruption).
+    #[error("persistence: {0}")]
+    Store(#[from] tinsel_store::Error),
     /// The capture file could not be created.
     #[error("cannot create capture file {path}: {source}")]
     Capture {

@@ -66,6 +66,7 @@ mod proxy;
 mod server;
 mod shared;
 mod sockopt;
+mod store;
 mod tls;
 mod transport;
 mod websocket;

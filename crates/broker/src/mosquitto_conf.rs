@@ -10,8 +10,8 @@
 //! Every directive falls in one of four groups, each decided in one place:
 //!
 //! - **read**: mapped onto [`Config`] (listeners, limits, `$SYS`, logging);
-//! - **kept** ([`KEPT`]): stored raw in [`Config::access`] / [`Config::persistence`] for the
-//!   access and durability layers, with a warning that nothing acts on them yet;
+//! - **kept** ([`KEPT`]): read into [`Config::access`] (acted on by
+//!   [`crate::FileAccess`]) and [`Config::persistence`] (acted on by the store);
 //! - **refused**: what Tinsel cannot serve yet (`bind_interface`,
 //!   `mount_point`, `http_dir`, and the TLS settings rustls cannot honour: `crlfile`,
 //!   `psk_hint`, `tls_engine`...): an error naming the file and line, as Tinsel would
@@ -33,16 +33,13 @@ use std::path::{Path, PathBuf};
 use crate::config::{AccessConfig, ListenerAccess, ListenerConfig, LoggingConfig, Transport};
 use crate::{Config, Error, Limits};
 
-/// The directives Tinsel keeps in [`Config::access`] (acted on: see
-/// [`crate::FileAccess`]) and [`Config::persistence`] (a warning until the durability layer
-/// acts on them).
-pub const KEPT: [&str; 6] = [
+/// The access directives Tinsel reads into [`Config::access`] (acted on: see
+/// [`crate::FileAccess`]).
+pub const KEPT: [&str; 4] = [
     "allow_anonymous",
     "password_file",
     "acl_file",
     "per_listener_settings",
-    "persistence",
-    "persistence_location",
 ];
 
 /// Valid Mosquitto 2 directives that Tinsel reads and ignores, with a warning.
@@ -61,7 +58,6 @@ const IGNORED: &[&str] = &[
     "log_timestamp_format",
     "max_inflight_bytes",
     "memory_limit",
-    "persistence_file",
     "persistent_client_expiration",
     "pid_file",
     "plugin",
@@ -767,9 +763,6 @@ impl Parser {
             }
             "persistence" => {
                 let v = l.boolean(w)?;
-                if v {
-                    self.keep_warning(l);
-                }
                 self.persistence.enabled = Some(v);
             }
             "persistence_location" => {
@@ -777,8 +770,14 @@ impl Parser {
                 if self.persistence.location.is_some() {
                     return Err(l.error("persistence_location is given twice"));
                 }
-                self.keep_warning(l);
                 self.persistence.location = Some(v);
+            }
+            "persistence_file" => {
+                let v = l.string()?.to_owned();
+                if self.persistence.file.is_some() {
+                    return Err(l.error("persistence_file is given twice"));
+                }
+                self.persistence.file = Some(v);
             }
 
             "include_dir" => {
@@ -823,11 +822,6 @@ impl Parser {
 
     fn access_line(&mut self, line: usize) {
         self.first_access_line.get_or_insert(line);
-    }
-
-    fn keep_warning(&mut self, l: &Line<'_>) {
-        let what = "is kept but not acted on yet: nothing is saved across restarts";
-        self.warnings.push(l.warning(format!("{} {what}", l.name)));
     }
 
     fn include_dir(&mut self, l: &Line<'_>, dir: &Path) -> Result<(), Error> {
@@ -1229,13 +1223,16 @@ mod tests {
         assert_eq!(c.access.acl_file, Some(PathBuf::from("/etc/m/a cl")));
         assert_eq!(c.persistence.enabled, Some(true));
         assert_eq!(c.persistence.location, Some(PathBuf::from("/var/lib/m/")));
-        // Access settings are acted on; persistence is a warning until it is.
-        for line in 2..=4 {
+        // Access and persistence settings are acted on: read without a warning.
+        for line in 2..=6 {
             assert!(!w.iter().any(|x| x.line == line), "line {line}: {w:?}");
         }
-        for line in 5..=6 {
-            assert!(warned(&w, line, "kept but not"), "line {line}: {w:?}");
-        }
+        let (c, w) = parse(
+            "persistence_file kept.db
+",
+        );
+        assert_eq!(c.persistence.file.as_deref(), Some("kept.db"));
+        assert!(w.is_empty(), "{w:?}");
         // Mosquitto 2 refuses anonymous clients once a listener is configured...
         let (c, _) = parse(
             "listener 1883

@@ -143,14 +143,24 @@ impl Broker {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
+        let store = match crate::store::options(&self.config.persistence) {
+            Some(o) => Some(crate::store::open(o)?),
+            None => None,
+        };
         let settings = Settings {
             limits: self.config.limits.clone(),
             sys_interval: (self.config.sys_interval > 0)
                 .then(|| Duration::from_secs(self.config.sys_interval)),
             id_seed: rand::random(),
-            durable_acks: false,
+            // Records are made whenever there is a store; outside sync mode the shell
+            // releases their acknowledgements as soon as it has handed them over.
+            durable_acks: store.is_some(),
         };
         let mut router = Router::new(settings, Instant::now());
+        let store = store.map(|(store, restored, mode)| {
+            router.restore(Instant::now(), restored);
+            (store, mode)
+        });
         let auth = self.authenticator.map(|a| {
             router.set_authenticator(a.clone());
             AuthPool::new(a, tokio::runtime::Handle::current())
@@ -164,6 +174,9 @@ impl Broker {
             self.config.limits.max_connections,
             auth,
         ));
+        if let Some((store, mode)) = store {
+            crate::shared::start_store(&shared, store, mode)?;
+        }
         // A watch channel: a task that subscribes late still sees that the broker stops.
         let (stop_tx, _) = watch::channel(false);
         // The listener and timer tasks hold a clone of `done_tx`; `done_rx` ends when all of
@@ -229,6 +242,9 @@ impl Broker {
         .await;
         if let Some(c) = &self.capture {
             let _ = c.flush();
+        }
+        if let Some(store) = shared.store.get() {
+            store.stop();
         }
         Ok(())
     }

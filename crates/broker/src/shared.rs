@@ -2,15 +2,18 @@
 //! connection count, the parking lot and the authentication pool.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Instant;
 
 use tinsel_codec::ReasonCode;
 use tinsel_core::{AuthDecision, ConnId, Router};
+use tinsel_store::{Mode, Store};
 use tokio::sync::Notify;
 
+use crate::Error;
 use crate::auth::AuthPool;
 use crate::parking::ParkingLot;
+use crate::store::Durable;
 
 /// State shared by every connection task.
 ///
@@ -51,6 +54,8 @@ pub(crate) struct Shared {
     all_closed: Notify,
     /// Where deferred authentications run (None: no authenticator).
     auth: Option<AuthPool>,
+    /// The store, when persistence is on (set once at start, before any connection).
+    pub(crate) store: OnceLock<Durable>,
 }
 
 /// Connections as the shell counts them (see [`Shared::connection_counts`]).
@@ -95,6 +100,7 @@ impl Shared {
             all_closed: Notify::new(),
             parking: OnceLock::new(),
             auth,
+            store: OnceLock::new(),
         }
     }
 
@@ -117,6 +123,9 @@ impl Shared {
     /// Wakes the connections with new output (see [`Router::wake`]), parked ones through
     /// the parking lot.
     pub(crate) fn wake(self: &Arc<Self>, state: &mut State, me: Option<ConnId>) {
+        if let Some(store) = self.store.get() {
+            state.router.store_failing(store.failing());
+        }
         if state.router.has_work() {
             self.dispatch_work(state);
         }
@@ -133,12 +142,16 @@ impl Shared {
         }
     }
 
-    /// Hands the core's work to whoever does it: deferred authentications to the pool.
+    /// Hands the core's work to whoever does it: deferred authentications to the pool,
+    /// records to the store (see `store.rs`).
     fn dispatch_work(self: &Arc<Self>, state: &mut State) {
         let work = state.router.take_work();
         if !work.records.is_empty() {
-            // No store in this shell: nothing is kept, so nothing needs to wait.
-            state.router.durable(work.ticket);
+            match self.store.get() {
+                Some(store) => store.submit(&mut state.router, work.records, work.ticket),
+                // No store: nothing is kept, so nothing needs to wait.
+                None => state.router.durable(work.ticket),
+            }
         }
         for (conn, info) in work.authenticate {
             match &self.auth {
@@ -214,5 +227,36 @@ impl Shared {
         while self.live.load(Ordering::Acquire) > 0 || self.lingering.load(Ordering::Acquire) > 0 {
             self.all_closed.notified().await;
         }
+    }
+}
+
+/// Starts the store's thread and the task that releases what it synced.
+pub(crate) fn start_store(shared: &Arc<Shared>, store: Store, mode: Mode) -> Result<(), Error> {
+    let synced = Arc::new(AtomicU64::new(0));
+    let notify = Arc::new(Notify::new());
+    let running = store.start({
+        let (synced, notify) = (synced.clone(), notify.clone());
+        move |t| {
+            synced.fetch_max(t, Ordering::AcqRel);
+            notify.notify_one();
+        }
+    })?;
+    let _ = shared.store.set(Durable { running, mode });
+    if mode == Mode::Sync {
+        tokio::spawn(release(Arc::downgrade(shared), synced, notify));
+    }
+    Ok(())
+}
+
+async fn release(shared: Weak<Shared>, synced: Arc<AtomicU64>, notify: Arc<Notify>) {
+    loop {
+        notify.notified().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let ticket = synced.load(Ordering::Acquire);
+        let mut state = shared.lock();
+        state.router.durable(ticket);
+        shared.wake(&mut state, None);
     }
 }

@@ -50,6 +50,10 @@ pub(crate) struct Args {
     /// Append the log to this file instead of standard error.
     #[arg(long, value_name = "FILE")]
     log_file: Option<PathBuf>,
+    /// Keep sessions, queued and in-flight messages and retained messages in this
+    /// directory across restarts (turns persistence on; see docs/persistence.md).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
 }
 
 /// Runs the broker until Ctrl-C (or SIGTERM).
@@ -83,6 +87,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
     }
     if args.capture.is_some() {
         config.capture = args.capture.clone();
+    }
+    if let Some(dir) = &args.data {
+        config.persistence.enabled = Some(true);
+        config.persistence.location = Some(dir.clone());
     }
     if let Some(addr) = &args.http {
         // A bare port means the loopback interface: exposing the admin API takes an IP.

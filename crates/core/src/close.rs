@@ -127,7 +127,15 @@ impl Router {
                     let why = "session expiry set at DISCONNECT after 0 at CONNECT";
                     return self.protocol_error(now, conn, why);
                 }
-                session.expiry = expiry;
+                if session.expiry != expiry {
+                    session.expiry = expiry;
+                    // The store keeps the new interval (0: the session ends with this
+                    // connection, and leaves the store with it).
+                    self.durable.record(|| Record::SessionOpened {
+                        client: client.clone(),
+                        expiry,
+                    });
+                }
             }
         }
         let with_will = v5 && d.reason == ReasonCode::DISCONNECT_WITH_WILL;

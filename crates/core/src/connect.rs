@@ -317,6 +317,14 @@ impl Router {
             session.inflight.remove(&pid);
             self.sys.stats.messages_dropped += 1;
         }
-        drain(session, c, conn, now, &mut self.sys.stats, &mut self.woken);
+        drain(
+            session,
+            c,
+            conn,
+            now,
+            &mut self.sys.stats,
+            &mut self.durable,
+            &mut self.woken,
+        );
     }
 }

@@ -31,7 +31,7 @@ use tracing::debug;
 use crate::access::Identity;
 use crate::backpressure::{STALLED, high_water};
 use crate::connections::{Conn, ConnId};
-use crate::durable::Record;
+use crate::durable::{Durability, Record};
 use crate::message::{for_subscriber, publish_size};
 use crate::packet_log::{summary, summary_publish};
 use crate::router::Router;
@@ -272,6 +272,7 @@ impl Router {
                     now,
                     received,
                     stats,
+                    &mut self.durable,
                     &mut self.woken,
                     cache,
                 );
@@ -317,7 +318,15 @@ impl Router {
                 released: false,
             });
             let c = self.conns.handling(conn);
-            drain(session, c, conn, now, &mut self.sys.stats, &mut self.woken);
+            drain(
+                session,
+                c,
+                conn,
+                now,
+                &mut self.sys.stats,
+                &mut self.durable,
+                &mut self.woken,
+            );
         }
     }
 
@@ -328,6 +337,7 @@ impl Router {
         session.last_progress = now;
         let c = self.conns.handling(conn);
         let rel = Packet::PubRel(PubResp::new(r.packet_id));
+        let mark = self.durable.made();
         match session.inflight.get(&r.packet_id) {
             Some(Inflight::Publish { publish, .. }) if publish.qos == QoS::ExactlyOnce => {
                 if r.reason.is_success() {
@@ -337,14 +347,29 @@ impl Router {
                         packet_id: r.packet_id,
                         released: true,
                     });
-                    c.push(conn, rel, &mut self.woken);
+                    release(c, conn, mark, rel, &mut self.durable, &mut self.woken);
                 } else {
                     // The client refused it: the flow ends here.
                     session.inflight.remove(&r.packet_id);
-                    drain(session, c, conn, now, &mut self.sys.stats, &mut self.woken);
+                    self.durable.record(|| Record::Delivered {
+                        client: client.clone(),
+                        packet_id: r.packet_id,
+                        released: false,
+                    });
+                    drain(
+                        session,
+                        c,
+                        conn,
+                        now,
+                        &mut self.sys.stats,
+                        &mut self.durable,
+                        &mut self.woken,
+                    );
                 }
             }
-            Some(Inflight::Release) => c.push(conn, rel, &mut self.woken),
+            Some(Inflight::Release) => {
+                release(c, conn, mark, rel, &mut self.durable, &mut self.woken);
+            }
             _ => {
                 let mut rel = PubResp::new(r.packet_id);
                 rel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
@@ -366,8 +391,36 @@ impl Router {
                 released: false,
             });
             let c = self.conns.handling(conn);
-            drain(session, c, conn, now, &mut self.sys.stats, &mut self.woken);
+            drain(
+                session,
+                c,
+                conn,
+                now,
+                &mut self.sys.stats,
+                &mut self.durable,
+                &mut self.woken,
+            );
         }
+    }
+}
+
+/// Sends a PUBREL for a PUBREC that made records (see `durable.rs`) once they are synced:
+/// a client may hand the message to its application on PUBREL, and a restart before the
+/// store knows the PUBREC would send the message again. Held like an acknowledgement, but
+/// not counted against `max_inflight`: the subscriber's in-flight window bounds them.
+fn release(
+    c: &mut Conn,
+    conn: ConnId,
+    mark: u64,
+    rel: Packet,
+    durable: &mut Durability,
+    woken: &mut Vec<ConnId>,
+) {
+    if durable.must_hold(mark, c.held) {
+        c.held += 1;
+        durable.hold(conn, rel);
+    } else {
+        c.push(conn, rel, woken);
     }
 }
 
@@ -402,6 +455,7 @@ fn send_inflight(
     now: Instant,
     received: Instant,
     stats: &mut Stats,
+    durable: &mut Durability,
     woken: &mut Vec<ConnId>,
     cache: Option<&mut FormCache>,
 ) {
@@ -414,6 +468,17 @@ fn send_inflight(
         return;
     };
     p.packet_id = pid;
+    if session.expiry != 0
+        && let Some(client) = c.client()
+    {
+        durable.record(|| Record::Sent {
+            client: client.clone(),
+            packet_id: pid,
+            topic: p.topic.clone(),
+            payload: p.payload.clone(),
+            qos: p.qos,
+        });
+    }
     if c.version.is_v5() && c.alias_max > 0 {
         // A topic alias changes what is sent: the in-flight copy keeps the topic.
         let publish = p.clone();
@@ -444,6 +509,7 @@ pub(crate) fn drain(
     id: ConnId,
     now: Instant,
     stats: &mut Stats,
+    durable: &mut Durability,
     woken: &mut Vec<ConnId>,
 ) {
     if c.closing {
@@ -454,7 +520,7 @@ pub(crate) fn drain(
             break;
         };
         send_inflight(
-            session, c, id, q.publish, now, q.received, stats, woken, None,
+            session, c, id, q.publish, now, q.received, stats, durable, woken, None,
         );
     }
 }

@@ -21,7 +21,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use tinsel_codec::{ByteStr, Packet, Publish, SubscriptionOptions};
+use bytes::Bytes;
+use tinsel_codec::{ByteStr, Packet, Publish, QoS, SubscriptionOptions};
 
 use crate::connections::ConnId;
 
@@ -92,6 +93,22 @@ pub enum Record {
         /// The message.
         message: Option<Publish>,
     },
+    /// A message queued for (or accepted into) a persistent session was sent to it with
+    /// this packet id. Only what tells the message apart is kept (topic and payload, shared
+    /// with the session's copy): the store matches it with the message it already has.
+    /// Made before the [`Record::Accepted`] of a message sent at once.
+    Sent {
+        /// The subscriber.
+        client: Arc<str>,
+        /// The packet id it was given.
+        packet_id: u16,
+        /// Its topic.
+        topic: ByteStr,
+        /// Its payload.
+        payload: Bytes,
+        /// The QoS it was sent at (downgraded for this subscriber).
+        qos: QoS,
+    },
     /// A subscriber acknowledged a delivery (PUBACK, PUBCOMP, or PUBREC: the message part
     /// of a QoS 2 delivery is done and only the release remains).
     Delivered {
@@ -125,6 +142,8 @@ pub(crate) struct Durability {
     held: VecDeque<Held>,
     /// Persistent sessions the message being routed went to (see [`Record::Accepted`]).
     pub(crate) accepted_by: Vec<Arc<str>>,
+    /// The store cannot write (disk full or failing): QoS 1/2 publishes are refused.
+    pub(crate) refusing: bool,
 }
 
 impl Durability {

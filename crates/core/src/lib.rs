@@ -46,6 +46,7 @@
 //! | `sys.rs` | counters and `$SYS` |
 //! | `access.rs` | the access seam: who may connect, publish, subscribe, receive |
 //! | `durable.rs` | the durability seam: records the store must keep, acknowledgements held for them |
+//! | `restore.rs` | what a store kept, put back at start ([`Router::restore`]) |
 //! | `outbox.rs` | a connection's encoded output, shared with its connection task |
 //!
 //! # Bounds
@@ -81,6 +82,7 @@ mod message;
 mod outbox;
 mod packet_log;
 mod publish;
+mod restore;
 mod retained;
 pub mod retained_tree;
 mod router;
@@ -113,6 +115,7 @@ pub use connections::{ConnId, MAX_EARLY, Origin};
 pub use durable::{Record, Ticket};
 pub use inspect::{ClientView, MAX_PAGE, Page};
 pub use outbox::{Offer, Outbox, Parked, Taken};
+pub use restore::{Restored, RestoredInflight, RestoredSession};
 pub use router::{Router, Work};
 pub use settings::{Limits, Settings};
 pub use sys::{Snapshot, Stats, version};

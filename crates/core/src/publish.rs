@@ -85,6 +85,21 @@ impl Router {
             }
         }
 
+        if qos != QoS::AtMostOnce && self.durable.refusing {
+            // The store cannot keep it (see `Router::store_failing`).
+            if !v5 {
+                let why = "the store cannot write: QoS 1/2 messages refused";
+                return self.close(now, conn, None, true, why);
+            }
+            let mut ack = PubResp::new(pid);
+            ack.reason = ReasonCode::QUOTA_EXCEEDED;
+            let ack = match qos {
+                QoS::ExactlyOnce => Packet::PubRec(ack),
+                _ => Packet::PubAck(ack),
+            };
+            return self.acknowledge(now, conn, mark, ack);
+        }
+
         // After the alias is resolved: an alias cannot reach a topic the client could not
         // name.
         let who = Identity {

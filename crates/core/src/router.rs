@@ -182,6 +182,14 @@ impl Router {
         }
     }
 
+    /// The store cannot write (true) or writes again (false). While it cannot, QoS 1/2
+    /// PUBLISHes are refused rather than accepted into memory only: MQTT 5 publishers get
+    /// PUBACK/PUBREC 0x97 (Quota exceeded), MQTT 3 publishers, who cannot be told, are
+    /// disconnected. What was acknowledged already stays as it is.
+    pub fn store_failing(&mut self, failing: bool) {
+        self.durable.refusing = self.durable.enabled() && failing;
+    }
+
     /// Sends `packet`, an acknowledgement of a packet whose handling started when `mark`
     /// records had been made: at once, or once the store has what it acknowledges.
     pub(crate) fn acknowledge(&mut self, now: Instant, conn: ConnId, mark: Ticket, packet: Packet) {

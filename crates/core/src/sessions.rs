@@ -109,6 +109,23 @@ impl Sessions {
         Some(session.expiry)
     }
 
+    /// Adds `session`, disconnected since `now` (a session a store kept, at restart).
+    pub(crate) fn insert_disconnected(
+        &mut self,
+        clock: Clock,
+        client: Arc<str>,
+        mut session: Session,
+        now: Instant,
+    ) {
+        self.forget_timer(clock, &client);
+        session.conn = None;
+        session.disconnected_at = Some(now);
+        if let Some(at) = due(clock, &session) {
+            self.timers.insert((at, client.clone()));
+        }
+        self.map.insert(client, Box::new(session));
+    }
+
     /// Takes `client`'s session out of the expiry timers (it reconnects or ends).
     fn forget_timer(&mut self, clock: Clock, client: &Arc<str>) {
         if let Some(at) = self.map.get(client).and_then(|s| due(clock, s)) {

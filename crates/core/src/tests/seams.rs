@@ -310,7 +310,7 @@ fn acknowledgements_wait_for_the_store() {
     assert!(matches!(&sim.out(sub_id)[..], [Packet::Publish(p)] if p.topic.as_str() == "t/1"));
     let work = sim.r.take_work();
     assert!(
-        matches!(&work.records[..], [Record::Accepted { sessions, .. }] if sessions.len() == 1 && &*sessions[0] == "s"),
+        matches!(&work.records[..], [Record::Sent { .. }, Record::Accepted { sessions, .. }] if sessions.len() == 1 && &*sessions[0] == "s"),
         "{:?}",
         work.records
     );
@@ -438,5 +438,126 @@ fn a_certificate_identity_reaches_the_authenticator_and_may_replace_the_user_nam
             (Some("typed".to_owned()), cert.clone()),
             (cert.clone(), cert)
         ]
+    );
+}
+
+#[test]
+fn qos_1_and_2_publishes_are_refused_while_the_store_cannot_write() {
+    let mut sim = durable_sim();
+    let sub_id = sim.r.accept(sim.now, origin(1)).0;
+    sim.r
+        .handle(sim.now, sub_id, Packet::Connect(Box::new(persistent("s"))));
+    sim.r.handle(sim.now, sub_id, sub("t/#", 2));
+    let ticket = sim.r.take_work().ticket;
+    sim.r.durable(ticket);
+    sim.out(sub_id);
+    let v5 = sim.open(connect("p5", ProtocolVersion::V5, 0));
+    let v3 = sim.open(connect("p3", ProtocolVersion::V311, 0));
+
+    sim.r.store_failing(true);
+    sim.r.handle(sim.now, v5, msg("t/1", QoS::AtLeastOnce, 1));
+    sim.r.handle(sim.now, v5, msg("t/1", QoS::ExactlyOnce, 2));
+    sim.r.handle(sim.now, v5, msg("t/0", QoS::AtMostOnce, 0));
+    let out = sim.out(v5);
+    assert!(
+        matches!(&out[..], [Packet::PubAck(a), Packet::PubRec(b)]
+            if a.reason == ReasonCode::QUOTA_EXCEEDED && b.reason == ReasonCode::QUOTA_EXCEEDED),
+        "{out:?}"
+    );
+    // Refused: not routed, nothing for the store. QoS 0 still flows.
+    let got = sim.out(sub_id);
+    assert!(
+        matches!(&got[..], [Packet::Publish(p)] if p.topic.as_str() == "t/0"),
+        "{got:?}"
+    );
+    assert!(!sim.r.has_work());
+    // MQTT 3 cannot be told: disconnected.
+    sim.r.handle(sim.now, v3, msg("t/1", QoS::AtLeastOnce, 1));
+    assert!(sim.closed(v3));
+
+    sim.r.store_failing(false);
+    sim.r.handle(sim.now, v5, msg("t/1", QoS::AtLeastOnce, 3));
+    let work = sim.r.take_work();
+    assert!(
+        work.records
+            .iter()
+            .any(|r| matches!(r, Record::Accepted { .. }))
+    );
+}
+
+#[test]
+fn a_restored_session_resumes_where_the_store_left_it() {
+    use crate::restore::{Restored, RestoredInflight, RestoredSession};
+    let mut sim = Sim::new(|_| {});
+    let publish = |topic: &str, qos: QoS, payload: &'static [u8]| tinsel_codec::Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: s(topic),
+        packet_id: 0,
+        properties: Properties::default(),
+        payload: bytes::Bytes::from_static(payload),
+    };
+    let mut session = RestoredSession::new(Arc::from("s"), u32::MAX);
+    session.subscriptions = vec![(
+        Arc::from("t/#"),
+        tinsel_codec::SubscriptionOptions::new(QoS::AtLeastOnce),
+        None,
+    )];
+    // Published at QoS 2: capped by the subscription on restore.
+    session.queued = vec![publish("t/q", QoS::ExactlyOnce, b"queued")];
+    session.inflight = vec![
+        (
+            5,
+            RestoredInflight::Publish(publish("t/f", QoS::AtLeastOnce, b"flying")),
+        ),
+        (6, RestoredInflight::Release),
+    ];
+    session.incoming_qos2 = vec![9];
+    let mut retained = publish("r", QoS::AtMostOnce, b"kept");
+    retained.retain = true;
+    sim.r.restore(
+        sim.now,
+        Restored::new(
+            vec![session, RestoredSession::new(Arc::from("gone"), 0)],
+            vec![retained],
+        ),
+    );
+    // Disconnected, expiring from the restart; a session with expiry 0 is not restored.
+    let snap = sim.r.snapshot(sim.now);
+    assert_eq!(
+        (snap.clients_total, snap.clients_connected, snap.retained),
+        (1, 0, 1)
+    );
+
+    let id = sim.r.accept(sim.now, origin(1)).0;
+    sim.r
+        .handle(sim.now, id, Packet::Connect(Box::new(persistent("s"))));
+    let out = sim.out(id);
+    match &out[..] {
+        [
+            Packet::ConnAck(a),
+            Packet::Publish(f),
+            Packet::PubRel(r),
+            Packet::Publish(q),
+        ] => {
+            assert!(a.session_present);
+            assert!(f.dup && f.packet_id == 5 && &f.payload[..] == b"flying");
+            assert_eq!(r.packet_id, 6);
+            assert!(!q.dup && q.qos == QoS::AtLeastOnce && &q.payload[..] == b"queued");
+            assert!(q.packet_id != 5 && q.packet_id != 6);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The incoming QoS 2 id still waits for its PUBREL: a resent PUBLISH is not forwarded.
+    sim.r.handle(sim.now, id, msg("t/x", QoS::ExactlyOnce, 9));
+    assert!(matches!(&sim.out(id)[..], [Packet::PubRec(r)] if r.packet_id == 9));
+    // The subscription is in the tree again.
+    let p = sim.open(connect("p", ProtocolVersion::V311, 0));
+    sim.r.handle(sim.now, p, msg("t/new", QoS::AtLeastOnce, 1));
+    assert!(
+        sim.out(id)
+            .iter()
+            .any(|x| matches!(x, Packet::Publish(m) if m.topic.as_str() == "t/new"))
     );
 }
