@@ -311,22 +311,7 @@ impl Router {
         if let Some(Inflight::Publish { publish, .. }) = session.inflight.get(&r.packet_id)
             && publish.qos == QoS::AtLeastOnce
         {
-            session.inflight.remove(&r.packet_id);
-            self.durable.record(|| Record::Delivered {
-                client: client.clone(),
-                packet_id: r.packet_id,
-                released: false,
-            });
-            let c = self.conns.handling(conn);
-            drain(
-                session,
-                c,
-                conn,
-                now,
-                &mut self.sys.stats,
-                &mut self.durable,
-                &mut self.woken,
-            );
+            self.delivery_done(now, conn, client, r.packet_id);
         }
     }
 
@@ -339,33 +324,20 @@ impl Router {
         let rel = Packet::PubRel(PubResp::new(r.packet_id));
         let mark = self.durable.made();
         match session.inflight.get(&r.packet_id) {
+            Some(Inflight::Publish { publish, .. })
+                if publish.qos == QoS::ExactlyOnce && r.reason.is_success() =>
+            {
+                session.inflight.insert(r.packet_id, Inflight::Release);
+                self.durable.record(|| Record::Delivered {
+                    client: client.clone(),
+                    packet_id: r.packet_id,
+                    released: true,
+                });
+                release(c, conn, mark, rel, &mut self.durable, &mut self.woken);
+            }
+            // The client refused it: the flow ends here.
             Some(Inflight::Publish { publish, .. }) if publish.qos == QoS::ExactlyOnce => {
-                if r.reason.is_success() {
-                    session.inflight.insert(r.packet_id, Inflight::Release);
-                    self.durable.record(|| Record::Delivered {
-                        client: client.clone(),
-                        packet_id: r.packet_id,
-                        released: true,
-                    });
-                    release(c, conn, mark, rel, &mut self.durable, &mut self.woken);
-                } else {
-                    // The client refused it: the flow ends here.
-                    session.inflight.remove(&r.packet_id);
-                    self.durable.record(|| Record::Delivered {
-                        client: client.clone(),
-                        packet_id: r.packet_id,
-                        released: false,
-                    });
-                    drain(
-                        session,
-                        c,
-                        conn,
-                        now,
-                        &mut self.sys.stats,
-                        &mut self.durable,
-                        &mut self.woken,
-                    );
-                }
+                self.delivery_done(now, conn, client, r.packet_id);
             }
             Some(Inflight::Release) => {
                 release(c, conn, mark, rel, &mut self.durable, &mut self.woken);
@@ -384,23 +356,25 @@ impl Router {
         };
         session.last_progress = now;
         if let Some(Inflight::Release) = session.inflight.get(&r.packet_id) {
-            session.inflight.remove(&r.packet_id);
-            self.durable.record(|| Record::Delivered {
-                client: client.clone(),
-                packet_id: r.packet_id,
-                released: false,
-            });
-            let c = self.conns.handling(conn);
-            drain(
-                session,
-                c,
-                conn,
-                now,
-                &mut self.sys.stats,
-                &mut self.durable,
-                &mut self.woken,
-            );
+            self.delivery_done(now, conn, client, r.packet_id);
         }
+    }
+
+    /// `client` is done with message `pid` (PUBACK, PUBCOMP, or a refusing PUBREC): it
+    /// leaves the in-flight window, the store is told, and queued messages take its place.
+    fn delivery_done(&mut self, now: Instant, conn: ConnId, client: &Arc<str>, pid: u16) {
+        let Some(session) = self.sessions.get_mut(client) else {
+            return;
+        };
+        session.inflight.remove(&pid);
+        self.durable.record(|| Record::Delivered {
+            client: client.clone(),
+            packet_id: pid,
+            released: false,
+        });
+        let c = self.conns.handling(conn);
+        let (stats, durable) = (&mut self.sys.stats, &mut self.durable);
+        drain(session, c, conn, now, stats, durable, &mut self.woken);
     }
 }
 
