@@ -105,6 +105,10 @@ impl Store {
         let size = data.len() as u64;
         let scanned = scan(&path, data)?;
         let mut file = fs.open_append(&path).map_err(io(&path))?;
+        if size == 0 {
+            // A new file: its directory entry must be durable before anything in it is.
+            fs.sync_dir(&options.dir).map_err(io(&options.dir))?;
+        }
         if scanned.valid < size {
             file.truncate(scanned.valid).map_err(io(&path))?;
             file.sync().map_err(io(&path))?;
