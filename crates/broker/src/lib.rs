@@ -15,9 +15,11 @@
 //! Unix socket listeners are served too, and TCP-based listeners may take the PROXY
 //! protocol (v1/v2) from a load balancer.
 //!
-//! What it does not do yet: authentication and
-//! persistence. Their seams are in the core: [`tinsel_core::Authenticator`] and
-//! [`tinsel_core::Authorizer`] for access, the core's durability records for a store.
+//! Access: password files and ACL files in Mosquitto's formats ([`FileAccess`], from the
+//! configuration's `[access]`), through the core's [`tinsel_core::Authenticator`] and
+//! [`tinsel_core::Authorizer`] seams. Persistence: the core's durability records go to
+//! `tinsel-store` (from `[persistence]`), and acknowledgements wait for them in `sync`
+//! mode. What it does not do yet: bridges.
 //!
 //! # Bounds
 //!
