@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from ports import free_port_number
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -24,12 +26,6 @@ def find_tinsel_bin() -> Path:
         return Path(env)
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     return target / "debug" / "tinsel"
-
-
-def free_port_number() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> None:

@@ -18,6 +18,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from ports import free_port_number  # noqa: F401 (re-exported for the tests)
+
 V31, V311, V5 = mqtt.MQTTv31, mqtt.MQTTv311, mqtt.MQTTv5
 
 WAIT = 5.0  # the longest any single expected event may take
@@ -27,12 +29,6 @@ QUIET = 0.2  # how long we watch for an unexpected extra message
 def is_mosquitto(server) -> bool:
     """From the fixture that started `server` (see conftest.Server.kind), not its path."""
     return server.kind == "mosquitto"
-
-
-def free_port_number() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def uid(prefix="t") -> str:
