@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from conftest import Server, free_port_number
+from ports import free_port_number
+from servers import Server
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for_port
+from servers import wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

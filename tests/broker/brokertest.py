@@ -27,7 +27,7 @@ QUIET = 0.2  # how long we watch for an unexpected extra message
 
 
 def is_mosquitto(server) -> bool:
-    """From the fixture that started `server` (see conftest.Server.kind), not its path."""
+    """From the fixture that started `server` (see servers.Server.kind), not its path."""
     return server.kind == "mosquitto"
 
 
