@@ -872,7 +872,7 @@ fn markdown(cfg: &CompareConfig, cases: &[Case], saved: &Saved) -> String {
             }
         }
     }
-    let _ = writeln!(s, "\n## Targets (issue 5), tinsel against the same run\n");
+    let _ = writeln!(s, "\n## Targets, tinsel against the same run\n");
     targets(&mut s, cfg, results);
     let _ = writeln!(s, "\n## Exact commands\n");
     let _ = writeln!(
