@@ -13,9 +13,8 @@ use bytes::{Bytes, BytesMut};
 use tinsel_auth::{HashKind, PasswordHash};
 use tinsel_broker::{AccessFiles, Broker, Config, FileAccess, ListenerConfig};
 use tinsel_codec::{Packet, ProtocolVersion, QoS, ReasonCode};
-use tokio::sync::oneshot;
 
-use crate::common::{Peer, WAIT, connect_packet, publish, s};
+use crate::common::{Peer, TestBroker, connect_packet, publish, s};
 
 /// The installed peer program `name`; panics with a hint when it is missing, so the tests
 /// fail rather than pass unchecked on a machine without Mosquitto.
@@ -69,8 +68,7 @@ pub fn free_port() -> u16 {
 pub struct AccessBroker {
     pub addr: SocketAddr,
     pub access: FileAccess,
-    stop: Option<oneshot::Sender<()>>,
-    handle: Option<tokio::task::JoinHandle<()>>,
+    broker: TestBroker,
 }
 
 impl AccessBroker {
@@ -94,31 +92,16 @@ impl AccessBroker {
             .expect("bind")
             .with_authenticator(access.clone())
             .with_authorizer(access.clone());
-        let addr = broker.local_addrs()[0];
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(async move {
-            broker
-                .run(async move {
-                    let _ = rx.await;
-                })
-                .await
-                .expect("run");
-        });
+        let broker = TestBroker::serve(broker);
         AccessBroker {
-            addr,
+            addr: broker.addr,
             access,
-            stop: Some(tx),
-            handle: Some(handle),
+            broker,
         }
     }
 
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(h) = self.handle.take() {
-            let _ = tokio::time::timeout(WAIT, h).await;
-        }
+    pub async fn stop(self) {
+        self.broker.stop().await;
     }
 }
 

@@ -37,7 +37,12 @@ impl TestBroker {
             ..Config::default()
         };
         f(&mut config);
-        let broker = Broker::bind(config).await.expect("bind");
+        Self::serve(Broker::bind(config).await.expect("bind"))
+    }
+
+    /// Runs `broker`, bound already (with whatever seams the test installed), until
+    /// [`TestBroker::stop`].
+    pub fn serve(broker: Broker) -> TestBroker {
         let addr = broker.local_addrs()[0];
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
