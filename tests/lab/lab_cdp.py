@@ -124,12 +124,13 @@ class WebSocket:
 class Page:
     """One open page in a headless Chromium, driven over the DevTools protocol."""
 
-    def __init__(self, url: str, width: int = 1280, height: int = 900):
+    def __init__(self, url: str, width: int = 1280, height: int = 900, flags=()):
         self.profile = tempfile.mkdtemp(prefix="tinsel-chromium-")
         self.proc = subprocess.Popen(
             [
                 chromium_exe(),
                 *CHROMIUM_FLAGS,
+                *flags,
                 f"--user-data-dir={self.profile}",
                 "--remote-debugging-port=0",
                 "--remote-debugging-address=127.0.0.1",
@@ -242,6 +243,7 @@ def dump_dom(url: str, timeout: float = 60.0) -> str:
             [
                 chromium_exe(),
                 *CHROMIUM_FLAGS,
+                *flags,
                 f"--user-data-dir={profile}",
                 "--dump-dom",
                 url,
