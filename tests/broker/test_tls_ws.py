@@ -618,3 +618,43 @@ def test_tls_listener_on_ipv6_and_a_name(start_tinsel, certs, address, host):
             break
         assert time.monotonic() < deadline, r.stderr
         time.sleep(0.1)
+
+
+@kinds
+def test_connect_in_the_same_segment_as_the_tls_finished(kind, start_listeners, certs):
+    """A client may send CONNECT right behind its last handshake flight, in one TCP segment:
+    the broker must read the CONNECT it already holds, not wait for more bytes."""
+    ports = start_listeners(kind)
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    sock = socket.create_connection(("127.0.0.1", ports.tls), timeout=WAIT)
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if outgoing.pending:
+                    sock.sendall(outgoing.read())
+                data = sock.recv(65536)
+                assert data, "the broker closed during the handshake"
+                incoming.write(data)
+        # The client's Finished is still in `outgoing`: CONNECT joins it in one send.
+        tls.write(rawmqtt.connect(uid("seg"), version=4))
+        sock.sendall(outgoing.read())
+        got = b""
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                got += tls.read(4)
+                if len(got) >= 4:
+                    break
+            except ssl.SSLWantReadError:
+                assert time.monotonic() < deadline, "no CONNACK"
+                data = sock.recv(65536)
+                assert data, "the broker closed instead of answering CONNECT"
+                incoming.write(data)
+        assert got[0] >> 4 == rawmqtt.CONNACK and got[3] == 0, got
+    finally:
+        sock.close()

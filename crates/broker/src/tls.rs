@@ -218,8 +218,10 @@ impl IdentityRule {
 /// the records, and the plaintext is read straight into the connection's read buffer.
 pub(crate) struct TlsTransport {
     stream: TlsStream<TcpStream>,
-    /// The last read filled the caller's buffer: rustls may hold more plaintext, which
-    /// no socket readiness would announce.
+    /// rustls may hold plaintext that no socket readiness would announce: after the last
+    /// read filled the caller's buffer, and at the start, when the records that finished
+    /// the handshake came with the first packets (a client that sends CONNECT right behind
+    /// its Finished would otherwise wait until it sent something more).
     more: bool,
     /// The client certificate's identity, until the connection registers.
     identity: Option<(Arc<str>, bool)>,
@@ -229,7 +231,7 @@ impl TlsTransport {
     pub(crate) fn new(stream: TlsStream<TcpStream>, identity: Option<(Arc<str>, bool)>) -> Self {
         TlsTransport {
             stream,
-            more: false,
+            more: true,
             identity,
         }
     }
