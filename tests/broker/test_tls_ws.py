@@ -658,3 +658,30 @@ def test_connect_in_the_same_segment_as_the_tls_finished(kind, start_listeners, 
         assert got[0] >> 4 == rawmqtt.CONNACK and got[3] == 0, got
     finally:
         sock.close()
+
+
+@kinds
+def test_packets_before_a_tcp_close_without_close_notify_are_handled(kind, start_listeners, certs):
+    """A client that writes its last messages and DISCONNECT, then closes TCP without a TLS
+    close_notify: every message is delivered and the DISCONNECT counts (no will)."""
+    ports = start_listeners(kind)
+    topic = topic_base() + "/unclean"
+    sub = rawmqtt.RawClient(ports.plain)
+    sub.connect(uid("sub"))
+    sub.send(rawmqtt.subscribe(1, [(topic + "/#", 0)]))
+    sub.expect(rawmqtt.SUBACK)
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    raw = socket.create_connection(("127.0.0.1", ports.tls), timeout=WAIT)
+    t = ctx.wrap_socket(raw, server_hostname="localhost")
+    t.sendall(rawmqtt.connect(uid("pub"), version=4, will=(topic + "/will", b"gone", 0, False)))
+    assert t.recv(4)[0] >> 4 == rawmqtt.CONNACK
+    burst = b"".join(rawmqtt.publish(f"{topic}/m", str(i).encode()) for i in range(50))
+    t.sendall(burst + rawmqtt.disconnect())
+    # SSLSocket.shutdown closes the socket under TLS: no close_notify goes out.
+    t.shutdown(socket.SHUT_RDWR)
+    t.close()
+    got = [sub.expect(rawmqtt.PUBLISH).body for _ in range(50)]
+    assert [g.endswith(str(i).encode()) for i, g in enumerate(got)] == [True] * 50
+    with pytest.raises(TimeoutError):
+        sub.expect(rawmqtt.PUBLISH, timeout=1.5)  # no will
+    sub.close()

@@ -1,6 +1,7 @@
 //! What to run: the scenario, its shape, and the limits that keep every run bounded.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tinsel_codec::{ProtocolVersion, QoS};
@@ -39,6 +40,50 @@ impl Scenario {
             Scenario::Fanout => "fanout",
             Scenario::Shared => "shared",
         }
+    }
+}
+
+/// How the run's connections reach the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Plain TCP.
+    Tcp,
+    /// TLS over TCP (the CA from [`BenchConfig::cafile`]).
+    Tls,
+    /// WebSocket on [`BenchConfig::ws_path`].
+    Ws,
+    /// WebSocket over TLS.
+    Wss,
+}
+
+impl Transport {
+    /// Every transport, in the order of [`Transport::name`]'s list.
+    pub const ALL: [Transport; 4] = [
+        Transport::Tcp,
+        Transport::Tls,
+        Transport::Ws,
+        Transport::Wss,
+    ];
+
+    /// The transport's name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
+        }
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Wss)
+    }
+
+    /// Whether MQTT travels in WebSocket frames.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Transport::Ws | Transport::Wss)
     }
 }
 
@@ -93,6 +138,14 @@ pub struct BenchConfig {
     pub threads: usize,
     /// Draw a progress bar on stderr (the CLI sets it only on a terminal).
     pub progress: bool,
+    /// How connections reach the broker.
+    pub transport: Transport,
+    /// TLS transports: the CA certificate(s) (PEM) that signed the broker's certificate.
+    pub cafile: Option<PathBuf>,
+    /// TLS transports: the name the broker's certificate must carry.
+    pub tls_server_name: String,
+    /// WebSocket transports: the listener's path.
+    pub ws_path: String,
 }
 
 impl BenchConfig {
@@ -122,6 +175,10 @@ impl BenchConfig {
             broker_pid: None,
             threads: 0,
             progress: false,
+            transport: Transport::Tcp,
+            cafile: None,
+            tls_server_name: "localhost".into(),
+            ws_path: "/mqtt".into(),
         }
     }
 

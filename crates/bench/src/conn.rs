@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::BenchError;
+use crate::wire::{Layer, WireOpts};
 
 /// Largest packet accepted from the broker.
 pub(crate) const MAX_PACKET: u32 = 32 * 1024 * 1024;
@@ -41,6 +42,8 @@ pub(crate) struct Conn {
     pub(crate) receive_maximum: u16,
     pub(crate) keep_alive: Duration,
     pub(crate) last_send: Instant,
+    /// TLS and/or WebSocket between `rbuf`/`wbuf` and the socket; `None` on plain TCP.
+    pub(crate) layer: Option<Box<Layer>>,
 }
 
 /// How to open connections.
@@ -49,6 +52,7 @@ pub(crate) struct ConnOpts {
     pub(crate) broker: SocketAddr,
     pub(crate) version: ProtocolVersion,
     pub(crate) keep_alive: u16,
+    pub(crate) wire: std::sync::Arc<WireOpts>,
 }
 
 impl Conn {
@@ -80,8 +84,10 @@ impl Conn {
         }
         let stream = sock.connect(addr).await.map_err(connect_err)?;
         stream.set_nodelay(true).map_err(connect_err)?;
+        let (stream, layer) = opts.wire.handshake(stream).await?;
         let mut conn = Conn {
             stream,
+            layer,
             rbuf: BytesMut::new(),
             wbuf: BytesMut::with_capacity(256),
             version: opts.version,
@@ -167,10 +173,28 @@ impl Conn {
                 packet.packet_type().name()
             ))
         })?;
-        self.stream.write_all(&self.wbuf).await?;
-        self.wbuf.clear();
-        self.last_send = Instant::now();
+        self.flush_all().await
+    }
+
+    /// Writes the write buffer out, waiting for the socket as needed (setup and close).
+    async fn flush_all(&mut self) -> Result<(), BenchError> {
+        while !self.try_flush(Instant::now())? {
+            self.stream.writable().await?;
+        }
         Ok(())
+    }
+
+    /// Whether anything waits to be written: MQTT bytes, or what the layer made of them.
+    pub(crate) fn wants_write(&self) -> bool {
+        !self.wbuf.is_empty() || self.layer.as_ref().is_some_and(|l| !l.raw_out.is_empty())
+    }
+
+    /// After a read into [`read_target`]: what arrived, as MQTT bytes in `rbuf`.
+    pub(crate) fn after_read(&mut self) -> Result<(), BenchError> {
+        match self.layer.as_deref_mut() {
+            Some(layer) => layer.unwrap(&mut self.rbuf),
+            None => Ok(()),
+        }
     }
 
     /// Reads until one whole packet is buffered and decodes it (setup only).
@@ -184,16 +208,27 @@ impl Conn {
             // Small: a handshake answer is a few bytes, and 20,000 idle connections each
             // keeping 4 KiB cost the generator a page fault per connection. Larger
             // packets take more rounds of this loop.
-            self.rbuf.reserve(HANDSHAKE_READ);
-            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+            let target = read_target(&mut self.rbuf, &mut self.layer);
+            target.reserve(HANDSHAKE_READ);
+            if self.stream.read_buf(target).await? == 0 {
                 return Err(BenchError::Closed("during the handshake".into()));
             }
+            self.after_read()?;
         }
     }
 
     /// Writes as much of the write buffer as the socket takes without blocking.
     /// Returns false when the socket is full.
     pub(crate) fn try_flush(&mut self, now: Instant) -> Result<bool, BenchError> {
+        if let Some(layer) = self.layer.as_deref_mut() {
+            return layer_flush(
+                &self.stream,
+                layer,
+                &mut self.wbuf,
+                &mut self.last_send,
+                now,
+            );
+        }
         while !self.wbuf.is_empty() {
             match self.stream.try_write(&self.wbuf) {
                 Ok(0) => return Err(BenchError::Closed("write returned 0".into())),
@@ -230,9 +265,57 @@ impl Conn {
         // disconnection with no properties, the same two bytes.
         self.wbuf.clear();
         self.wbuf.put_slice(&[0xE0, 0x00]);
-        let _ =
-            tokio::time::timeout(Duration::from_secs(1), self.stream.write_all(&self.wbuf)).await;
+        let close = async {
+            self.flush_all().await?;
+            if let Some(layer) = self.layer.as_deref_mut() {
+                layer.close()?;
+                self.flush_all().await?;
+            }
+            Ok::<_, BenchError>(())
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
         let _ = self.stream.shutdown().await;
+    }
+}
+
+/// Where a read from the socket goes: the MQTT read buffer on plain TCP, the layer's input
+/// otherwise (then [`Conn::after_read`] moves it on). A free function so the hot loops can
+/// borrow it beside the socket.
+pub(crate) fn read_target<'a>(
+    rbuf: &'a mut BytesMut,
+    layer: &'a mut Option<Box<Layer>>,
+) -> &'a mut BytesMut {
+    match layer {
+        Some(layer) => &mut layer.raw_in,
+        None => rbuf,
+    }
+}
+
+/// [`Conn::try_flush`] through a layer: wraps the MQTT bytes only once what was wrapped
+/// before is written, so `raw_out` stays within about one write batch.
+fn layer_flush(
+    stream: &TcpStream,
+    layer: &mut Layer,
+    wbuf: &mut BytesMut,
+    last_send: &mut Instant,
+    now: Instant,
+) -> Result<bool, BenchError> {
+    loop {
+        if layer.raw_out.is_empty() {
+            if wbuf.is_empty() {
+                return Ok(true);
+            }
+            layer.wrap(wbuf)?;
+        }
+        match stream.try_write(&layer.raw_out) {
+            Ok(0) => return Err(BenchError::Closed("write returned 0".into())),
+            Ok(n) => {
+                layer.raw_out.advance(n);
+                *last_send = now;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

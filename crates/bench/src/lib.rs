@@ -10,7 +10,8 @@
 //! The generator is meant to be cheaper per message than any broker it measures: it
 //! talks to tokio sockets directly, batches writes and reads, pre-encodes each
 //! publisher's PUBLISH once and patches sequence numbers into copies, and parses only
-//! the fields it needs on the hot path. It does not reconnect, persist, or do TLS.
+//! the fields it needs on the hot path. It does not reconnect or persist. Connections
+//! go over plain TCP, TLS, WebSocket or WebSocket over TLS ([`Transport`]).
 //!
 //! [`compare`] starts brokers, runs a fixed suite against each, and writes a Markdown
 //! table and an SVG chart.
@@ -25,10 +26,11 @@ mod progress;
 mod report;
 mod runner;
 mod tracker;
+mod wire;
 
 pub mod compare;
 
-pub use config::{BenchConfig, Scenario};
+pub use config::{BenchConfig, Scenario, Transport};
 pub use error::BenchError;
 pub use report::{BrokerStats, ConnectStats, Latency, Report};
 pub use runner::run;

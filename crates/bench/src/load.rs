@@ -15,7 +15,9 @@ use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::BenchError;
-use crate::conn::{Conn, Incoming, READ_CHUNK, WRITE_BATCH, consume, next_incoming, put_ack};
+use crate::conn::{
+    Conn, Incoming, READ_CHUNK, WRITE_BATCH, consume, next_incoming, put_ack, read_target,
+};
 use crate::payload::{self, Stamp};
 use crate::tracker::Tracker;
 
@@ -201,17 +203,17 @@ async fn publish_loop(
             st.reported = st.seq;
         }
         let finished_sending = !producing || plan.count.is_some_and(|c| st.seq >= c);
-        if finished_sending && conn.wbuf.is_empty() && st.inflight == 0 {
+        if finished_sending && !conn.wants_write() && st.inflight == 0 {
             return Ok(());
         }
         let stalled = now.duration_since(last_progress);
-        if finished_sending && !conn.wbuf.is_empty() && stalled >= WRITE_STALL {
+        if finished_sending && conn.wants_write() && stalled >= WRITE_STALL {
             return Err(BenchError::Stalled(format!(
                 "it read nothing from a publisher for {} s",
                 WRITE_STALL.as_secs()
             )));
         }
-        if finished_sending && conn.wbuf.is_empty() && stalled >= plan.ack_timeout {
+        if finished_sending && !conn.wants_write() && stalled >= plan.ack_timeout {
             return Err(BenchError::Stalled(format!(
                 "{} publishes still unacknowledged {:.1} s after the last acknowledgement",
                 st.inflight,
@@ -232,23 +234,25 @@ async fn publish_loop(
             wake = wake.min(t);
         }
         if finished_sending {
-            let bound = if conn.wbuf.is_empty() {
+            let bound = if !conn.wants_write() {
                 plan.ack_timeout
             } else {
                 WRITE_STALL
             };
             wake = wake.min(last_progress + bound);
         }
-        conn.rbuf.reserve(READ_CHUNK);
-        let want_write = !conn.wbuf.is_empty();
+        let want_write = conn.wants_write();
+        let target = read_target(&mut conn.rbuf, &mut conn.layer);
+        target.reserve(READ_CHUNK);
         // Split borrows: the read future needs the stream mutably, `writable` shares it.
         let (mut rd, wr) = conn.stream.split();
         tokio::select! {
             biased;
-            r = rd.read_buf(&mut conn.rbuf) => {
+            r = rd.read_buf(target) => {
                 if r? == 0 {
                     return Err(BenchError::Closed("the broker closed a publisher".into()));
                 }
+                conn.after_read()?;
                 let before = st.acked;
                 handle_acks(conn, st)?;
                 if st.acked != before {
@@ -316,17 +320,19 @@ async fn subscribe_loop(
         if cancel.is_cancelled() {
             return Ok(());
         }
-        conn.rbuf.reserve(READ_CHUNK);
-        let want_write = !conn.wbuf.is_empty();
+        let want_write = conn.wants_write();
         let ping = conn.ping_due();
+        let target = read_target(&mut conn.rbuf, &mut conn.layer);
+        target.reserve(READ_CHUNK);
         // Split borrows: the read future needs the stream mutably, `writable` shares it.
         let (mut rd, wr) = conn.stream.split();
         tokio::select! {
             biased;
-            r = rd.read_buf(&mut conn.rbuf) => {
+            r = rd.read_buf(target) => {
                 if r? == 0 {
                     return Err(BenchError::Closed("the broker closed a subscriber".into()));
                 }
+                conn.after_read()?;
                 let before = tracker.total;
                 handle_messages(conn, tracker)?;
                 live.received.fetch_add(tracker.total - before, Ordering::Relaxed);

@@ -15,6 +15,8 @@ pub struct Report {
     pub scenario: Scenario,
     /// Broker address.
     pub broker: String,
+    /// How the connections reached it.
+    pub transport: crate::Transport,
     /// Protocol version (`3.1.1`, `5.0`).
     pub mqtt: String,
     /// QoS of publishes and subscriptions.
@@ -154,9 +156,10 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{} against {} (MQTT {}, QoS {}, {} B payload): {} publishers, {} subscribers",
+            "{} against {} over {} (MQTT {}, QoS {}, {} B payload): {} publishers, {} subscribers",
             self.scenario.name(),
             self.broker,
+            self.transport.name(),
             self.mqtt,
             self.qos,
             self.payload_bytes,

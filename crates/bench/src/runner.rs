@@ -19,6 +19,7 @@ use crate::load::{Live, PubOutcome, PubPlan, publisher, subscriber};
 use crate::procstat::{self, ProcSample};
 use crate::report::{BrokerStats, ConnectStats, Latency, Report};
 use crate::tracker::{Stream, Tracker, new_histogram};
+use crate::wire::WireOpts;
 use crate::{BenchConfig, BenchError, Scenario, payload};
 
 /// Connections one source address carries before the next one is used (the ephemeral
@@ -217,12 +218,20 @@ fn sample_broker(cfg: &BenchConfig) -> Option<ProcSample> {
     cfg.broker_pid.and_then(procstat::sample)
 }
 
-fn conn_opts(cfg: &BenchConfig) -> ConnOpts {
-    ConnOpts {
+fn conn_opts(cfg: &BenchConfig) -> Result<ConnOpts, BenchError> {
+    let wire = WireOpts::new(
+        cfg.transport,
+        cfg.broker,
+        cfg.cafile.as_deref(),
+        &cfg.tls_server_name,
+        &cfg.ws_path,
+    )?;
+    Ok(ConnOpts {
         broker: cfg.broker,
         version: cfg.version,
         keep_alive: cfg.keep_alive,
-    }
+        wire: Arc::new(wire),
+    })
 }
 
 /// `conn`: open, settle, measure, hold, reset.
@@ -233,7 +242,7 @@ async fn run_conn(cfg: &BenchConfig, live: Arc<Live>) -> Result<Report, BenchErr
     let before = sample_broker(cfg);
     let load_before = procstat::sample_self();
     let t0 = Instant::now();
-    let opts = conn_opts(cfg);
+    let opts = conn_opts(cfg)?;
     let how = Opener {
         opts: &opts,
         sources: &srcs,
@@ -281,6 +290,7 @@ async fn run_conn(cfg: &BenchConfig, live: Arc<Live>) -> Result<Report, BenchErr
     Ok(Report {
         scenario: cfg.scenario,
         broker: cfg.broker.to_string(),
+        transport: cfg.transport,
         mqtt: cfg.version.to_string(),
         qos: cfg.qos.as_u8(),
         payload_bytes: cfg.payload_size,
@@ -404,7 +414,7 @@ async fn run_traffic(
     let nsub = cfg.subscriber_count();
     let scenario = cfg.scenario;
     let srcs = sources(cfg, npub + nsub);
-    let opts = conn_opts(cfg);
+    let opts = conn_opts(cfg)?;
 
     let filter: Arc<dyn Fn(u32) -> String + Send + Sync> = {
         let base = base.clone();
@@ -619,6 +629,7 @@ async fn run_traffic(
     Ok(Report {
         scenario,
         broker: cfg.broker.to_string(),
+        transport: cfg.transport,
         mqtt: cfg.version.to_string(),
         qos,
         payload_bytes: cfg.payload_size,

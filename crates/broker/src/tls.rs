@@ -274,6 +274,19 @@ impl Transport for TlsTransport {
                     return Ok(total);
                 }
                 Poll::Ready(Ok(n)) => total += n,
+                // A client that closes TCP without close_notify (many do, after their
+                // DISCONNECT) has ended the stream like any other: MQTT's own framing shows
+                // a cut packet.
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    self.more = total > 0;
+                    return Ok(total);
+                }
+                // The plaintext read before an error is handled first; the next read
+                // reports the error.
+                Poll::Ready(Err(_)) if total > 0 => {
+                    self.more = true;
+                    return Ok(total);
+                }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => {
                     self.more = false;

@@ -7,13 +7,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
-use tinsel_bench::{BenchConfig, Scenario, compare};
+use tinsel_bench::{BenchConfig, Scenario, Transport, compare};
 use tinsel_codec::{ProtocolVersion, QoS};
 
 /// Load scenarios and the comparison suite.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  tinsel bench p2p -n 10 --qos 1 --duration 10\n  tinsel bench fanout -n 50 --count 10000 --broker-pid $(pidof mosquitto) --json\n  tinsel bench conn -n 10000 --duration 5\n  tinsel bench compare --quick"
+    after_help = "Examples:\n  tinsel bench p2p -n 10 --qos 1 --duration 10\n  tinsel bench fanout -n 50 --count 10000 --broker-pid $(pidof mosquitto) --json\n  tinsel bench conn -n 10000 --duration 5\n  tinsel bench p2p -p 8883 --transport tls --cafile ca.crt --qos 1 --count 10000\n  tinsel bench compare --quick"
 )]
 pub(crate) struct Args {
     #[command(subcommand)]
@@ -111,6 +111,25 @@ struct RunArgs {
     /// Never draw the progress line.
     #[arg(long)]
     no_progress: bool,
+    /// How to reach the broker: tcp, tls, ws (WebSocket) or wss (WebSocket over TLS).
+    #[arg(long, default_value = "tcp", value_parser = parse_transport)]
+    transport: Transport,
+    /// TLS: the CA certificate(s), PEM, that signed the broker's certificate.
+    #[arg(long, value_name = "FILE")]
+    cafile: Option<PathBuf>,
+    /// TLS: the name the broker's certificate must carry.
+    #[arg(long, default_value = "localhost", value_name = "NAME")]
+    tls_server_name: String,
+    /// WebSocket: the listener's path.
+    #[arg(long, default_value = "/mqtt", value_name = "PATH")]
+    ws_path: String,
+}
+
+fn parse_transport(s: &str) -> Result<Transport, String> {
+    Transport::ALL
+        .into_iter()
+        .find(|t| t.name() == s)
+        .ok_or_else(|| format!("{s:?}: use tcp, tls, ws or wss"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -243,6 +262,10 @@ fn config(scenario: Scenario, a: RunArgs) -> Result<BenchConfig, String> {
     cfg.broker_pid = a.broker_pid;
     cfg.threads = a.threads;
     cfg.progress = !a.no_progress && std::io::stderr().is_terminal();
+    cfg.transport = a.transport;
+    cfg.cafile = a.cafile;
+    cfg.tls_server_name = a.tls_server_name;
+    cfg.ws_path = a.ws_path;
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)
 }
