@@ -201,10 +201,14 @@ impl Listener {
             let _ = stream.set_nodelay(true);
             let capture = capture.clone();
             let (shared, kind, stop_rx) = (shared.clone(), kind.clone(), stop.subscribe());
+            // The task's future holds only boxes: the handshake's state (a TLS or WebSocket
+            // handshake is large) is freed once it is done, and each transport's connection
+            // state is as large as that transport needs, not as the largest of them (an
+            // idle TLS connection held 12 KiB of future otherwise).
             tokio::spawn(async move {
                 let handshake = tokio::time::timeout(
                     connect_timeout,
-                    kind.handshake(stream, peer, shared.max_packet_size),
+                    Box::pin(kind.handshake(stream, peer, shared.max_packet_size)),
                 );
                 let mut stop_rx = stop_rx;
                 let outcome = tokio::select! {
@@ -217,16 +221,16 @@ impl Listener {
                 let cap = |peer| capture.as_ref().map(|c| c.connection(peer, local));
                 match outcome {
                     Ok(Ok((Accepted::Tcp(s), peer))) => {
-                        connection::serve(shared, s, peer, cap(peer)).await;
+                        Box::pin(connection::serve(shared, s, peer, cap(peer))).await;
                     }
                     Ok(Ok((Accepted::Tls(t), peer))) => {
-                        connection::serve(shared, t, peer, cap(peer)).await;
+                        Box::pin(connection::serve(shared, t, peer, cap(peer))).await;
                     }
                     Ok(Ok((Accepted::Ws(w), peer))) => {
-                        connection::serve(shared, w, peer, cap(peer)).await;
+                        Box::pin(connection::serve(shared, w, peer, cap(peer))).await;
                     }
                     Ok(Ok((Accepted::Wss(w), peer))) => {
-                        connection::serve(shared, w, peer, cap(peer)).await;
+                        Box::pin(connection::serve(shared, w, peer, cap(peer))).await;
                     }
                     Ok(Err(why)) => {
                         debug!(%peer, "listener {local}: handshake failed: {why}");
