@@ -248,3 +248,29 @@ def test_overload_run_ends_cleanly(tinsel_bin, mosquitto_broker):
     assert r["errors"] == []
     assert r["sent"] > 0 and r["expected"] == 20 * r["sent"]
     assert r["received"] + r["lost"] == r["expected"]
+
+
+def sys_value(port, topic):
+    r = subprocess.run(["mosquitto_sub", "-p", str(port), "-t", topic, "-C", "1", "-W", "5"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    return int(r.stdout.strip())
+
+
+@pytest.mark.parametrize("kind", ["tinsel", "mosquitto"])
+def test_persistent_sessions_stay_in_311_and_end_in_5(tinsel_bin, kind, start_tinsel, start_mosquitto, tmp_path):
+    if kind == "tinsel":
+        broker = start_tinsel("--data", str(tmp_path / "data"), config=(
+            'sys_interval = 1\n[[listeners]]\naddress = "127.0.0.1"\nport = {port}\n'))
+    else:
+        broker = start_mosquitto("sys_interval 1\n")
+    _, r = bench(tinsel_bin, broker.port, "p2p", "-n", "3", "--qos", "1", "--count", "200", "--persistent",
+                 "--mqtt", "5")
+    assert r["received"] == 600 and r["lost"] == 0
+    time.sleep(2.5)  # a $SYS period after the last disconnect
+    assert sys_value(broker.port, "$SYS/broker/clients/disconnected") == 0
+    _, r = bench(tinsel_bin, broker.port, "p2p", "-n", "3", "--qos", "1", "--count", "200", "--persistent")
+    assert r["received"] == 600 and r["lost"] == 0
+    time.sleep(2.5)
+    # The six MQTT 3.1.1 sessions (three publishers, three subscribers) wait offline.
+    assert sys_value(broker.port, "$SYS/broker/clients/disconnected") == 6

@@ -42,6 +42,8 @@ pub(crate) struct Conn {
     pub(crate) receive_maximum: u16,
     pub(crate) keep_alive: Duration,
     pub(crate) last_send: Instant,
+    /// The session outlives the connection (MQTT 5: ended by the DISCONNECT at the end).
+    pub(crate) persistent: bool,
     /// TLS and/or WebSocket between `rbuf`/`wbuf` and the socket; `None` on plain TCP.
     pub(crate) layer: Option<Box<Layer>>,
 }
@@ -52,6 +54,8 @@ pub(crate) struct ConnOpts {
     pub(crate) broker: SocketAddr,
     pub(crate) version: ProtocolVersion,
     pub(crate) keep_alive: u16,
+    /// CONNECT without Clean Session / Clean Start (see [`crate::BenchConfig::persistent`]).
+    pub(crate) persistent: bool,
     pub(crate) wire: std::sync::Arc<WireOpts>,
 }
 
@@ -94,16 +98,21 @@ impl Conn {
             receive_maximum: u16::MAX,
             keep_alive: Duration::from_secs(u64::from(opts.keep_alive)),
             last_send: Instant::now(),
+            persistent: opts.persistent,
         };
         let mut properties = Properties::default();
         if opts.version.is_v5() {
             // Generous: let the broker send as many QoS 1/2 messages as it likes.
             properties.make_mut().receive_maximum = Some(u16::MAX);
             properties.make_mut().maximum_packet_size = Some(MAX_PACKET);
+            if opts.persistent {
+                properties.make_mut().session_expiry_interval =
+                    Some(crate::config::PERSISTENT_EXPIRY_S);
+            }
         }
         let connect = Connect {
             protocol: opts.version,
-            clean_start: true,
+            clean_start: !opts.persistent,
             keep_alive: opts.keep_alive,
             properties,
             client_id: ByteStr::try_from(client_id)
@@ -264,7 +273,13 @@ impl Conn {
         // DISCONNECT: 0xE0 0x00 in 3.1.1; in MQTT 5 a remaining length of 0 means Normal
         // disconnection with no properties, the same two bytes.
         self.wbuf.clear();
-        self.wbuf.put_slice(&[0xE0, 0x00]);
+        if self.persistent && self.version.is_v5() {
+            // Normal disconnection, Session Expiry Interval 0: the broker drops the session.
+            self.wbuf
+                .put_slice(&[0xE0, 0x07, 0x00, 0x05, 0x11, 0x00, 0x00, 0x00, 0x00]);
+        } else {
+            self.wbuf.put_slice(&[0xE0, 0x00]);
+        }
         let close = async {
             self.flush_all().await?;
             if let Some(layer) = self.layer.as_deref_mut() {

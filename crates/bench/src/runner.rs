@@ -230,6 +230,7 @@ fn conn_opts(cfg: &BenchConfig) -> Result<ConnOpts, BenchError> {
         broker: cfg.broker,
         version: cfg.version,
         keep_alive: cfg.keep_alive,
+        persistent: cfg.persistent,
         wire: Arc::new(wire),
     })
 }

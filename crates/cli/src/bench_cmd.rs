@@ -123,6 +123,10 @@ struct RunArgs {
     /// WebSocket: the listener's path.
     #[arg(long, default_value = "/mqtt", value_name = "PATH")]
     ws_path: String,
+    /// Persistent sessions: CONNECT without Clean Session (MQTT 5: a 300 s session expiry,
+    /// ended at the end of the run), so a broker with persistence stores them.
+    #[arg(long)]
+    persistent: bool,
 }
 
 fn parse_transport(s: &str) -> Result<Transport, String> {
@@ -266,6 +270,7 @@ fn config(scenario: Scenario, a: RunArgs) -> Result<BenchConfig, String> {
     cfg.cafile = a.cafile;
     cfg.tls_server_name = a.tls_server_name;
     cfg.ws_path = a.ws_path;
+    cfg.persistent = a.persistent;
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)
 }
