@@ -147,14 +147,14 @@ pub struct BenchConfig {
     /// WebSocket transports: the listener's path.
     pub ws_path: String,
     /// Persistent sessions: CONNECT without Clean Session / Clean Start (MQTT 5: with a
-    /// session expiry of [`PERSISTENT_EXPIRY_S`]), so a broker with persistence stores
+    /// session expiry of 300 s), so a broker with persistence stores
     /// them. MQTT 5 sessions are ended at the end of the run; MQTT 3.1.1 ones stay on the
     /// broker, offline, until it drops them.
     pub persistent: bool,
 }
 
 /// Session expiry of persistent MQTT 5 benchmark sessions, in seconds.
-pub const PERSISTENT_EXPIRY_S: u32 = 300;
+pub(crate) const PERSISTENT_EXPIRY_S: u32 = 300;
 
 impl BenchConfig {
     /// Defaults for `scenario` against `broker`: 10 clients, QoS 0, 64-byte payloads,
