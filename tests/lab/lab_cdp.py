@@ -243,7 +243,6 @@ def dump_dom(url: str, timeout: float = 60.0) -> str:
             [
                 chromium_exe(),
                 *CHROMIUM_FLAGS,
-                *flags,
                 f"--user-data-dir={profile}",
                 "--dump-dom",
                 url,
