@@ -6,6 +6,7 @@ client to send. A bystander keeps receiving while another client is over its lim
 Mosquitto has none of these limits, and does not enforce the two MUSTs tested at the end.
 """
 
+import subprocess
 import threading
 import time
 
@@ -27,9 +28,10 @@ def limited(start_tinsel, **limits):
     return start_tinsel(config=tinsel_config("{port}", body))
 
 
-def client(server, version, name=None):
+def client(server, version, name=None, user=None):
     c = raw.RawClient(server.port, version=version)
-    ack = c.connect(name or uid("lim"))
+    c.send(raw.connect(name or uid("lim"), version, user=user))
+    ack = c.expect(raw.CONNACK)
     assert ack.return_code == 0, ack
     return c
 
@@ -105,11 +107,11 @@ def test_max_subscriptions(start_tinsel, version, over):
 class Bystander:
     """A subscriber on its own topic, fed by a well-behaved publisher, counting what it gets."""
 
-    def __init__(self, server, count, gap=0.0):
+    def __init__(self, server, count, gap=0.0, user=None):
         self.topic = uid("bystander")
-        self.sub = client(server, 5)
+        self.sub = client(server, 5, user=user)
         assert suback_codes(self.sub, [self.topic]) == [0]
-        self.pub = client(server, 4)
+        self.pub = client(server, 4, user=user)
         self.count = count
         # Time between its messages: the bystander keeps within the rate limits itself.
         self.gap = gap
@@ -226,3 +228,43 @@ def test_authentication_data_without_method_is_a_protocol_error(start_tinsel):
     c.send(raw.connect(uid("auth"), 5, connect_props=raw.props((0x16, raw.utf8("data")))))
     seen = c.wait_closed()
     assert [(p.type, p.return_code) for p in seen] == [(raw.CONNACK, PROTOCOL_ERROR)]
+
+
+@pytest.mark.parametrize("broker", ["tinsel", "mosquitto"])
+def test_bystander_keeps_receiving_through_a_flood_of_bad_logins(
+    broker, start_tinsel, start_mosquitto, tinsel_bin, tmp_path
+):
+    pw = tmp_path / "passwd"
+    made = subprocess.run(
+        [str(tinsel_bin), "passwd", "-c", "-b", str(pw), "elf", "cocoa"], capture_output=True
+    )
+    assert made.returncode == 0, made.stderr
+    pw.chmod(0o644)
+    if broker == "tinsel":
+        access = f'[access]\nallow_anonymous = false\npassword_file = "{pw}"\n'
+        srv = start_tinsel(config=tinsel_config("{port}", access))
+    else:
+        srv = start_mosquitto(f"user root\nallow_anonymous false\npassword_file {pw}\n")
+    codes = []
+
+    def bad_logins(version):
+        for _ in range(25):
+            c = raw.RawClient(srv.port, version=version)
+            creds = raw.connect(uid("bad"), version, user=("elf", b"wrong"))
+            c.send(creds)
+            seen = c.wait_closed(timeout=30)
+            codes.append((version, [p.return_code for p in seen if p.type == raw.CONNACK]))
+            c.close()
+
+    def flood():
+        threads = [threading.Thread(target=bad_logins, args=(v,)) for v in (4, 5, 4, 5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+
+    bystander = Bystander(srv, 30, gap=0.02, user=("elf", b"cocoa"))
+    assert bystander.run_while(flood) == [b"%d" % i for i in range(30)]
+    # Every bad login refused, as Mosquitto refuses it: 3.1.1 "not authorised", 5.0 0x87.
+    assert len(codes) == 100
+    assert all(got == [5 if v == 4 else 0x87] for v, got in codes), codes
