@@ -446,19 +446,26 @@ impl Scenario {
         if let Some(c) = self.lights.colours.iter().find(|c| !is_hex_colour(c)) {
             return bad(format!("lights.colours: {c:?} is not #rgb or #rrggbb"));
         }
-        if !self.broker.allow_anonymous {
-            if m.username.is_none() || m.password.is_none() {
-                return bad(
-                    "broker.allow_anonymous = false needs mqtt.username and mqtt.password \
-                     (the lights log in with them)"
-                        .into(),
-                );
-            }
+        if !self.broker.allow_anonymous && (m.username.is_none() || m.password.is_none()) {
+            return bad(
+                "broker.allow_anonymous = false needs mqtt.username and mqtt.password \
+                 (the lights log in with them)"
+                    .into(),
+            );
         }
-        if let Some(tls) = &self.tls {
-            if tls.certfile.is_some() != tls.keyfile.is_some() {
-                return bad("tls.certfile and tls.keyfile go together".into());
-            }
+        if let Some(tls) = self
+            .tls
+            .as_ref()
+            .filter(|t| t.certfile.is_some() != t.keyfile.is_some())
+        {
+            return bad(format!(
+                "tls.certfile and tls.keyfile go together (only {} is given)",
+                if tls.certfile.is_some() {
+                    "certfile"
+                } else {
+                    "keyfile"
+                }
+            ));
         }
         if self.saboteur.actions.len() > MAX_ACTIONS {
             return bad(format!("the saboteur has more than {MAX_ACTIONS} actions"));
