@@ -40,8 +40,11 @@ pub struct Broker {
     authorizer: Option<Arc<dyn Authorizer>>,
     capture: Option<Capture>,
     ops: Option<OpsListener>,
-    on_ready: Option<Box<dyn FnOnce(&[SocketAddr]) + Send>>,
+    on_ready: Option<OnReady>,
 }
+
+/// What [`Broker::on_ready`] was given.
+type OnReady = Box<dyn FnOnce(&[SocketAddr]) + Send>;
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -287,12 +287,19 @@ fn shutdown_publishes_every_will_into_persistent_sessions() {
         "{out:?}"
     );
     assert!(sim.take(now).1);
-    // The watcher was closed first: its session keeps the wills for the next start.
+    // Whether the watcher was closed before or after a will, its session keeps it for the
+    // next start: queued, or in flight (resent with DUP when it resumes).
     let session = sim.r.sessions.get("w").unwrap();
+    let inflight = session.inflight.values().filter_map(|i| match i {
+        crate::session::Inflight::Publish { publish, .. } => Some(publish),
+        crate::session::Inflight::Release => None,
+    });
     let mut topics: Vec<String> = session
         .queue
         .iter()
-        .map(|q| q.publish.topic.to_string())
+        .map(|q| &q.publish)
+        .chain(inflight)
+        .map(|p| p.topic.to_string())
         .collect();
     topics.sort();
     assert_eq!(topics, ["will/delayed", "will/gone", "will/now"]);
