@@ -8,7 +8,7 @@ import subprocess
 import time
 
 from lab_support import CONTROL_TOPIC, DEFAULT_FLAG, free_port_number, wait_for_port
-from test_lab_e2e import mqtt_rows, published, tshark
+from test_lab_e2e import ROOT, mqtt_rows, published, tshark
 
 # A word only the learner sends, over TLS: if it is in the capture, TLS leaked it.
 SECRET_ON = "lights-on-over-tls-5e1c"
@@ -103,12 +103,20 @@ def test_the_lights_over_tls_and_the_learner_too(start_lab, tmp_path):
 
 
 def test_a_saboteur_over_tls_from_the_scenario(start_lab, tmp_path):
-    scenario = tmp_path / "sab.toml"
+    # The scenario's own certificate, named relative to the scenario file.
+    lab_dir = tmp_path / "mylab"
+    subprocess.run([str(ROOT / "tests" / "broker" / "make-certs.sh"), str(lab_dir / "certs")], check=True, timeout=60)
+    scenario = lab_dir / "sab.toml"
     # Port 0: any free port, which the banner tells.
-    scenario.write_text("[tls]\nport = 0\nlights = false\nsaboteur = true\n")
+    scenario.write_text(
+        "[tls]\nport = 0\nlights = false\nsaboteur = true\n"
+        'certfile = "certs/server.crt"\nkeyfile = "certs/server.key"\ncafile = "certs/ca.crt"\n'
+    )
     lab = start_lab("--scenario", scenario)
     line = lab.expect_line("MQTT over TLS")
     tls_port = int(re.search(r"localhost:(\d+)", line).group(1))
+    assert str(lab_dir / "certs" / "ca.crt") in line, line
+    assert not (lab.out / "lab-ca.pem").exists(), "a CA was made although the scenario gave one"
     lab.expect_line("the saboteur has struck")
     wait_state(lab, '"lights":"off"')
     lab.pub("on")

@@ -33,7 +33,8 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 1883, value_name = "P")]
     mqtt_port: u16,
     /// Add a TLS listener on this port (the scenario's `[tls]` says who uses it; by
-    /// default the lights do). A CA and a certificate for localhost are made in `--out`.
+    /// default the lights do). Unless the scenario names its own, a CA and a certificate
+    /// for localhost are made in `--out`.
     #[arg(long, value_name = "P")]
     tls_port: Option<u16>,
     /// The control page's port.
