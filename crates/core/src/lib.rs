@@ -115,7 +115,7 @@ pub use connections::{ConnId, MAX_EARLY, Origin};
 pub use durable::{Record, Ticket};
 pub use inspect::{ClientView, MAX_PAGE, Page};
 pub use outbox::{Offer, Outbox, Parked, Taken};
-pub use restore::{Restored, RestoredInflight, RestoredSession};
+pub use restore::{Restored, RestoredInflight, RestoredSession, RestoredWill};
 pub use router::{Router, Work};
 pub use settings::{Limits, Settings};
 pub use sys::{Snapshot, Stats, version};
