@@ -72,6 +72,7 @@ mod store;
 mod tls;
 mod transport;
 mod websocket;
+mod wire;
 mod x509;
 
 pub use config::{Config, HttpConfig, Limits, ListenerConfig, LogFormat, LoggingConfig};

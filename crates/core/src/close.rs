@@ -31,26 +31,22 @@ impl Router {
     /// The broker is shutting down: tells every connection (MQTT 5: DISCONNECT 0x8B) and
     /// closes it; connections accepted from now on are closed at once.
     ///
-    /// Wills are not published for a shutdown, except that a will with a delay whose session
-    /// lives on starts waiting for it, as for any lost connection: with a store it is on
-    /// disk, and after a restart it goes out unless the client is back within its delay.
+    /// As in Mosquitto, every will is published now: those of the connections it closes
+    /// (their clients did not send DISCONNECT) and those still waiting for their delay,
+    /// which would otherwise be lost with the process. A will that reaches a persistent
+    /// session is queued there and, with a store, recorded like any other message.
     pub fn shutdown(&mut self, now: Instant) {
         self.shutting_down = true;
         for conn in self.conns.ids() {
-            let delayed = self.conns.get_mut(conn).and_then(|c| {
-                let delay = c.will.as_ref()?.properties.will_delay_interval?;
-                if delay == 0 {
-                    return None;
-                }
-                Some((c.client().cloned()?, c.username.clone(), c.will.take()?))
-            });
             let reason = Some(ReasonCode::SERVER_SHUTTING_DOWN);
-            self.close(now, conn, reason, false, "broker shutting down");
-            if let Some(will) = delayed
-                && let Some(expiry) = self.sessions.get(&will.0).map(|s| s.expiry)
-            {
-                self.will_after_close(now, will, expiry);
-            }
+            self.close(now, conn, reason, true, "broker shutting down");
+        }
+        for will in self.wills.take_all() {
+            // It leaves the store's pending wills too: a restart must not send it again.
+            self.durable.record(|| Record::WillTaken {
+                client: will.0.clone(),
+            });
+            self.publish_will(now, will);
         }
     }
 

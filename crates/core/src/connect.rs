@@ -26,6 +26,7 @@ use crate::wills::detach_will;
 
 impl Router {
     fn refuse(&mut self, now: Instant, conn: ConnId, reason: ReasonCode, why: &str) {
+        self.sys.refused(reason);
         let c = self.conns.handling(conn);
         let ack = refusal(reason, c.version.is_v5().then_some(why));
         c.push(conn, ack, &mut self.woken);
@@ -251,16 +252,21 @@ impl Router {
                 properties.assigned_client_identifier = ByteStr::try_from(&*client).ok();
             }
         }
-        // Mosquitto's line, which log watchers already parse: p = protocol level,
-        // c = clean start, k = keep alive, u = user name.
+        // Mosquitto's line, which log watchers already parse: p = Mosquitto's number for
+        // the protocol (1: MQTT 3.1, 2: 3.1.1, 5: 5.0; not the protocol level), c = clean
+        // start, k = keep alive, u = user name.
         let user = match &connect.username {
             Some(u) => format!(", u'{u}'"),
             None => String::new(),
         };
+        let p = match connect.protocol {
+            ProtocolVersion::V31 => 1,
+            ProtocolVersion::V311 => 2,
+            ProtocolVersion::V5 => 5,
+        };
         info!(
-            "New client connected from {} as {client} (p{}, c{}, k{keep_alive}{user}).",
+            "New client connected from {} as {client} (p{p}, c{}, k{keep_alive}{user}).",
             c.origin,
-            connect.protocol.level(),
             u8::from(connect.clean_start),
         );
         let ack = Packet::ConnAck(ConnAck {
@@ -304,8 +310,8 @@ impl Router {
                     let mut p = publish.clone();
                     p.dup = true;
                     match prepare(c, p, now, *received) {
-                        Some(p) => emit(c, conn, p, &mut self.sys.stats, &mut self.woken, None),
-                        None => expired.push(pid),
+                        Ok(p) => emit(c, conn, p, &mut self.sys.stats, &mut self.woken, None),
+                        Err(cause) => expired.push((pid, cause)),
                     }
                 }
                 Inflight::Release => {
@@ -313,9 +319,9 @@ impl Router {
                 }
             }
         }
-        for pid in expired {
+        for (pid, cause) in expired {
             session.inflight.remove(&pid);
-            self.sys.stats.messages_dropped += 1;
+            self.sys.stats.drop(cause);
         }
         drain(
             session,
