@@ -203,7 +203,7 @@ impl Router {
             session_present = self.sessions.contains(&client);
         }
         // A will waiting for its delay: the session continues (drop it) or ends (publish it).
-        if let Some(pending) = self.wills.take(&client)
+        if let Some(pending) = self.take_pending_will(&client)
             && connect.clean_start
         {
             self.publish_will(now, pending);

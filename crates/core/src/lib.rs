@@ -122,7 +122,7 @@ pub use inspect::{
     ClientDetail, ClientView, MAX_PAGE, Page, QueueDepths, RetainedView, SubscriptionView,
 };
 pub use outbox::{Offer, Outbox, Parked, Taken};
-pub use restore::{Restored, RestoredInflight, RestoredSession};
+pub use restore::{Restored, RestoredInflight, RestoredSession, RestoredWill};
 pub use router::{Router, Work};
 pub use settings::{Limits, Settings};
 pub use sys::{DropCause, Snapshot, Stats, version};
