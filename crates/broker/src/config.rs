@@ -39,7 +39,7 @@
 //! # address = "127.0.0.1:9090" # /metrics, /healthz, /readyz, and the admin API
 //! # token = "s3cret"           # bearer token of the admin API (/api/v1/...); off without one
 //!
-//! [access]                     # read and kept, not enforced yet
+//! [access]                     # Mosquitto's files (docs/security/passwords-and-acls.md)
 //! # allow_anonymous = true
 //! # password_file = "/etc/tinsel/passwd"
 //! # acl_file = "/etc/tinsel/acl"
