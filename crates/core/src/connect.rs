@@ -37,6 +37,7 @@ impl Router {
         let v5 = connect.protocol.is_v5();
         let c = self.conns.handling(conn);
         c.version = connect.protocol;
+        c.bridge = connect.bridge;
         let tls_identity = c.tls.as_ref().map(|t| {
             if t.as_username {
                 // The certificate says who the client is (see `identity.rs`).

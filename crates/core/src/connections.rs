@@ -113,6 +113,10 @@ pub(crate) struct Conn {
     pub(crate) held: u16,
     /// What its TLS client certificate says (see `identity.rs`).
     pub(crate) tls: Option<Box<TlsIdentity>>,
+    /// The client said it is a bridge (the protocol level's top bit, Mosquitto's
+    /// `try_private`): its MQTT 3 subscriptions are No Local with Retain As Published, so
+    /// that what it forwards here is not sent back to it.
+    pub(crate) bridge: bool,
 }
 
 impl Conn {
@@ -192,6 +196,7 @@ impl Connections {
                 timer: 0,
                 held: 0,
                 tls: None,
+                bridge: false,
             }),
         );
         id

@@ -13,6 +13,7 @@ use crate::message::publish_size;
 use crate::router::Router;
 use crate::settings::{Limits, Settings};
 
+mod bridge;
 mod seams;
 
 fn origin(port: u16) -> Origin {
@@ -38,6 +39,7 @@ fn connect(id: &str, version: ProtocolVersion, keep_alive: u16) -> Connect {
         will: None,
         username: None,
         password: None,
+        bridge: false,
     }
 }
 
