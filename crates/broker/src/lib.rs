@@ -74,6 +74,7 @@ mod store;
 mod tls;
 mod transport;
 mod websocket;
+mod wire;
 mod x509;
 
 pub use bridge::BridgeConfig;
