@@ -82,9 +82,24 @@ pub(crate) fn directive(b: &mut BridgeConfig, name: &str, rest: &str) -> Result<
         "bridge_capath" => b.bridge_capath = Some(one(name, rest)?.into()),
         "bridge_certfile" => b.bridge_certfile = Some(one(name, rest)?.into()),
         "bridge_keyfile" => b.bridge_keyfile = Some(one(name, rest)?.into()),
-        "bridge_tls_version" => b.bridge_tls_version = Some(one(name, rest)?.to_owned()),
+        "bridge_tls_version" => {
+            let v = one(name, rest)?;
+            if v != "tlsv1.2" && v != "tlsv1.3" {
+                return Err(format!(
+                    "bridge_tls_version is tlsv1.2 or tlsv1.3 (rustls has no older ones), not \"{v}\""
+                ));
+            }
+            b.bridge_tls_version = Some(v.to_owned());
+        }
         "bridge_alpn" => b.bridge_alpn = Some(one(name, rest)?.to_owned()),
-        "bridge_protocol_version" => b.bridge_protocol_version = one(name, rest)?.to_owned(),
+        "bridge_protocol_version" => match one(name, rest)? {
+            v @ ("mqttv31" | "mqttv311" | "mqttv50") => b.bridge_protocol_version = v.to_owned(),
+            other => {
+                return Err(format!(
+                    "bridge_protocol_version is mqttv31, mqttv311 or mqttv50, not \"{other}\""
+                ));
+            }
+        },
         "bridge_max_packet_size" => b.bridge_max_packet_size = number(name, one(name, rest)?)?,
         "restart_timeout" => {
             let words: Vec<&str> = rest
