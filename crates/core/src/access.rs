@@ -39,6 +39,11 @@ pub struct ConnectInfo {
     /// The identity from the client's TLS certificate (its CN or whole subject, as the
     /// listener is configured), when there is one.
     pub tls_identity: Option<Arc<str>>,
+    /// The user name is `tls_identity`, put there by the listener (Mosquitto's
+    /// `use_identity_as_username` / `use_subject_as_username`) in place of the CONNECT's own
+    /// user name and password: the certificate has authenticated the client, and an
+    /// authenticator that checks passwords lets it in as Mosquitto does.
+    pub username_from_certificate: bool,
 }
 
 /// An authenticator's answer to a CONNECT.

@@ -18,6 +18,7 @@ use tracing::debug;
 use crate::FastMap;
 use crate::outbox::Outbox;
 use crate::packet_log::summary;
+use crate::rate::PublishRate;
 use crate::timers::{Clock, Millis, pop_due};
 
 /// Packets a client may send after its CONNECT while the CONNECT is being authenticated;
@@ -117,6 +118,8 @@ pub(crate) struct Conn {
     /// `try_private`): its MQTT 3 subscriptions are No Local with Retain As Published, so
     /// that what it forwards here is not sent back to it.
     pub(crate) bridge: bool,
+    /// Its publish rate buckets (see `rate.rs`).
+    pub(crate) rate: PublishRate,
 }
 
 impl Conn {
@@ -197,6 +200,7 @@ impl Connections {
                 held: 0,
                 tls: None,
                 bridge: false,
+                rate: PublishRate::default(),
             }),
         );
         id

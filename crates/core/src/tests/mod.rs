@@ -14,6 +14,7 @@ use crate::router::Router;
 use crate::settings::{Limits, Settings};
 
 mod bridge;
+mod limits;
 mod seams;
 
 fn origin(port: u16) -> Origin {
