@@ -60,6 +60,24 @@ impl Router {
             }
         }
 
+        // "It is a Protocol Error to include Authentication Data if there is no
+        // Authentication Method" (MQTT 5 section 3.1.2.11.10).
+        if v5
+            && connect.properties.authentication_data.is_some()
+            && connect.properties.authentication_method.is_none()
+        {
+            let why = "Authentication Data without an Authentication Method";
+            return self.refuse(now, conn, ReasonCode::PROTOCOL_ERROR, why);
+        }
+        // A will topic the broker would refuse in a PUBLISH (MQTT 5: CONNACK 0x90, "the
+        // Will Topic Name is not malformed, but is not accepted by this Server").
+        if let Some(w) = &connect.will
+            && !self.settings.limits.topic_within(&w.topic, &w.topic)
+        {
+            let why = "will topic longer than max_topic_length or deeper than max_topic_levels";
+            return self.refuse(now, conn, ReasonCode::TOPIC_NAME_INVALID, why);
+        }
+
         let assigned = connect.client_id.is_empty();
         let client: Arc<str> = if assigned {
             // [MQTT-3.1.3-8] 3.1.1 allows an empty id only with clean session; 3.1 never.
