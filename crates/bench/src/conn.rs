@@ -123,6 +123,7 @@ impl Conn {
             will: None,
             username: opts.username.clone(),
             password: opts.password.clone(),
+            bridge: false,
         };
         conn.send(&connect.into()).await?;
         match conn.next_packet().await? {
