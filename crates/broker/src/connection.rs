@@ -780,6 +780,7 @@ impl Conn {
         let now = Instant::now();
         // Pressure raised by something else (a will, $SYS) is not this publisher's.
         state.router.take_pressure();
+        state.router.take_throttle();
         let mut decoded = false;
         loop {
             match decode_packet(&mut self.rbuf, self.version, self.shared.max_packet_size) {
