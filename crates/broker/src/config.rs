@@ -28,6 +28,14 @@
 //! max_connections = 10000      # further TCP connections are closed on accept
 //! connect_timeout = 10         # seconds to wait for CONNECT after accept
 //! topic_alias_maximum = 10     # topic aliases a client may use towards the broker
+//! packet_timeout = 30          # seconds a packet may take once its first byte is in; 0: none
+//! max_publish_rate = 0         # PUBLISH packets per second per client; 0: no limit
+//! publish_burst = 0            # PUBLISHes at once above the rate; 0: one second's worth
+//! max_publish_bytes_rate = 0   # payload bytes per second per client; 0: no limit
+//! publish_rate_action = "throttle"  # or "disconnect" (MQTT 5: DISCONNECT 0x96)
+//! max_subscriptions = 0        # per session; 0: no limit (beyond: SUBACK 0x97 / 0x80)
+//! max_topic_length = 65535     # bytes in a topic name or filter
+//! max_topic_levels = 200       # levels in a topic name or filter
 //!
 //! [logging]
 //! level = "info"               # tracing filter, e.g. "debug" or "info,tinsel_broker=trace"
@@ -39,7 +47,7 @@
 //! # address = "127.0.0.1:9090" # /metrics, /healthz, /readyz, and the admin API
 //! # token = "s3cret"           # bearer token of the admin API (/api/v1/...); off without one
 //!
-//! [access]                     # read and kept, not enforced yet
+//! [access]                     # Mosquitto's files (docs/security/passwords-and-acls.md)
 //! # allow_anonymous = true
 //! # password_file = "/etc/tinsel/passwd"
 //! # acl_file = "/etc/tinsel/acl"
@@ -50,6 +58,12 @@
 //! # file = "tinsel.log"        # the log's name in `location`
 //! # mode = "sync"              # "sync", "periodic" or "none" (see docs/persistence.md)
 //! # sync_interval_ms = 1000    # periodic mode: time between syncs
+//!
+//! [[bridges]]                  # a bridge to another broker (see docs/bridges.md)
+//! name = "hq"
+//! addresses = ["192.0.2.10:1883", "192.0.2.11:1883"]   # fail-over in turn
+//! topics = ["sensors/# out 1 site1/ hq/site1/", "commands/# in 1"]
+//! cleansession = false         # persistent sessions: no QoS 1/2 loss while away
 //! ```
 
 use std::fmt::Write as _;
@@ -80,6 +94,8 @@ pub struct Config {
     pub persistence: PersistenceConfig,
     /// The operations HTTP listener (metrics, health, admin API): off by default.
     pub http: HttpConfig,
+    /// Bridges to other brokers (`[[bridges]]`; see `docs/bridges.md`).
+    pub bridges: Vec<crate::bridge::BridgeConfig>,
 }
 
 /// The operations HTTP listener: Prometheus metrics, health checks and the admin API.
@@ -107,6 +123,7 @@ impl Default for Config {
             access: AccessConfig::default(),
             persistence: PersistenceConfig::default(),
             http: HttpConfig::default(),
+            bridges: Vec::new(),
         }
     }
 }
@@ -395,6 +412,18 @@ impl Config {
         let _ = writeln!(o, "max_connections = {}", l.max_connections);
         let _ = writeln!(o, "connect_timeout = {}", l.connect_timeout);
         let _ = writeln!(o, "topic_alias_maximum = {}", l.topic_alias_maximum);
+        let _ = writeln!(o, "packet_timeout = {}", l.packet_timeout);
+        let _ = writeln!(o, "max_publish_rate = {}", l.max_publish_rate);
+        let _ = writeln!(o, "publish_burst = {}", l.publish_burst);
+        let _ = writeln!(o, "max_publish_bytes_rate = {}", l.max_publish_bytes_rate);
+        let _ = writeln!(
+            o,
+            "publish_rate_action = {}",
+            quoted(l.publish_rate_action.name())
+        );
+        let _ = writeln!(o, "max_subscriptions = {}", l.max_subscriptions);
+        let _ = writeln!(o, "max_topic_length = {}", l.max_topic_length);
+        let _ = writeln!(o, "max_topic_levels = {}", l.max_topic_levels);
         let _ = writeln!(o, "\n[logging]");
         let _ = writeln!(o, "level = {}", quoted(&self.logging.level));
         let _ = writeln!(o, "verbose = {}", self.logging.verbose);
@@ -449,6 +478,9 @@ impl Config {
                 let _ = writeln!(o, "sync_interval_ms = {v}");
             }
         }
+        for b in &self.bridges {
+            b.write_toml(&mut o);
+        }
         o
     }
 
@@ -478,6 +510,16 @@ impl Config {
                 "limits.max_connections must be at least 1".into(),
             ));
         }
+        if !(1..=65_535).contains(&l.max_topic_length) {
+            return Err(Error::Config(
+                "limits.max_topic_length must be between 1 and 65535".into(),
+            ));
+        }
+        if l.max_topic_levels == 0 {
+            return Err(Error::Config(
+                "limits.max_topic_levels must be at least 1".into(),
+            ));
+        }
         if let Some(a) = &self.http.address
             && a.parse::<std::net::SocketAddr>().is_err()
         {
@@ -493,6 +535,7 @@ impl Config {
         for l in &self.listeners {
             l.validate()?;
         }
+        crate::bridge::check_all(&self.bridges).map_err(Error::Config)?;
         Ok(())
     }
 }
@@ -582,6 +625,41 @@ mod tests {
         assert!(Config::from_toml_str("bogus = 1").is_err());
         assert!(Config::from_toml_str("listeners = []").is_err());
         assert!(Config::from_toml_str("[limits]\nmax_inflight = 0").is_err());
+        assert!(Config::from_toml_str("[limits]\nmax_topic_levels = 0").is_err());
+        assert!(Config::from_toml_str("[limits]\nmax_topic_length = 70000").is_err());
+        assert!(Config::from_toml_str("[limits]\npublish_rate_action = \"drop\"").is_err());
+    }
+
+    #[test]
+    fn client_limits_read_and_print_back() {
+        let c = Config::from_toml_str(
+            "[limits]\nmax_publish_rate = 50\npublish_burst = 10\n\
+             max_publish_bytes_rate = 100000\npublish_rate_action = \"disconnect\"\n\
+             max_subscriptions = 20\nmax_topic_length = 100\nmax_topic_levels = 8\n\
+             packet_timeout = 5\n",
+        )
+        .unwrap();
+        let l = &c.limits;
+        assert_eq!(l.max_publish_rate, 50);
+        assert_eq!(l.publish_rate_action, tinsel_core::RateAction::Disconnect);
+        let again = Config::from_toml_str(&c.to_toml()).unwrap();
+        let m = &again.limits;
+        assert_eq!(
+            (
+                m.max_publish_rate,
+                m.publish_burst,
+                m.max_publish_bytes_rate
+            ),
+            (50, 10, 100_000)
+        );
+        assert_eq!(m.publish_rate_action, tinsel_core::RateAction::Disconnect);
+        assert_eq!(
+            (m.max_subscriptions, m.max_topic_length, m.max_topic_levels),
+            (20, 100, 8)
+        );
+        assert_eq!(m.packet_timeout, 5);
+        let d = Config::from_toml_str("").unwrap().limits;
+        assert_eq!((d.packet_timeout, d.max_topic_levels), (30, 200));
     }
 
     #[test]

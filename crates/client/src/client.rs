@@ -339,6 +339,7 @@ async fn establish(opts: &ClientOptions) -> Result<(Conn, ConnAck), Error> {
                 None => None,
             },
             password: opts.password.clone(),
+            bridge: opts.bridge,
         });
         log(opts, true, &connect);
         encode_packet(&connect, opts.version, &mut conn.wbuf)?;
@@ -830,8 +831,11 @@ impl Task {
                 }
             }
             Packet::PubRel(r) => {
-                let comp = self.session.on_pubrel(&r);
+                let (comp, msg) = self.session.on_pubrel(&r);
                 self.encode(&comp, wbuf);
+                if let Some(msg) = msg {
+                    self.emit(Event::Message(msg), Some(wbuf)).await;
+                }
             }
             Packet::PubComp(c) => self.session.on_pubcomp(&c),
             Packet::SubAck(ack) => {

@@ -39,6 +39,11 @@ pub struct ConnectInfo {
     /// The identity from the client's TLS certificate (its CN or whole subject, as the
     /// listener is configured), when there is one.
     pub tls_identity: Option<Arc<str>>,
+    /// The user name is `tls_identity`, put there by the listener (Mosquitto's
+    /// `use_identity_as_username` / `use_subject_as_username`) in place of the CONNECT's own
+    /// user name and password: the certificate has authenticated the client, and an
+    /// authenticator that checks passwords lets it in as Mosquitto does.
+    pub username_from_certificate: bool,
 }
 
 /// An authenticator's answer to a CONNECT.
@@ -151,10 +156,18 @@ pub(crate) struct Access {
     pub(crate) authorizer: Option<Arc<dyn Authorizer>>,
 }
 
+/// `$SYS` is the broker's own, whatever the authorizer says, except a bridge's state
+/// (`$SYS/broker/connection/NAME/state`), which a bridge publishes and leaves as its will
+/// on the broker it connects to (as Mosquitto allows).
+fn sys_refused(topic: &str) -> bool {
+    topic.starts_with("$SYS")
+        && !tinsel_codec::topic::matches("$SYS/broker/connection/+/state", topic)
+}
+
 impl Access {
-    /// May `who` publish to `topic`? `$SYS` is the broker's own, whatever the authorizer says.
+    /// May `who` publish to `topic`? See [`sys_refused`] for `$SYS`.
     pub(crate) fn may_publish(&self, who: Identity<'_>, topic: &str) -> bool {
-        !topic.starts_with("$SYS")
+        !sys_refused(topic)
             && self
                 .authorizer
                 .as_ref()
@@ -174,6 +187,6 @@ impl Access {
     }
 
     pub(crate) fn may_will(&self, who: Identity<'_>, topic: &str) -> bool {
-        !topic.starts_with("$SYS") && self.authorizer.as_ref().is_none_or(|a| a.will(who, topic))
+        !sys_refused(topic) && self.authorizer.as_ref().is_none_or(|a| a.will(who, topic))
     }
 }

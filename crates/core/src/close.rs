@@ -16,6 +16,39 @@ use crate::durable::Record;
 use crate::packet_log::summary;
 use crate::router::Router;
 
+/// The line Mosquitto logs when a client's connection ends, for the same cause, so that log
+/// watchers written for Mosquitto keep working.
+fn mosquitto_line(client: &str, reason: Option<ReasonCode>, why: &str) -> String {
+    if why.starts_with("client sent DISCONNECT") {
+        return format!("Client {client} disconnected.");
+    }
+    let Some(reason) = reason else {
+        // The host's words for a socket that reached its end (see the broker's connection.rs).
+        return if why == "connection closed by the client" {
+            format!("Client {client} closed its connection.")
+        } else {
+            format!("Client {client} disconnected: {why}.")
+        };
+    };
+    let what = if reason == ReasonCode::KEEP_ALIVE_TIMEOUT {
+        "has exceeded timeout, disconnecting"
+    } else if reason == ReasonCode::PROTOCOL_ERROR {
+        "disconnected due to protocol error"
+    } else if reason == ReasonCode::MALFORMED_PACKET {
+        "disconnected due to malformed packet"
+    } else if reason == ReasonCode::PACKET_TOO_LARGE {
+        "disconnected due to oversize packet"
+    } else if reason == ReasonCode::SESSION_TAKEN_OVER {
+        "already connected, closing old connection"
+    } else if reason == ReasonCode::ADMINISTRATIVE_ACTION {
+        // Mosquitto's words, as its watchers match them.
+        "been disconnected by administrative action"
+    } else {
+        return format!("Client {client} disconnected: {why}.");
+    };
+    format!("Client {client} {what}.")
+}
+
 impl Router {
     /// The socket of `conn` is gone: publishes the will if the client did not disconnect
     /// normally and forgets the connection.
@@ -42,8 +75,19 @@ impl Router {
             self.close(now, conn, reason, true, "broker shutting down");
         }
         for will in self.wills.take_all() {
+            // It leaves the store's pending wills too: a restart must not send it again.
+            self.durable.record(|| Record::WillTaken {
+                client: will.0.clone(),
+            });
             self.publish_will(now, will);
         }
+    }
+
+    /// The host closes `conn` for a reason only it can see (a packet that took longer than
+    /// `limits.packet_timeout` to arrive): a connected MQTT 5 client is sent DISCONNECT
+    /// `reason` first; the will is published as for any connection lost.
+    pub fn close_connection(&mut self, now: Instant, conn: ConnId, reason: ReasonCode, why: &str) {
+        self.close(now, conn, Some(reason), true, why);
     }
 
     pub(crate) fn protocol_error(&mut self, now: Instant, conn: ConnId, why: &str) {
@@ -90,7 +134,10 @@ impl Router {
         };
         let will_msg = c.will.take();
         let username = c.username.clone();
-        info!(client = %client, peer = %c.origin, "disconnected: {why}");
+        // Mosquitto's line alone (watchers anchor their patterns at its end); the details
+        // at debug level.
+        info!("{}", mosquitto_line(&client, reason, why));
+        debug!(client = %client, peer = %c.origin, "connection ended: {why}");
         let Some(expiry) = self.sessions.detach(self.clock, &client, conn, now) else {
             return;
         };
@@ -115,7 +162,7 @@ impl Router {
             }
             debug!(client = %client, "session ended");
         }
-        if let Some(will) = self.wills.take(client) {
+        if let Some(will) = self.take_pending_will(client) {
             self.publish_will(now, will);
         }
     }

@@ -26,6 +26,7 @@ use crate::wills::detach_will;
 
 impl Router {
     fn refuse(&mut self, now: Instant, conn: ConnId, reason: ReasonCode, why: &str) {
+        self.sys.refused(reason);
         let c = self.conns.handling(conn);
         let ack = refusal(reason, c.version.is_v5().then_some(why));
         c.push(conn, ack, &mut self.woken);
@@ -37,6 +38,8 @@ impl Router {
         let v5 = connect.protocol.is_v5();
         let c = self.conns.handling(conn);
         c.version = connect.protocol;
+        c.bridge = connect.bridge;
+        let username_from_certificate = c.tls.as_ref().is_some_and(|t| t.as_username);
         let tls_identity = c.tls.as_ref().map(|t| {
             if t.as_username {
                 // The certificate says who the client is (see `identity.rs`).
@@ -56,6 +59,24 @@ impl Router {
                 let why = format!("unsupported authentication method {method:?}");
                 return self.refuse(now, conn, ReasonCode::BAD_AUTHENTICATION_METHOD, &why);
             }
+        }
+
+        // "It is a Protocol Error to include Authentication Data if there is no
+        // Authentication Method" (MQTT 5 section 3.1.2.11.10).
+        if v5
+            && connect.properties.authentication_data.is_some()
+            && connect.properties.authentication_method.is_none()
+        {
+            let why = "Authentication Data without an Authentication Method";
+            return self.refuse(now, conn, ReasonCode::PROTOCOL_ERROR, why);
+        }
+        // A will topic the broker would refuse in a PUBLISH (MQTT 5: CONNACK 0x90, "the
+        // Will Topic Name is not malformed, but is not accepted by this Server").
+        if let Some(w) = &connect.will
+            && !self.settings.limits.topic_within(&w.topic, &w.topic)
+        {
+            let why = "will topic longer than max_topic_length or deeper than max_topic_levels";
+            return self.refuse(now, conn, ReasonCode::TOPIC_NAME_INVALID, why);
         }
 
         let assigned = connect.client_id.is_empty();
@@ -86,6 +107,7 @@ impl Router {
                 Origin::Link(_) => None,
             },
             tls_identity,
+            username_from_certificate,
         };
         match authenticator.authenticate(&info) {
             AuthDecision::Allow(identity) => {
@@ -202,7 +224,7 @@ impl Router {
             session_present = self.sessions.contains(&client);
         }
         // A will waiting for its delay: the session continues (drop it) or ends (publish it).
-        if let Some(pending) = self.wills.take(&client)
+        if let Some(pending) = self.take_pending_will(&client)
             && connect.clean_start
         {
             self.publish_will(now, pending);
@@ -309,8 +331,8 @@ impl Router {
                     let mut p = publish.clone();
                     p.dup = true;
                     match prepare(c, p, now, *received) {
-                        Some(p) => emit(c, conn, p, &mut self.sys.stats, &mut self.woken, None),
-                        None => expired.push(pid),
+                        Ok(p) => emit(c, conn, p, &mut self.sys.stats, &mut self.woken, None),
+                        Err(cause) => expired.push((pid, cause)),
                     }
                 }
                 Inflight::Release => {
@@ -318,9 +340,9 @@ impl Router {
                 }
             }
         }
-        for pid in expired {
+        for (pid, cause) in expired {
             session.inflight.remove(&pid);
-            self.sys.stats.messages_dropped += 1;
+            self.sys.stats.drop(cause);
         }
         drain(
             session,

@@ -36,6 +36,7 @@
 //! | `connect.rs` | CONNECT/CONNACK: authentication, takeover, session present, assigned ids, resume |
 //! | `sessions.rs`, `session.rs` | sessions by client id, their expiry timers; one session's in-flight window and queue |
 //! | `publish.rs` | inbound PUBLISH at QoS 0/1/2, topic aliases from the client, PUBREL |
+//! | `rate.rs` | each client's publish rate buckets |
 //! | `deliver.rs` | routing a message to its subscribers: per-subscriber forms, in-flight windows, queues |
 //! | `backpressure.rs` | which subscribers make publishers wait |
 //! | `subscriptions.rs`, `subscribe.rs` | the subscription tree and shared groups; SUBSCRIBE/UNSUBSCRIBE |
@@ -44,6 +45,8 @@
 //! | `timers.rs`, `tick.rs` | the timers' clock; the tick that runs every room's due timers and `$SYS` |
 //! | `close.rs` | DISCONNECT, closing, session end |
 //! | `sys.rs` | counters and `$SYS` |
+//! | `histogram.rs`, `top_topics.rs` | delivery latency in fixed buckets; the busiest topics (a bounded sketch) |
+//! | `inspect.rs` | read-only views for operators: clients, subscriptions, retained messages, queues |
 //! | `access.rs` | the access seam: who may connect, publish, subscribe, receive |
 //! | `durable.rs` | the durability seam: records the store must keep, acknowledgements held for them |
 //! | `restore.rs` | what a store kept, put back at start ([`Router::restore`]) |
@@ -64,6 +67,12 @@
 //!   `limits.max_inflight` per connection, beyond that DISCONNECT 0x93;
 //! - packets that arrive while a CONNECT is being authenticated: [`MAX_EARLY`]
 //!   per connection, beyond that the connection closes;
+//! - what one client may publish: `limits.max_publish_rate` and
+//!   `limits.max_publish_bytes_rate`; beyond them the host stops reading from it
+//!   ([`Router::take_throttle`]) or it is disconnected (0x96), as
+//!   `limits.publish_rate_action` says;
+//! - subscriptions per session: `limits.max_subscriptions`; further filters are refused in
+//!   the SUBACK (0x97);
 //! - work for the host ([`Router::take_work`]): what one batch of packets produced; the
 //!   host takes it after every batch.
 
@@ -75,6 +84,7 @@ mod connect;
 mod connections;
 mod deliver;
 mod durable;
+mod histogram;
 mod identity;
 mod inspect;
 mod level_map;
@@ -82,6 +92,7 @@ mod message;
 mod outbox;
 mod packet_log;
 mod publish;
+mod rate;
 mod restore;
 mod retained;
 pub mod retained_tree;
@@ -94,6 +105,7 @@ mod subscriptions;
 mod sys;
 mod tick;
 mod timers;
+mod top_topics;
 pub mod topic_tree;
 mod will;
 mod wills;
@@ -113,9 +125,13 @@ pub use access::{
 };
 pub use connections::{ConnId, MAX_EARLY, Origin};
 pub use durable::{Record, Ticket};
-pub use inspect::{ClientView, MAX_PAGE, Page};
+pub use histogram::{BUCKET_BOUNDS, Histogram};
+pub use inspect::{
+    ClientDetail, ClientView, MAX_PAGE, Page, QueueDepths, RetainedView, SubscriptionView,
+};
 pub use outbox::{Offer, Outbox, Parked, Taken};
-pub use restore::{Restored, RestoredInflight, RestoredSession};
+pub use restore::{Restored, RestoredInflight, RestoredSession, RestoredWill};
 pub use router::{Router, Work};
-pub use settings::{Limits, Settings};
-pub use sys::{Snapshot, Stats, version};
+pub use settings::{Limits, RateAction, Settings};
+pub use sys::{DropCause, Snapshot, Stats, version};
+pub use top_topics::{MAX_TOPIC as TOP_TOPIC_MAX_LEN, SLOTS as TOP_TOPIC_SLOTS, TopicCount};

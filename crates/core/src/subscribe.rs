@@ -28,6 +28,9 @@ impl Router {
         let mark = self.durable.made();
         let c = self.conns.handling(conn);
         let v5 = c.version.is_v5();
+        // As Mosquitto: an MQTT 3 bridge cannot ask for No Local and Retain As Published,
+        // and a bridge needs both (no loops; retained messages stay retained downstream).
+        let bridge = c.bridge && !v5;
         let username = c.username.clone();
         let sub_id = if v5 {
             s.properties.subscription_identifiers.first().copied()
@@ -54,6 +57,15 @@ impl Router {
             }
             // A shared subscription is checked on its filter, without `$share/{group}/`.
             let checked = shared.map_or(filter.as_str(), |(_, inner)| inner);
+            // Well formed but longer or deeper than the broker takes: this filter only.
+            if !self.settings.limits.topic_within(filter, checked) {
+                reasons.push(if v5 {
+                    ReasonCode::TOPIC_FILTER_INVALID
+                } else {
+                    ReasonCode::UNSPECIFIED_ERROR
+                });
+                continue;
+            }
             let who = Identity {
                 client_id: client,
                 username: username.as_deref(),
@@ -66,11 +78,27 @@ impl Router {
                 });
                 continue;
             }
+            let max = self.settings.limits.max_subscriptions;
+            if max > 0
+                && let Some(session) = self.sessions.get(client)
+                && session.subscriptions.len() >= max
+                && !session.subscriptions.contains(filter)
+            {
+                // A new filter beyond the quota; one the session holds is replaced.
+                reasons.push(if v5 {
+                    ReasonCode::QUOTA_EXCEEDED
+                } else {
+                    ReasonCode::UNSPECIFIED_ERROR
+                });
+                continue;
+            }
             let options = if v5 {
                 *opts
             } else {
                 SubscriptionOptions {
                     qos: opts.qos,
+                    no_local: bridge && shared.is_none(),
+                    retain_as_published: bridge,
                     ..SubscriptionOptions::default()
                 }
             };
