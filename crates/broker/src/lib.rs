@@ -19,7 +19,8 @@
 //! configuration's `[access]`), through the core's [`tinsel_core::Authenticator`] and
 //! [`tinsel_core::Authorizer`] seams. Persistence: the core's durability records go to
 //! `tinsel-store` (from `[persistence]`), and acknowledgements wait for them in `sync`
-//! mode. What it does not do yet: bridges.
+//! mode. Bridges ([`bridge`]) carry messages to and from other brokers, with Mosquitto's
+//! semantics.
 //!
 //! # Bounds
 //!
@@ -53,6 +54,7 @@
 //! ```
 
 mod auth;
+pub mod bridge;
 pub mod capture;
 pub mod config;
 mod config_file;
@@ -75,6 +77,7 @@ mod websocket;
 mod wire;
 mod x509;
 
+pub use bridge::BridgeConfig;
 pub use config::{Config, HttpConfig, Limits, ListenerConfig, LogFormat, LoggingConfig};
 pub use config_file::{Format, Loaded};
 pub use error::Error;

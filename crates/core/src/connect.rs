@@ -38,6 +38,7 @@ impl Router {
         let v5 = connect.protocol.is_v5();
         let c = self.conns.handling(conn);
         c.version = connect.protocol;
+        c.bridge = connect.bridge;
         let username_from_certificate = c.tls.as_ref().is_some_and(|t| t.as_username);
         let tls_identity = c.tls.as_ref().map(|t| {
             if t.as_username {

@@ -114,6 +114,10 @@ pub(crate) struct Conn {
     pub(crate) held: u16,
     /// What its TLS client certificate says (see `identity.rs`).
     pub(crate) tls: Option<Box<TlsIdentity>>,
+    /// The client said it is a bridge (the protocol level's top bit, Mosquitto's
+    /// `try_private`): its MQTT 3 subscriptions are No Local with Retain As Published, so
+    /// that what it forwards here is not sent back to it.
+    pub(crate) bridge: bool,
     /// Its publish rate buckets (see `rate.rs`).
     pub(crate) rate: PublishRate,
 }
@@ -195,6 +199,7 @@ impl Connections {
                 timer: 0,
                 held: 0,
                 tls: None,
+                bridge: false,
                 rate: PublishRate::default(),
             }),
         );
