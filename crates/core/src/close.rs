@@ -15,6 +15,7 @@ use crate::connections::{ConnId, ConnState};
 use crate::durable::Record;
 use crate::packet_log::summary;
 use crate::router::Router;
+use crate::wills::WillOwner;
 
 impl Router {
     /// The socket of `conn` is gone: publishes the will if the client did not disconnect
@@ -81,13 +82,16 @@ impl Router {
             return;
         };
         let will_msg = c.will.take();
-        let username = c.username.clone();
+        let owner = WillOwner {
+            username: c.username.clone(),
+            listener: c.listener,
+        };
         info!(client = %client, peer = %c.origin, "disconnected: {why}");
         let Some(expiry) = self.sessions.detach(self.clock, &client, conn, now) else {
             return;
         };
         if will && let Some(w) = will_msg {
-            self.will_after_close(now, (client.clone(), username, w), expiry);
+            self.will_after_close(now, (client.clone(), owner, w), expiry);
         }
         if expiry == 0 {
             self.end_session(now, &client);

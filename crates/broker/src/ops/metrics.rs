@@ -86,7 +86,13 @@ fn render(ops: &Ops) -> String {
         "tinsel_connections_refused_total",
         Counter,
         "Network connections closed on accept, by reason.",
-        &[("reason=\"max_connections\"", counts.refused_max_connections)],
+        &[
+            ("reason=\"max_connections\"", counts.refused_max_connections),
+            (
+                "reason=\"listener_max_connections\"",
+                counts.refused_listener_max_connections,
+            ),
+        ],
     );
     family(
         &mut o,

@@ -13,6 +13,7 @@ use crate::message::publish_size;
 use crate::router::Router;
 use crate::settings::{Limits, Settings};
 
+mod listeners;
 mod seams;
 
 fn origin(port: u16) -> Origin {
