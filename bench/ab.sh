@@ -7,7 +7,8 @@
 #   BASE=... ROUNDS=5 MODES="pinned unpinned" CASES="p2p-q1" bench/ab.sh
 #
 # Cases (as in `tinsel bench compare`, 5-second runs): p2p-q0, p2p-q1, p2p-q2, fanout-q0,
-# idle-conn (5,000 connections). Pinned: broker on core 0, generator on core 1 with one
+# idle-conn (5,000 connections), latency-q1-1k, latency-q1-10k, latency-q1-50k (10 pairs,
+# QoS 1, paced; reported as p50, p99, p99.9 and the maximum, µs). Pinned: broker on core 0, generator on core 1 with one
 # thread; unpinned: no placement, generator with two threads. Every broker listens on a
 # free port of 127.0.0.1. Prints every run, then per case the median (range) of messages
 # per broker CPU-second (idle-conn: KiB per connection) and the ratios new/base and
@@ -38,6 +39,9 @@ load_args() { # case -> the generator's arguments
         p2p-q2) echo "p2p -n 10 --qos 2 --size 64 --window 100 --duration ${secs}" ;;
         fanout-q0) echo "fanout -n 50 --qos 0 --size 64 --duration ${secs}" ;;
         idle-conn) echo "conn -n 5000 --duration 2 --connect-concurrency 100" ;;
+        latency-q1-1k) echo "p2p -n 10 --qos 1 --size 64 --rate 100 --window 100 --duration ${secs}" ;;
+        latency-q1-10k) echo "p2p -n 10 --qos 1 --size 64 --rate 1000 --window 100 --duration ${secs}" ;;
+        latency-q1-50k) echo "p2p -n 10 --qos 1 --size 64 --rate 5000 --window 100 --duration ${secs}" ;;
         *) echo "unknown case $1" >&2; exit 1 ;;
     esac
 }
@@ -76,6 +80,8 @@ r = {"broker": which, "mode": mode, "case": case, "ok": d.get("ok"),
 if case == "idle-conn":
     r["per_cpu"] = d["connect"]["rate"] / b["cpu_s"] if b.get("cpu_s") else None
     r["kib"] = b.get("rss_per_conn_kib")
+for k in ("p50", "p99", "p999", "max"):
+    r[k] = (d.get("latency_us") or {}).get(k)
 print(json.dumps(r))
 PY
     tail -n 1 "${work}/runs"
@@ -102,7 +108,10 @@ print(f"\n{sys.argv[2]} rounds, medians (range)")
 print("| placement | case | figure | base | new | mosquitto | new ÷ base | new ÷ mosquitto |")
 print("|---|---|---|---|---|---|---|---|")
 for (mode, case), bs in by.items():
-    for k, name in (("per_cpu", "msg (idle-conn: conn) per broker CPU-s"), ("kib", "KiB per connection")):
+    figures = [("per_cpu", "msg (idle-conn: conn) per broker CPU-s"), ("kib", "KiB per connection")]
+    if case.startswith("latency"):
+        figures += [(k, k + " µs (lower is better)") for k in ("p50", "p99", "p999", "max")]
+    for k, name in figures:
         m = {b: med(rs, k) for b, rs in bs.items()}
         if not any(m.values()):
             continue

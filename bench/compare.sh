@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Compare tinsel broker, Mosquitto and rumqttd side by side.
 #
-#   bench/compare.sh            # full suite, pinned and unpinned (about 7-10 minutes)
-#   bench/compare.sh --quick    # short runs, 2,000 idle connections (about 2 minutes)
+#   bench/compare.sh            # full suite, pinned and unpinned (about 25 minutes)
+#   bench/compare.sh --quick    # short runs, 2,000 idle connections (about 5 minutes)
 #   bench/compare.sh --brokers mosquitto,rumqttd --modes pinned --cases p2p-q0
 #
 # Builds `tinsel` in release, installs rumqttd 0.20.0 into ~/.cache/tinsel-bench/rumqttd

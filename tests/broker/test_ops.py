@@ -230,7 +230,24 @@ def test_connection_line_as_mosquitto_writes_it(tinsel_broker):
         time.sleep(0.05)
     lines = connect_lines(tinsel_broker.log())
     assert lines.get(a) == "p5, c1, k30, u'alice'", tinsel_broker.log()
-    assert lines.get(b) == "p4, c0, k60", tinsel_broker.log()
+    assert lines.get(b) == "p2, c0, k60", tinsel_broker.log()
+
+
+def test_connection_lines_match_mosquittos(start_tinsel, start_mosquitto):
+    """The same clients against both brokers: the same connection line, but for the port."""
+    seen = {}
+    for srv in (start_tinsel(), start_mosquitto()):
+        a, b, c = uid("same"), uid("same"), uid("same")
+        mosquitto_pub(srv.port, "x", "1", "-i", a, "-u", "alice", "-V", "mqttv5", "-k", "45")
+        mosquitto_pub(srv.port, "x", "1", "-i", b, "-V", "mqttv311", "-c", "-k", "5")
+        mosquitto_pub(srv.port, "x", "1", "-i", c, "-V", "mqttv31", "-u", "bob")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(connect_lines(srv.log())) < 3:
+            time.sleep(0.05)
+        lines = connect_lines(srv.log())
+        seen[srv.kind] = [lines.get(a), lines.get(b), lines.get(c)]
+    assert seen["tinsel"] == seen["mosquitto"], seen
+    assert seen["tinsel"] == ["p5, c1, k45, u'alice'", "p2, c0, k5", "p1, c1, k60, u'bob'"]
 
 
 def test_json_lines_in_a_log_file(start_tinsel, tmp_path):
@@ -262,9 +279,19 @@ def test_an_invalid_log_level_is_an_error(tinsel_bin, how):
     else:
         args += how
     r = subprocess.run(args, capture_output=True, text=True, timeout=10, env=env)
-    assert r.returncode != 0
+    assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "invalid log level" in lines[0], r.stderr
+
+
+def test_check_reports_an_invalid_log_level_in_the_file(tinsel_bin, tmp_path):
+    cfg = tmp_path / "tinsel.toml"
+    cfg.write_text('[logging]\nlevel = "verbose"\n')
+    env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
+    r = subprocess.run([str(tinsel_bin), "broker", "--check", "-c", str(cfg)],
+                       capture_output=True, text=True, timeout=10, env=env)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and 'invalid log level "verbose"' in r.stderr, r.stderr
 
 
 def test_an_http_port_in_use_is_an_error(tinsel_bin):

@@ -17,6 +17,9 @@ use serde_json::Value;
 use crate::BenchError;
 
 mod chart;
+mod latency;
+
+pub use latency::DEFAULT_ROUNDS as DEFAULT_LATENCY_ROUNDS;
 
 /// What to compare and where to write.
 #[derive(Debug, Clone)]
@@ -44,7 +47,12 @@ pub struct CompareConfig {
     pub nice: i32,
     /// Rounds of each case (at least 1), every broker once per round, one after the other:
     /// the tables show each figure's median over the rounds, and the targets its range.
+    /// The latency cases have their own count, [`CompareConfig::latency_rounds`].
     pub repeat: u32,
+    /// Rounds of each latency case (at least 1), the brokers taking turns in every round.
+    pub latency_rounds: u32,
+    /// Seconds of each latency round; `None`: 5 (`quick`: 2).
+    pub latency_duration: Option<f64>,
 }
 
 /// One case of the suite.
@@ -59,11 +67,12 @@ struct Case {
 /// per process (broker and load generator alike), so 20,000 exactly cannot be opened.
 const IDLE_CONNS: u32 = 19_900;
 
-fn suite(quick: bool) -> Vec<Case> {
+/// The cases; latency rounds last `latency_s` seconds.
+fn suite(quick: bool, latency_s: f64) -> Vec<Case> {
     let d = if quick { "3" } else { "10" };
     let idle = if quick { 2_000 } else { IDLE_CONNS };
     let a = |s: String| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
-    vec![
+    let mut cases = vec![
         Case {
             id: "p2p-q0",
             title: "p2p QoS 0, 10 pairs",
@@ -93,20 +102,15 @@ fn suite(quick: bool) -> Vec<Case> {
             )),
         },
         Case {
-            id: "latency-q1",
-            title: "latency at 10k msg/s QoS 1",
-            args: a(format!(
-                "p2p -n 10 --qos 1 --size 64 --rate 1000 --window 100 --duration {d} --time-limit 90"
-            )),
-        },
-        Case {
             id: "idle-conn",
             title: "idle connections",
             args: a(format!(
                 "conn -n {idle} --duration 3 --connect-concurrency 100 --time-limit 120"
             )),
         },
-    ]
+    ];
+    cases.extend(latency::cases(latency_s));
+    cases
 }
 
 /// A broker process under test.
@@ -364,6 +368,13 @@ struct Saved {
     nice: i32,
     #[serde(default = "one")]
     repeat: u32,
+    /// Rounds of the latency cases; absent in results from before they had their own count
+    /// (they then ran `repeat` rounds).
+    #[serde(default)]
+    latency_rounds: Option<u32>,
+    /// Seconds of each latency round (absent: as long as the other cases).
+    #[serde(default)]
+    latency_duration: Option<f64>,
     brokers: Vec<String>,
     modes: Vec<String>,
     cases: Vec<String>,
@@ -371,6 +382,32 @@ struct Saved {
     versions: String,
     took_s: f64,
     measurements: Vec<Measurement>,
+    /// Every latency figure: median, range and each round (written for readers of the
+    /// JSON; computed again from `measurements` when rendering).
+    #[serde(default)]
+    latency: Vec<latency::Summary>,
+}
+
+impl Saved {
+    /// Rounds that `case` ran.
+    fn rounds(&self, case: &str) -> u32 {
+        if latency::is_latency(case) {
+            self.latency_rounds.unwrap_or(self.repeat)
+        } else {
+            self.repeat
+        }
+    }
+
+    /// Results from before the latency cases were split by rate name the 10k one
+    /// `latency-q1`: they are shown as `latency-q1-10k`.
+    fn upgrade(&mut self) {
+        for c in &mut self.cases {
+            *c = latency::resolve(c).to_string();
+        }
+        for m in &mut self.measurements {
+            m.case = latency::resolve(&m.case).to_string();
+        }
+    }
 }
 
 /// A results file from before `repeat` ran each case once.
@@ -379,7 +416,11 @@ fn one() -> u32 {
 }
 
 /// Writes `results.md`, `results.json` and the charts for `saved` into `out`.
-fn write_outputs(out: &Path, saved: &Saved) -> Result<(), BenchError> {
+fn write_outputs(out: &Path, saved: &mut Saved) -> Result<(), BenchError> {
+    saved.upgrade();
+    let latency_s = saved
+        .latency_duration
+        .unwrap_or(if saved.quick { 3.0 } else { 10.0 });
     let cfg = CompareConfig {
         quick: saved.quick,
         brokers: saved.brokers.clone(),
@@ -392,12 +433,15 @@ fn write_outputs(out: &Path, saved: &Saved) -> Result<(), BenchError> {
         verbose: false,
         nice: saved.nice,
         repeat: saved.repeat,
+        latency_rounds: saved.latency_rounds.unwrap_or(saved.repeat),
+        latency_duration: Some(latency_s),
     };
-    let cases: Vec<Case> = suite(saved.quick)
+    let cases: Vec<Case> = suite(saved.quick, latency_s)
         .into_iter()
         .filter(|c| saved.cases.iter().any(|id| id == c.id))
         .collect();
     std::fs::create_dir_all(out)?;
+    saved.latency = latency::summaries(&saved.measurements, &saved.modes, &cases, &saved.brokers);
     let md = markdown(&cfg, &cases, saved);
     std::fs::write(out.join("results.md"), &md)?;
     let json = serde_json::to_string_pretty(saved)
@@ -421,13 +465,13 @@ fn write_outputs(out: &Path, saved: &Saved) -> Result<(), BenchError> {
 /// (after a change to the report layout, without measuring again).
 pub fn render(results_json: &Path, out: &Path) -> Result<String, BenchError> {
     let text = std::fs::read_to_string(results_json)?;
-    let saved: Saved = serde_json::from_str(&text).map_err(|e| {
+    let mut saved: Saved = serde_json::from_str(&text).map_err(|e| {
         BenchError::Config(format!(
             "{}: not a compare results file: {e}",
             results_json.display()
         ))
     })?;
-    write_outputs(out, &saved)?;
+    write_outputs(out, &mut saved)?;
     Ok(format!(
         "wrote {}/results.md and chart-*.svg",
         out.display()
@@ -436,15 +480,28 @@ pub fn render(results_json: &Path, out: &Path) -> Result<String, BenchError> {
 
 /// Runs the suite and writes the results; returns a short summary.
 pub fn run(cfg: &CompareConfig) -> Result<String, BenchError> {
-    let cases: Vec<Case> = suite(cfg.quick)
-        .into_iter()
-        .filter(|c| cfg.cases.is_empty() || cfg.cases.iter().any(|id| id == c.id))
-        .collect();
-    if cases.is_empty() {
-        return Err(BenchError::Config(
-            "no such case: use p2p-q0, p2p-q1, p2p-q2, fanout-q0, latency-q1, idle-conn".into(),
-        ));
+    let latency_s = cfg
+        .latency_duration
+        .unwrap_or_else(|| latency::default_duration(cfg.quick));
+    if !(latency_s > 0.0 && latency_s <= 60.0) {
+        return Err(BenchError::Config(format!(
+            "--latency-duration {latency_s}: use a number of seconds above 0, at most 60"
+        )));
     }
+    let all = suite(cfg.quick, latency_s);
+    for name in &cfg.cases {
+        if !all.iter().any(|c| c.id == latency::resolve(name)) {
+            let ids: Vec<&str> = all.iter().map(|c| c.id).collect();
+            return Err(BenchError::Config(format!(
+                "no such case {name:?}: use {} (latency-q1 is latency-q1-10k)",
+                ids.join(", ")
+            )));
+        }
+    }
+    let cases: Vec<Case> = all
+        .into_iter()
+        .filter(|c| cfg.cases.is_empty() || cfg.cases.iter().any(|id| latency::resolve(id) == c.id))
+        .collect();
     for b in &cfg.brokers {
         let path = match b.as_str() {
             "tinsel" => &cfg.tinsel,
@@ -470,44 +527,58 @@ pub fn run(cfg: &CompareConfig) -> Result<String, BenchError> {
             )));
         }
     }
-    if cfg.repeat == 0 {
+    if cfg.repeat == 0 || cfg.latency_rounds == 0 {
         return Err(BenchError::Config(
-            "--repeat 0 measures nothing: use 1 or more".into(),
+            "--repeat 0 or --latency-rounds 0 measures nothing: use 1 or more".into(),
         ));
     }
     let dir = std::env::temp_dir().join(format!("tinsel-compare-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let started = Instant::now();
     let mut results = Vec::new();
+    let mut measure = |mode: &str, case: &Case, round: u32, rounds: u32| {
+        for broker in &cfg.brokers {
+            let m = run_case(cfg, broker, mode, case, round, &dir);
+            if cfg.verbose {
+                eprintln!(
+                    "[{:>5.0} s] {mode} {} {broker}{}: {}",
+                    started.elapsed().as_secs_f64(),
+                    case.id,
+                    if rounds > 1 {
+                        format!(" (round {})", round + 1)
+                    } else {
+                        String::new()
+                    },
+                    summary_line(&m)
+                );
+            }
+            results.push(m);
+        }
+    };
+    let (paced, others): (Vec<&Case>, Vec<&Case>) =
+        cases.iter().partition(|c| latency::is_latency(c.id));
     for mode in &cfg.modes {
-        for case in &cases {
-            // Brokers take turns within each round, so a slow minute on the shared machine
-            // lands on all of them rather than on one broker's every run.
+        // Brokers take turns within each round, so a slow minute on the shared machine
+        // lands on all of them rather than on one broker's every run.
+        for case in &others {
             for round in 0..cfg.repeat {
-                for broker in &cfg.brokers {
-                    let m = run_case(cfg, broker, mode, case, round, &dir);
-                    if cfg.verbose {
-                        eprintln!(
-                            "[{:>5.0} s] {mode} {} {broker}{}: {}",
-                            started.elapsed().as_secs_f64(),
-                            case.id,
-                            if cfg.repeat > 1 {
-                                format!(" (round {})", round + 1)
-                            } else {
-                                String::new()
-                            },
-                            summary_line(&m)
-                        );
-                    }
-                    results.push(m);
-                }
+                measure(mode, case, round, cfg.repeat);
+            }
+        }
+        // The latency cases' rounds go round the cases too: a slow minute then lands on one
+        // round of each case, not on several rounds of one.
+        for round in 0..cfg.latency_rounds {
+            for case in &paced {
+                measure(mode, case, round, cfg.latency_rounds);
             }
         }
     }
-    let saved = Saved {
+    let mut saved = Saved {
         quick: cfg.quick,
         nice: cfg.nice,
         repeat: cfg.repeat,
+        latency_rounds: Some(cfg.latency_rounds),
+        latency_duration: Some(latency_s),
         brokers: cfg.brokers.clone(),
         modes: cfg.modes.clone(),
         cases: cases.iter().map(|c| c.id.to_string()).collect(),
@@ -515,8 +586,9 @@ pub fn run(cfg: &CompareConfig) -> Result<String, BenchError> {
         versions: versions(cfg),
         took_s: started.elapsed().as_secs_f64(),
         measurements: results,
+        latency: Vec::new(),
     };
-    write_outputs(&cfg.out, &saved)?;
+    write_outputs(&cfg.out, &mut saved)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(format!(
         "wrote {}/results.md, results.json and chart-*.svg in {:.0} s",
@@ -607,8 +679,15 @@ fn metrics(r: &Value) -> Vec<(&'static str, f64)> {
             v.push(("wait cores", w / secs));
         }
     }
-    if let Some(x) = f("/latency_us/p99") {
-        v.push(("p99 µs", x));
+    for (label, key) in [
+        ("p50 µs", "p50"),
+        ("p99 µs", "p99"),
+        ("p99.9 µs", "p999"),
+        ("max µs", "max"),
+    ] {
+        if let Some(x) = f(&format!("/latency_us/{key}")) {
+            v.push((label, x));
+        }
     }
     if let (Some(lost), Some(exp)) = (f("/lost"), f("/expected")) {
         if exp > 0.0 {
@@ -709,11 +788,15 @@ fn case_metrics(case: &str) -> &'static [(&'static str, Option<bool>)] {
             ("connect p99 µs", Some(false)),
             ("load cores", None),
         ],
-        "latency-q1" => &[
+        c if latency::is_latency(c) => &[
+            ("p50 µs", Some(false)),
             ("p99 µs", Some(false)),
+            ("p99.9 µs", Some(false)),
+            ("max µs", Some(false)),
             ("msg/s", Some(true)),
             ("msg/CPU-s", Some(true)),
             ("cores", None),
+            ("wait cores", None),
             ("load cores", None),
         ],
         _ => &[
@@ -747,7 +830,7 @@ fn chart_rows(
     for case in cases {
         let shown: &[(&str, bool)] = match case.id {
             "idle-conn" => &[("KiB/conn", false), ("conn/s", true), ("conn/CPU-s", true)],
-            "latency-q1" => &[("p99 µs", false)],
+            c if latency::is_latency(c) => &[("p99 µs", false), ("p99.9 µs", false)],
             _ => &[("msg/CPU-s", true), ("msg/s", true)],
         };
         for (metric, hb) in shown {
@@ -769,7 +852,7 @@ fn markdown(cfg: &CompareConfig, cases: &[Case], saved: &Saved) -> String {
     let _ = writeln!(s, "# Broker comparison\n");
     let _ = writeln!(
         s,
-        "Generated by `tinsel bench compare{}{}{}` on {} in {:.0} s. {}\n",
+        "Generated by `tinsel bench compare{}{}{}{}` on {} in {:.0} s. {}\n",
         if cfg.quick { " --quick" } else { "" },
         if cfg.nice != 0 {
             format!(" --nice {}", cfg.nice)
@@ -780,6 +863,10 @@ fn markdown(cfg: &CompareConfig, cases: &[Case], saved: &Saved) -> String {
             format!(" --repeat {}", saved.repeat)
         } else {
             String::new()
+        },
+        match (saved.latency_rounds, saved.latency_duration) {
+            (Some(n), Some(d)) => format!(" --latency-rounds {n} --latency-duration {d}"),
+            _ => String::new(),
         },
         saved.machine,
         saved.took_s,
@@ -796,12 +883,15 @@ fn markdown(cfg: &CompareConfig, cases: &[Case], saved: &Saved) -> String {
          against Mosquitto in the same run (for latency and memory: Mosquitto's figure divided \
          by the broker's, so above 1 is better).\n"
     );
-    if saved.repeat > 1 {
+    let latency_rounds = saved.rounds("latency-q1-10k");
+    if saved.repeat > 1 || latency_rounds > 1 {
         let _ = writeln!(
             s,
-            "Each case ran {} rounds, the brokers one after the other in each round; every \
-             figure is the median of a broker's rounds (the targets table adds their range).\n",
-            saved.repeat
+            "Each throughput and connection case ran {} round(s) and each latency case {} \
+             round(s), the brokers one after the other in each round; every figure is the \
+             median of a broker's rounds (the targets table adds their range, the latency \
+             section every round).\n",
+            saved.repeat, latency_rounds
         );
     }
     for mode in &cfg.modes {
@@ -841,6 +931,7 @@ fn markdown(cfg: &CompareConfig, cases: &[Case], saved: &Saved) -> String {
         }
         let _ = writeln!(s, "\n![{mode}](chart-{mode}.svg)\n");
     }
+    latency::markdown(&mut s, &saved.latency, latency_rounds);
     let problems: Vec<&Measurement> = results.iter().filter(|m| m.error.is_some()).collect();
     let _ = writeln!(s, "## Errors and delivery checks\n");
     if problems.is_empty() {
@@ -850,7 +941,7 @@ fn markdown(cfg: &CompareConfig, cases: &[Case], saved: &Saved) -> String {
             let _ = writeln!(
                 s,
                 "- {}: {}",
-                run_name(m, saved.repeat),
+                run_name(m, saved.rounds(&m.case)),
                 grouped_errors(m.error.as_deref().unwrap_or_default())
             );
         }
@@ -866,14 +957,14 @@ fn markdown(cfg: &CompareConfig, cases: &[Case], saved: &Saved) -> String {
                 let _ = writeln!(
                     s,
                     "- {}: lost {lost}, duplicates {dup}, reordered {re} of {}",
-                    run_name(m, saved.repeat),
+                    run_name(m, saved.rounds(&m.case)),
                     r.get("expected").map(Value::to_string).unwrap_or_default()
                 );
             }
         }
     }
     let _ = writeln!(s, "\n## Targets, tinsel against the same run\n");
-    targets(&mut s, cfg, results);
+    targets(&mut s, cfg, cases, results);
     let _ = writeln!(s, "\n## Exact commands\n");
     let _ = writeln!(
         s,
@@ -885,8 +976,12 @@ fn markdown(cfg: &CompareConfig, cases: &[Case], saved: &Saved) -> String {
         let _ = writeln!(s, "{}", m.broker_command);
         let _ = writeln!(s, "{}", m.bench_command);
     }
-    if saved.repeat > 1 {
-        let _ = writeln!(s, "# each of these ran {} times (rounds)", saved.repeat);
+    if saved.repeat > 1 || latency_rounds > 1 {
+        let _ = writeln!(
+            s,
+            "# each of these ran {} times (rounds), the latency cases {} times",
+            saved.repeat, latency_rounds
+        );
     }
     let _ = writeln!(s, "```\n\nBroker configurations (port substituted):\n");
     let tmp = std::env::temp_dir().join(format!("tinsel-compare-cfg-{}", std::process::id()));
@@ -916,7 +1011,7 @@ fn run_name(m: &Measurement, repeat: u32) -> String {
     name
 }
 
-fn targets(s: &mut String, cfg: &CompareConfig, results: &[Measurement]) {
+fn targets(s: &mut String, cfg: &CompareConfig, cases: &[Case], results: &[Measurement]) {
     if !cfg.brokers.iter().any(|b| b == "tinsel") {
         let _ = writeln!(s, "Tinsel was not part of this run.");
         return;
@@ -995,13 +1090,17 @@ fn targets(s: &mut String, cfg: &CompareConfig, results: &[Measurement]) {
         }
     }
     for mode in &cfg.modes {
-        row(
-            "p99 latency µs at 10k msg/s QoS 1 below both",
-            mode,
-            "latency-q1",
-            "p99 µs",
-            &|t, m, r| t < m && r.is_none_or(|r| t < r),
-        );
+        for case in cases.iter().filter(|c| latency::is_latency(c.id)) {
+            for metric in ["p99 µs", "p99.9 µs"] {
+                row(
+                    &format!("{case}: {metric} ≤ Mosquitto", case = case.id),
+                    mode,
+                    case.id,
+                    metric,
+                    &|t, m, _| t <= m,
+                );
+            }
+        }
     }
     for mode in &cfg.modes {
         row(

@@ -76,6 +76,7 @@ mod store;
 mod tls;
 mod transport;
 mod websocket;
+mod wire;
 mod x509;
 
 pub use config::{

@@ -30,6 +30,7 @@ use crate::config::{ListenerConfig, Transport};
 use crate::shared::Shared;
 use crate::tls::{IdentityRule, TlsTransport};
 use crate::websocket::{DEFAULT_PATH, WsTransport};
+use crate::wire::Wire;
 use crate::{Error, connection, tls, websocket};
 
 /// A bound listener of a kind that needs a handshake, or a Unix socket.
@@ -215,7 +216,13 @@ impl Listener {
             tokio::spawn(async move {
                 let handshake = tokio::time::timeout(
                     connect_timeout,
-                    Box::pin(kind.handshake(stream, peer, shared.max_packet_size)),
+                    Box::pin(kind.handshake(
+                        stream,
+                        peer,
+                        local,
+                        capture.as_ref(),
+                        shared.max_packet_size,
+                    )),
                 );
                 let mut stop_rx = stop_rx;
                 let outcome = tokio::select! {
@@ -225,19 +232,21 @@ impl Listener {
                     }
                 };
                 drop(stop_rx);
+                // Plain TCP and WebSocket connections are captured as the MQTT bytes their
+                // task reads and writes; TLS ones in their `Wire`, as the encrypted bytes.
                 let cap = |peer| capture.as_ref().map(|c| c.connection(peer, local));
                 match outcome {
                     Ok(Ok((Accepted::Tcp(s), peer))) => {
                         Box::pin(connection::serve(shared, s, peer, id, cap(peer))).await;
                     }
                     Ok(Ok((Accepted::Tls(t), peer))) => {
-                        Box::pin(connection::serve(shared, t, peer, id, cap(peer))).await;
+                        Box::pin(connection::serve(shared, t, peer, id, None)).await;
                     }
                     Ok(Ok((Accepted::Ws(w), peer))) => {
                         Box::pin(connection::serve(shared, w, peer, id, cap(peer))).await;
                     }
                     Ok(Ok((Accepted::Wss(w), peer))) => {
-                        Box::pin(connection::serve(shared, w, peer, id, cap(peer))).await;
+                        Box::pin(connection::serve(shared, w, peer, id, None)).await;
                     }
                     Ok(Err(why)) => {
                         debug!(%peer, "listener {local}: handshake failed: {why}");
@@ -285,16 +294,16 @@ enum Accepted {
     Tcp(TcpStream),
     Tls(TlsTransport),
     Ws(WsTransport<TcpStream>),
-    Wss(WsTransport<tokio_rustls::server::TlsStream<TcpStream>>),
+    Wss(WsTransport<tokio_rustls::server::TlsStream<Wire>>),
 }
 
 impl Kind {
     async fn tls(
         &self,
-        stream: TcpStream,
+        stream: Wire,
     ) -> Result<
         (
-            tokio_rustls::server::TlsStream<TcpStream>,
+            tokio_rustls::server::TlsStream<Wire>,
             Option<(Arc<str>, bool)>,
         ),
         String,
@@ -313,10 +322,16 @@ impl Kind {
 
     /// Runs the connection's handshakes: the PROXY header, TLS, the WebSocket upgrade, as
     /// the listener has them. Ok: the stream to serve, and the client's address.
+    ///
+    /// With a capture, a TLS connection (WebSocket over TLS too) is recorded from the end of
+    /// the PROXY header on, below TLS (see `wire.rs`): its handshake and its records as
+    /// sent, encrypted.
     async fn handshake(
         &self,
         mut stream: TcpStream,
         peer: SocketAddr,
+        local: SocketAddr,
+        capture: Option<&Capture>,
         max_packet_size: u32,
     ) -> Result<(Accepted, SocketAddr), String> {
         let peer = if self.proxy {
@@ -326,15 +341,16 @@ impl Kind {
         } else {
             peer
         };
+        let wire = |stream| Wire::new(stream, capture.map(|c| c.connection(peer, local)));
         let path = self.path.clone();
         let ws_error = |e| format!("WebSocket upgrade: {e}");
         let accepted = match self.transport {
             Transport::Tls => {
-                let (s, identity) = self.tls(stream).await?;
+                let (s, identity) = self.tls(wire(stream)).await?;
                 Accepted::Tls(TlsTransport::new(s, identity))
             }
             Transport::WebSocketTls => {
-                let (s, identity) = self.tls(stream).await?;
+                let (s, identity) = self.tls(wire(stream)).await?;
                 let ws = websocket::accept(s, path, max_packet_size)
                     .await
                     .map_err(ws_error)?;

@@ -43,7 +43,11 @@ pub struct Broker {
     authorizer: Option<Arc<dyn Authorizer>>,
     capture: Option<Capture>,
     ops: Option<OpsListener>,
+    on_ready: Option<OnReady>,
 }
+
+/// What [`Broker::on_ready`] was given.
+type OnReady = Box<dyn FnOnce(&[SocketAddr]) + Send>;
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -106,6 +110,7 @@ impl Broker {
             authorizer: None,
             capture,
             ops,
+            on_ready: None,
         };
         if let Some(rules) = crate::access_rules::load(&broker.config)? {
             broker.authenticator = Some(rules.authenticator);
@@ -124,6 +129,13 @@ impl Broker {
     /// Decides what clients may publish, subscribe to and receive (default: everything).
     pub fn with_authorizer(mut self, a: impl Authorizer) -> Broker {
         self.authorizer = Some(Arc::new(a));
+        self
+    }
+
+    /// Calls `f` with the bound addresses once [`run`](Broker::run) has read the store and
+    /// every listener accepts: the moment a service manager may be told the broker is ready.
+    pub fn on_ready(mut self, f: impl FnOnce(&[SocketAddr]) + Send + 'static) -> Broker {
+        self.on_ready = Some(Box::new(f));
         self
     }
 
@@ -213,6 +225,9 @@ impl Broker {
         // After the MQTT listeners: from its first request on, /readyz may say ready.
         if let Some(ops) = self.ops {
             ops.spawn(shared.clone(), stop_tx.subscribe(), done_tx.clone());
+        }
+        if let Some(ready) = self.on_ready {
+            ready(&self.addrs);
         }
 
         shutdown.await;

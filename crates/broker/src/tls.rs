@@ -19,12 +19,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::io::AsyncWrite;
-use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use crate::Error;
 use crate::config::ListenerConfig;
 use crate::transport::Transport;
+use crate::wire::Wire;
 use crate::x509::{Certificate, format_time};
 
 /// A listener's error about one of its files, naming the file.
@@ -215,9 +215,10 @@ impl IdentityRule {
 }
 
 /// A connection's TLS stream (over TCP), read without a buffer of its own: rustls holds
-/// the records, and the plaintext is read straight into the connection's read buffer.
+/// the records, and the plaintext is read straight into the connection's read buffer. A
+/// capture records the encrypted bytes of the [`Wire`] under it, never the plaintext.
 pub(crate) struct TlsTransport {
-    stream: TlsStream<TcpStream>,
+    stream: TlsStream<Wire>,
     /// rustls may hold plaintext that no socket readiness would announce: after the last
     /// read filled the caller's buffer, and at the start, when the records that finished
     /// the handshake came with the first packets (a client that sends CONNECT right behind
@@ -228,7 +229,7 @@ pub(crate) struct TlsTransport {
 }
 
 impl TlsTransport {
-    pub(crate) fn new(stream: TlsStream<TcpStream>, identity: Option<(Arc<str>, bool)>) -> Self {
+    pub(crate) fn new(stream: TlsStream<Wire>, identity: Option<(Arc<str>, bool)>) -> Self {
         TlsTransport {
             stream,
             more: true,

@@ -180,6 +180,14 @@ struct CompareArgs {
     /// latency and connect rate move by a third on a shared machine.
     #[arg(long, default_value_t = 1, value_name = "N")]
     repeat: u32,
+    /// Rounds of each latency case (latency-q1-1k, -10k, -50k), brokers taking turns in
+    /// every round, independent of --repeat; reported as median, range and every round
+    /// (default 9; with --quick 3).
+    #[arg(long, value_name = "N")]
+    latency_rounds: Option<u32>,
+    /// Seconds of each latency round (default 5; with --quick 2).
+    #[arg(long, value_name = "SECS")]
+    latency_duration: Option<f64>,
 }
 
 /// Runs the subcommand.
@@ -303,6 +311,12 @@ fn run_compare(c: CompareArgs) -> ExitCode {
         verbose: c.verbose,
         nice: c.nice,
         repeat: c.repeat,
+        latency_rounds: c.latency_rounds.unwrap_or(if c.quick {
+            3
+        } else {
+            compare::DEFAULT_LATENCY_ROUNDS
+        }),
+        latency_duration: c.latency_duration,
     };
     compare_outcome(compare::run(&cfg))
 }

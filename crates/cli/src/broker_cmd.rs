@@ -7,6 +7,7 @@ use tinsel_broker::Format;
 use tinsel_broker::{Broker, Config, Error, ListenerConfig, LogFormat, LoggingConfig};
 
 use crate::fds;
+use crate::service::{self, StopSignals};
 
 /// Run the MQTT broker. With no arguments it listens on 127.0.0.1:1883, like Mosquitto 2.
 #[derive(Debug, clap::Args)]
@@ -118,6 +119,14 @@ pub(crate) fn run(args: Args) -> ExitCode {
         print_error(&e);
         return ExitCode::FAILURE;
     }
+    // A level that names no level is a mistake to report, not a broker that logs nothing.
+    let filter = match log_filter(&config.logging, args.verbose) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("tinsel broker: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if args.check {
         let path = args
             .config
@@ -134,7 +143,25 @@ pub(crate) fn run(args: Args) -> ExitCode {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = init_logging(&config.logging, args.verbose) {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tinsel broker: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // From here on SIGTERM and Ctrl-C stop the broker cleanly, also during its start.
+    let stop = match runtime.block_on(async { StopSignals::install() }) {
+        Ok(s) => s.wait(),
+        Err(e) => {
+            eprintln!("tinsel broker: cannot catch SIGTERM and SIGINT: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = init_logging(&config.logging, &filter) {
         eprintln!("tinsel broker: {e}");
         return ExitCode::FAILURE;
     }
@@ -152,19 +179,26 @@ pub(crate) fn run(args: Args) -> ExitCode {
         }
         _ => {}
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tinsel broker: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let result = runtime.block_on(async move {
-        let broker = Broker::bind(config).await?;
-        broker.run(shutdown_signal()).await
+        let mut stop = stop;
+        let broker = tokio::select! {
+            biased;
+            () = &mut stop => {
+                tracing::info!("stopped before the listeners were bound");
+                return Ok(());
+            }
+            b = Broker::bind(config) => b?,
+        };
+        broker
+            .on_ready(|addrs| {
+                let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+                service::ready(&format!(
+                    "accepting MQTT connections on {}",
+                    addrs.join(", ")
+                ));
+            })
+            .run(stop)
+            .await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -199,26 +233,29 @@ fn check_filter(filter: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Installs the log subscriber: the level (`-v` means debug; RUST_LOG overrides the
-/// configuration), text or JSON lines, standard error or an appended file.
-fn init_logging(logging: &LoggingConfig, verbose: bool) -> Result<(), String> {
+/// The log filter in force: `-v` means debug; RUST_LOG overrides the configuration.
+fn log_filter(logging: &LoggingConfig, verbose: bool) -> Result<String, String> {
+    if verbose || logging.verbose {
+        return Ok("debug".to_owned());
+    }
+    match std::env::var("RUST_LOG") {
+        Ok(f) => {
+            check_filter(&f).map_err(|e| format!("RUST_LOG: {e}"))?;
+            Ok(f)
+        }
+        Err(_) => {
+            check_filter(&logging.level)?;
+            Ok(logging.level.clone())
+        }
+    }
+}
+
+/// Installs the log subscriber: `filter` (see [`log_filter`]), text or JSON lines,
+/// standard error or an appended file.
+fn init_logging(logging: &LoggingConfig, filter: &str) -> Result<(), String> {
     use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
-    let filter = if verbose || logging.verbose {
-        "debug".to_owned()
-    } else {
-        match std::env::var("RUST_LOG") {
-            Ok(f) => {
-                check_filter(&f).map_err(|e| format!("RUST_LOG: {e}"))?;
-                f
-            }
-            Err(_) => {
-                check_filter(&logging.level)?;
-                logging.level.clone()
-            }
-        }
-    };
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|e| format!("invalid log level {filter:?}: {e}"))?;
     let (writer, ansi) = match &logging.file {
         Some(path) => {
@@ -252,28 +289,5 @@ fn print_error(e: &Error) {
     match e {
         Error::ConfigLine { .. } => eprintln!("{e}"),
         _ => eprintln!("tinsel broker: {e}"),
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

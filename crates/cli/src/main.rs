@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod bench_cmd;
 mod broker_cmd;
@@ -11,7 +11,9 @@ mod clients;
 mod fds;
 mod lab_cmd;
 mod lights_cmd;
+mod man_cmd;
 mod passwd_cmd;
+mod service;
 
 /// Tinsel: an MQTT broker, clients, a smart-lights lab and a benchmark.
 #[derive(Debug, Parser)]
@@ -39,6 +41,8 @@ enum Command {
     Bench(bench_cmd::Args),
     /// Manage a password file, like mosquitto_passwd.
     Passwd(passwd_cmd::Args),
+    /// Write the man pages of tinsel and its subcommands to a directory.
+    Man(man_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,5 +56,6 @@ fn main() -> ExitCode {
         Command::Lab(args) => lab_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Passwd(args) => passwd_cmd::run(args),
+        Command::Man(args) => man_cmd::run(args, Cli::command()),
     }
 }

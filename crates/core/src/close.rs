@@ -31,11 +31,19 @@ impl Router {
 
     /// The broker is shutting down: tells every connection (MQTT 5: DISCONNECT 0x8B) and
     /// closes it; connections accepted from now on are closed at once.
+    ///
+    /// As in Mosquitto, every will is published now: those of the connections it closes
+    /// (their clients did not send DISCONNECT) and those still waiting for their delay,
+    /// which would otherwise be lost with the process. A will that reaches a persistent
+    /// session is queued there and, with a store, recorded like any other message.
     pub fn shutdown(&mut self, now: Instant) {
         self.shutting_down = true;
         for conn in self.conns.ids() {
             let reason = Some(ReasonCode::SERVER_SHUTTING_DOWN);
-            self.close(now, conn, reason, false, "broker shutting down");
+            self.close(now, conn, reason, true, "broker shutting down");
+        }
+        for will in self.wills.take_all() {
+            self.publish_will(now, will);
         }
     }
 

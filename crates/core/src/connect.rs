@@ -291,16 +291,21 @@ impl Router {
                 properties.assigned_client_identifier = ByteStr::try_from(&*client).ok();
             }
         }
-        // Mosquitto's line, which log watchers already parse: p = protocol level,
-        // c = clean start, k = keep alive, u = user name.
+        // Mosquitto's line, which log watchers already parse: p = Mosquitto's number for
+        // the protocol (1: MQTT 3.1, 2: 3.1.1, 5: 5.0; not the protocol level), c = clean
+        // start, k = keep alive, u = user name.
         let user = match &connect.username {
             Some(u) => format!(", u'{u}'"),
             None => String::new(),
         };
+        let p = match connect.protocol {
+            ProtocolVersion::V31 => 1,
+            ProtocolVersion::V311 => 2,
+            ProtocolVersion::V5 => 5,
+        };
         info!(
-            "New client connected from {} as {client} (p{}, c{}, k{keep_alive}{user}).",
+            "New client connected from {} as {client} (p{p}, c{}, k{keep_alive}{user}).",
             c.origin,
-            connect.protocol.level(),
             u8::from(connect.clean_start),
         );
         let ack = Packet::ConnAck(ConnAck {

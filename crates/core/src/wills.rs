@@ -71,6 +71,18 @@ impl Wills {
         Some((client.clone(), p.owner, p.will))
     }
 
+    /// Takes every pending will out, the earliest due first (the broker stops).
+    pub(crate) fn take_all(&mut self) -> Vec<OwnedWill> {
+        let timers = std::mem::take(&mut self.timers);
+        timers
+            .into_iter()
+            .filter_map(|(_, client)| {
+                let p = self.pending.remove(&client)?;
+                Some((client, p.owner, p.will))
+            })
+            .collect()
+    }
+
     /// Takes the wills whose delay has passed.
     pub(crate) fn due(&mut self, clock: Clock, now: Instant) -> Vec<OwnedWill> {
         pop_due(&mut self.timers, clock.millis(now))

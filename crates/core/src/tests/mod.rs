@@ -243,6 +243,70 @@ fn will_delay_and_session_expiry() {
 }
 
 #[test]
+fn shutdown_publishes_every_will_into_persistent_sessions() {
+    let mut sim = Sim::new(|_| {});
+    let mut w = connect("w", ProtocolVersion::V311, 0);
+    w.clean_start = false;
+    let watcher = sim.open(w);
+    sim.subscribe(watcher, "will/#", QoS::AtLeastOnce);
+    // A will waiting for its delay (its client is gone), one with a delay and one without
+    // (their clients are connected), and a client that will disconnect normally.
+    let qos1 = |topic, delay| Will {
+        qos: QoS::AtLeastOnce,
+        ..will(topic, delay)
+    };
+    let mut gone = connect("gone", ProtocolVersion::V5, 0);
+    gone.will = Some(qos1("will/gone", Some(60)));
+    gone.properties.make_mut().session_expiry_interval = Some(100);
+    let id = sim.open(gone);
+    sim.r.connection_lost(sim.now, id, "test");
+    let mut delayed = connect("delayed", ProtocolVersion::V5, 0);
+    delayed.will = Some(qos1("will/delayed", Some(60)));
+    delayed.properties.make_mut().session_expiry_interval = Some(100);
+    let delayed = sim.open(delayed);
+    let mut now = connect("now", ProtocolVersion::V311, 0);
+    now.will = Some(qos1("will/now", None));
+    let now = sim.open(now);
+    let mut polite = connect("polite", ProtocolVersion::V5, 0);
+    polite.will = Some(qos1("will/polite", None));
+    let polite = sim.open(polite);
+    sim.r.handle(
+        sim.now,
+        polite,
+        Packet::Disconnect(Disconnect {
+            reason: ReasonCode::SUCCESS,
+            properties: Properties::default(),
+        }),
+    );
+    assert!(sim.out(watcher).is_empty());
+
+    sim.r.shutdown(sim.now);
+    let (out, close) = sim.take(delayed);
+    assert!(close);
+    assert!(
+        matches!(&out[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::SERVER_SHUTTING_DOWN),
+        "{out:?}"
+    );
+    assert!(sim.take(now).1);
+    // Whether the watcher was closed before or after a will, its session keeps it for the
+    // next start: queued, or in flight (resent with DUP when it resumes).
+    let session = sim.r.sessions.get("w").unwrap();
+    let inflight = session.inflight.values().filter_map(|i| match i {
+        crate::session::Inflight::Publish { publish, .. } => Some(publish),
+        crate::session::Inflight::Release => None,
+    });
+    let mut topics: Vec<String> = session
+        .queue
+        .iter()
+        .map(|q| &q.publish)
+        .chain(inflight)
+        .map(|p| p.topic.to_string())
+        .collect();
+    topics.sort();
+    assert_eq!(topics, ["will/delayed", "will/gone", "will/now"]);
+}
+
+#[test]
 fn reconnecting_moves_the_session_expiry() {
     let mut sim = Sim::new(|_| {});
     let mut c = connect("r", ProtocolVersion::V5, 0);
