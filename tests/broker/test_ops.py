@@ -66,11 +66,21 @@ def mosquitto_pub(port, topic, message, *extra):
 # ---------------------------------------------------------------- metrics, real Prometheus
 
 def test_prometheus_scrapes_the_metrics(start_tinsel, tmp_path):
+    """A real Prometheus scrapes /metrics; counters, gauges and both histograms (delivery
+    latency, and the store's sync time with persistence on) are read back through its HTTP
+    API, the histograms through PromQL's own histogram_quantile."""
     exe = shutil.which("prometheus")
     assert exe, "prometheus is not installed: run scripts/install-test-peers"
-    srv, hport = start_with_http(start_tinsel)
+    srv, hport = start_with_http(start_tinsel, "--data", str(tmp_path / "data"))
+    base = uid("prom")
+    sub = raw.RawClient(srv.port)
+    assert sub.connect(uid("promsub")).return_code == 0
+    sub.send(raw.subscribe(1, [(f"{base}/#", 0)]))
+    sub.expect(raw.SUBACK)
     for i in range(7):
-        mosquitto_pub(srv.port, f"{uid()}/m", str(i))
+        mosquitto_pub(srv.port, f"{base}/m", str(i))
+    for _ in range(7):
+        sub.expect(raw.PUBLISH)
 
     pport = free_port_number()
     cfg = tmp_path / "prometheus.yml"
@@ -99,26 +109,40 @@ def test_prometheus_scrapes_the_metrics(start_tinsel, tmp_path):
             return float(result[0]["value"][1]) if result else None
 
         deadline = time.monotonic() + 30
-        value = None
-        while time.monotonic() < deadline:
-            value = query("tinsel_messages_received_total")
-            if value is not None:
-                break
-            time.sleep(0.5)
-        assert value == 7, (value, (tmp_path / "prometheus.log").read_text()[-2000:])
 
-        # More traffic shows up in the next scrapes.
+        def until(q, want):
+            value = None
+            while time.monotonic() < deadline:
+                value = query(q)
+                if value == want:
+                    break
+                time.sleep(0.5)
+            return value
+
+        received = 'tinsel_messages_received_total{qos="0"}'
+        assert until(received, 7) == 7, (tmp_path / "prometheus.log").read_text()[-2000:]
+        # Sent at once to the one subscriber: seven deliveries in the first bucket.
+        assert query("tinsel_delivery_latency_seconds_count") == 7
+        assert query('tinsel_delivery_latency_seconds_bucket{le="0.00005"}') == 7
+        q99 = query("histogram_quantile(0.99, tinsel_delivery_latency_seconds_bucket)")
+        assert q99 is not None and 0 <= q99 <= 0.00005, q99
+
+        # More traffic shows up in the next scrapes: retained at QoS 1, which the store syncs.
         for i in range(3):
-            mosquitto_pub(srv.port, f"{uid()}/m", str(i), "-r")
-        while time.monotonic() < deadline and query("tinsel_messages_received_total") != 10:
-            time.sleep(0.5)
-        assert query("tinsel_messages_received_total") == 10
+            mosquitto_pub(srv.port, f"{uid()}/m", str(i), "-r", "-q", "1")
+        assert until("sum(tinsel_messages_received_total)", 10) == 10
+        assert query('tinsel_messages_received_total{qos="1"}') == 3
         assert query("tinsel_retained_messages") >= 3
         assert query('up{job="tinsel"}') == 1
+        syncs = query("tinsel_store_sync_seconds_count")
+        assert syncs is not None and syncs >= 1, syncs
+        median = query("histogram_quantile(0.5, tinsel_store_sync_seconds_bucket)")
+        assert median is not None and 0 < median <= 60, median
     finally:
         prom.terminate()
         prom.wait(timeout=10)
         log.close()
+        sub.close()
 
 
 # ---------------------------------------------------------------- admin API

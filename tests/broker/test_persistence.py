@@ -11,8 +11,9 @@ import threading
 import time
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
 
-from brokertest import V5, Peer, tinsel_config, uid
+from brokertest import V5, Peer, props, tinsel_config, uid
 
 MAX_MESSAGES = 4000  # the publisher never sends more
 KILL_AFTER_ACKED = 600  # ... and the broker is killed once this many are acknowledged
@@ -296,3 +297,81 @@ def test_a_full_disk_refuses_qos1_with_0x97_and_the_broker_recovers_by_itself(st
         again.stop()
     finally:
         subprocess.run(["umount", "-l", str(data)], capture_output=True)
+
+
+@pytest.mark.parametrize("stop", ["kill", "term"])
+def test_a_will_waiting_for_its_delay_survives_a_restart(start_tinsel, tmp_path, stop):
+    """A will waiting for its delay is on disk: after a SIGKILL it goes out after its delay,
+    counted from the restart, unless its client is back in time. A SIGTERM publishes every
+    will at once (as Mosquitto does), into the persistent session that waits for it, and no
+    will comes back after the restart to go out a second time."""
+    data = tmp_path / "data"
+    broker = start_on(start_tinsel, data, "sync")
+    topic = f"wills/{uid()}"
+    watcher = persistent(broker.port, uid("w"))
+    watcher.connect()
+    assert watcher.subscribe(f"{topic}/#", 1) == [1]
+
+    def will_peer(name):
+        delay = props(PacketTypes.WILLMESSAGE, WillDelayInterval=3)
+        return Peer(
+            broker.port,
+            client_id=uid(name),
+            session_expiry=NEVER,
+            will=(f"{topic}/{name}", f"{name} is gone".encode(), 1, False, delay),
+        )
+
+    gone, back = will_peer("gone"), will_peer("back")
+    gone.connect()
+    back.connect()
+    if stop == "kill":
+        gone.drop()
+        back.drop()
+        # Both wills now wait. A message into a persistent session is acknowledged only
+        # when every record made before it is synced, the wills' among them.
+        time.sleep(1.0)
+        marker = Peer(broker.port, protocol=V5)
+        marker.connect()
+        marker.publish(f"{topic}/marker", b"m", qos=1)
+        marker.close()
+        broker.proc.kill()
+        broker.proc.wait()
+    else:
+        broker.stop()
+        gone.drop()
+        back.drop()
+    watcher.drop()
+
+    again = start_on(start_tinsel, data, "sync")
+    returning = persistent(again.port, back.client_id)
+    flags, _, _ = returning.connect()
+    assert flags.session_present, broker.log() + "\n---\n" + again.log()
+    watcher2 = persistent(again.port, watcher.client_id)
+    flags, _, _ = watcher2.connect()
+    assert flags.session_present
+    def wills(messages):
+        return [(m.topic, m.payload) for m in messages if "/marker" not in m.topic]
+
+    if stop == "term":
+        # Both went out at the stop, into the watcher's session; nothing follows.
+        got = wills(watcher2.expect_n(2, timeout=10))
+        time.sleep(4)
+        got += wills(received(watcher2))
+        assert sorted(got) == [(f"{topic}/back", b"back is gone"), (f"{topic}/gone", b"gone is gone")]
+        returning.close()
+        watcher2.close()
+        return
+    # The delay starts anew at the restart: nothing goes out at once.
+    time.sleep(1.0)
+    assert wills(received(watcher2)) == []
+    got = []
+    deadline = time.monotonic() + 15
+    while not got and time.monotonic() < deadline:
+        got += wills(received(watcher2))
+        time.sleep(0.05)
+    # The returning client's will stays dropped past its delay.
+    time.sleep(3.5)
+    got += wills(received(watcher2))
+    assert got == [(f"{topic}/gone", b"gone is gone")]
+    returning.close()
+    watcher2.close()

@@ -104,8 +104,13 @@ fn samples(page: &str) -> HashMap<String, u64> {
     for line in page.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap();
-            assert!(["counter", "gauge"].contains(&kind), "{line}");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
             assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+            if kind == "histogram" {
+                for part in ["_bucket", "_sum", "_count"] {
+                    typed.push(format!("{name}{part}"));
+                }
+            }
             typed.push(name.to_owned());
         } else if line.starts_with('#') {
             assert!(line.starts_with("# HELP tinsel_"), "{line}");
@@ -113,7 +118,8 @@ fn samples(page: &str) -> HashMap<String, u64> {
             let (key, value) = line.rsplit_once(' ').unwrap();
             let family = key.split('{').next().unwrap();
             assert!(typed.iter().any(|t| t == family), "no TYPE before {line}");
-            out.insert(key.to_owned(), value.parse().unwrap());
+            let value: f64 = value.parse().unwrap();
+            out.insert(key.to_owned(), value as u64);
         }
     }
     out
@@ -135,9 +141,35 @@ async fn metrics_count_what_clients_do() {
     let (status, page) = http(b.http, "GET", "/metrics", None, "").await;
     assert_eq!(status, 200);
     let m = samples(&page);
-    assert_eq!(m["tinsel_messages_received_total"], 3, "{page}");
-    assert_eq!(m["tinsel_messages_sent_total"], 3, "{page}");
-    assert_eq!(m["tinsel_messages_dropped_total"], 0);
+    assert_eq!(m["tinsel_messages_received_total{qos=\"0\"}"], 3, "{page}");
+    assert_eq!(m["tinsel_messages_received_total{qos=\"1\"}"], 0, "{page}");
+    assert_eq!(m["tinsel_messages_sent_total{qos=\"0\"}"], 3, "{page}");
+    // Payloads "0", "1", "2": one byte each.
+    assert_eq!(m["tinsel_payload_bytes_received_total{qos=\"0\"}"], 3);
+    assert_eq!(m["tinsel_payload_bytes_sent_total{qos=\"0\"}"], 3);
+    for cause in [
+        "queue_full",
+        "slow_subscriber",
+        "too_large",
+        "expired",
+        "other",
+    ] {
+        assert_eq!(
+            m[&format!("tinsel_messages_dropped_total{{cause=\"{cause}\"}}")],
+            0
+        );
+    }
+    // Sent at once: every delivery is in the first bucket.
+    assert_eq!(
+        m["tinsel_delivery_latency_seconds_bucket{le=\"0.00005\"}"],
+        3
+    );
+    assert_eq!(m["tinsel_delivery_latency_seconds_count"], 3);
+    assert_eq!(m["tinsel_queued_messages"], 0);
+    assert!(
+        !page.contains("tinsel_store_sync_seconds"),
+        "persistence is off"
+    );
     assert_eq!(m["tinsel_connections"], 2);
     assert_eq!(m["tinsel_connections_open"], 2);
     assert_eq!(m["tinsel_connections_accepted_total"], 2);
@@ -303,5 +335,139 @@ async fn publish_reaches_subscribers_and_retains() {
             .0,
         400
     );
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_count_refusals_queues_and_latency() {
+    let b = start(None).await;
+    // Refused: MQTT 3.1.1 with an empty client id and no clean session.
+    let (_refused, ack) =
+        Peer::connect_with(b.mqtt, connect_packet("", ProtocolVersion::V311, false)).await;
+    assert_eq!(ack.reason, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+
+    // A persistent session subscribed at QoS 1, offline: its messages wait in its queue.
+    let (mut sub, _) = Peer::connect_with(
+        b.mqtt,
+        connect_packet("keeper", ProtocolVersion::V311, false),
+    )
+    .await;
+    sub.subscribe("q/#", QoS::AtLeastOnce).await;
+    sub.send(Packet::Disconnect(Default::default())).await;
+    sub.expect_closed().await;
+    let mut publisher = Peer::connect(b.mqtt, "pub", V5).await;
+    for i in 1..=2 {
+        publisher
+            .publish(publish("q/a", "xy", QoS::AtLeastOnce, false, i))
+            .await;
+    }
+
+    let m = samples(&http(b.http, "GET", "/metrics", None, "").await.1);
+    assert_eq!(
+        m["tinsel_connections_refused_total{reason=\"client_identifier_not_valid\"}"],
+        1
+    );
+    assert_eq!(
+        m["tinsel_connections_refused_total{reason=\"bad_user_name_or_password\"}"],
+        0
+    );
+    assert_eq!(m["tinsel_messages_received_total{qos=\"1\"}"], 2);
+    assert_eq!(m["tinsel_payload_bytes_received_total{qos=\"1\"}"], 4);
+    assert_eq!(m["tinsel_queued_messages"], 2);
+    assert_eq!(m["tinsel_queued_messages_max"], 2);
+    assert_eq!(m["tinsel_delivery_latency_seconds_count"], 0);
+
+    // Back online: both leave the queue, and their wait is in the latency histogram.
+    let (mut sub, _) = Peer::connect_with(
+        b.mqtt,
+        connect_packet("keeper", ProtocolVersion::V311, false),
+    )
+    .await;
+    for _ in 0..2 {
+        let p = sub.recv_publish().await;
+        sub.ack(&p).await;
+    }
+    let m = samples(&http(b.http, "GET", "/metrics", None, "").await.1);
+    assert_eq!(m["tinsel_queued_messages"], 0);
+    assert_eq!(m["tinsel_messages_sent_total{qos=\"1\"}"], 2);
+    assert_eq!(m["tinsel_delivery_latency_seconds_count"], 2);
+    assert_eq!(m["tinsel_delivery_latency_seconds_bucket{le=\"+Inf\"}"], 2);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn admin_views_of_clients_subscriptions_and_retained_messages() {
+    let b = start(Some("t")).await;
+    let mut c = connect_packet("dev-1", V5, true);
+    c.username = Some(common::s("alice"));
+    let (mut dev1, ack) = Peer::connect_with(b.mqtt, c).await;
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    dev1.subscribe("a/#", QoS::AtLeastOnce).await;
+    let _dev2 = Peer::connect(b.mqtt, "dev-2", V5).await;
+    let get = |q: String| async move { http(b.http, "GET", &q, Some("t"), "").await };
+
+    let page = json(&get("/api/v1/clients?username=alice".into()).await.1);
+    let ids: Vec<_> = page["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["client_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["dev-1"]);
+
+    let (status, body) = get("/api/v1/clients/dev-1".into()).await;
+    assert_eq!(status, 200, "{body}");
+    let d = json(&body);
+    assert_eq!(d["protocol"], "5.0");
+    assert_eq!(d["username"], "alice");
+    assert!(
+        d["address"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{d}"
+    );
+    assert_eq!(d["queued"], 0);
+    assert_eq!(d["inflight"], 0);
+    assert_eq!(d["subscriptions"][0]["filter"], "a/#");
+    assert_eq!(d["subscriptions"][0]["qos"], 1);
+    let (status, body) = get("/api/v1/clients/nobody".into()).await;
+    assert_eq!(status, 404);
+    assert!(json(&body)["error"].as_str().unwrap().contains("nobody"));
+
+    let page = json(&get("/api/v1/subscriptions?client=dev".into()).await.1);
+    assert_eq!(page["subscriptions"].as_array().unwrap().len(), 1);
+    assert_eq!(page["subscriptions"][0]["client_id"], "dev-1");
+    let page = json(&get("/api/v1/subscriptions?filter=b/".into()).await.1);
+    assert_eq!(page["subscriptions"], serde_json::json!([]));
+
+    let body = r#"{"topic":"ops/a/b","payload":"kept","qos":1,"retain":true}"#;
+    let (status, _) = http(b.http, "POST", "/api/v1/publish", Some("t"), body).await;
+    assert_eq!(status, 200);
+    let (status, body) = get("/api/v1/retained/ops/a/b".into()).await;
+    assert_eq!(status, 200, "{body}");
+    let r = json(&body);
+    assert_eq!(
+        (r["topic"].as_str(), r["payload"].as_str()),
+        (Some("ops/a/b"), Some("kept"))
+    );
+    assert_eq!(r["payload_base64"], "a2VwdA==");
+    let del = http(b.http, "DELETE", "/api/v1/retained/ops/a/b", Some("t"), "").await;
+    assert_eq!(del.0, 200, "{}", del.1);
+    assert_eq!(get("/api/v1/retained/ops/a/b".into()).await.0, 404);
+    let del = http(b.http, "DELETE", "/api/v1/retained/ops/a/b", Some("t"), "").await;
+    assert_eq!(del.0, 404);
+
+    // Mistakes get a JSON error that says what is wrong.
+    for (method, path, body, want) in [
+        ("GET", "/api/v1/clients?limit=many", "", 400),
+        ("GET", "/api/v1/clients?colour=red", "", 400),
+        ("POST", "/api/v1/publish", "{not json", 400),
+        ("POST", "/api/v1/publish", r#"{"payload":"no topic"}"#, 422),
+        ("GET", "/api/v1/nothing-here", "", 404),
+        ("DELETE", "/api/v1/clients", "", 405),
+    ] {
+        let (status, body) = http(b.http, method, path, Some("t"), body).await;
+        assert_eq!(status, want, "{method} {path}: {body}");
+        let e = json(&body);
+        assert!(!e["error"].as_str().unwrap().is_empty(), "{body}");
+    }
     b.stop().await;
 }

@@ -10,6 +10,7 @@ mod broker_cmd;
 mod clients;
 mod fds;
 mod lab_cmd;
+mod lab_tls;
 mod lights_cmd;
 mod man_cmd;
 mod passwd_cmd;

@@ -830,8 +830,11 @@ impl Task {
                 }
             }
             Packet::PubRel(r) => {
-                let comp = self.session.on_pubrel(&r);
+                let (comp, msg) = self.session.on_pubrel(&r);
                 self.encode(&comp, wbuf);
+                if let Some(msg) = msg {
+                    self.emit(Event::Message(msg), Some(wbuf)).await;
+                }
             }
             Packet::PubComp(c) => self.session.on_pubcomp(&c),
             Packet::SubAck(ack) => {

@@ -58,8 +58,9 @@ pub(crate) struct Session {
     outgoing: HashMap<u16, Outgoing>,
     /// Identifiers used by SUBSCRIBE/UNSUBSCRIBE awaiting their acknowledgement.
     other_ids: HashSet<u16>,
-    /// Incoming QoS 2 identifiers awaiting PUBREL: bounded by the 65,535 identifiers.
-    incoming_qos2: HashSet<u16>,
+    /// Incoming QoS 2 messages awaiting PUBREL, by identifier: bounded by the 65,535
+    /// identifiers, each message by the maximum packet size.
+    incoming_qos2: HashMap<u16, Publish>,
     /// Topic aliases from the broker: bounded by `alias_max` (an alias above it is refused).
     aliases: HashMap<u16, ByteStr>,
     /// The broker's Topic Alias Maximum for aliases it may send us (ours, from CONNECT).
@@ -229,28 +230,33 @@ impl Session {
                 })
             }
             QoS::ExactlyOnce => {
+                // Held until its PUBREL, as libmosquitto does: a QoS 0 message that overtakes
+                // the release is handed over first, so `tinsel sub` prints what
+                // `mosquitto_sub` prints, in its order. A resend (DUP) replaces nothing.
                 let reply = Packet::PubRec(PubResp::new(p.packet_id));
-                let fresh = self.incoming_qos2.insert(p.packet_id);
+                self.incoming_qos2.entry(p.packet_id).or_insert(p);
                 Ok(Incoming {
-                    deliver: fresh.then_some(p),
+                    deliver: None,
                     reply: Some(reply),
                 })
             }
         }
     }
 
-    /// PUBREL: the broker releases an incoming QoS 2 message; answer PUBCOMP.
-    pub(crate) fn on_pubrel(&mut self, rel: &PubResp) -> Packet {
-        let known = self.incoming_qos2.remove(&rel.packet_id);
-        Packet::PubComp(PubResp {
+    /// PUBREL: the broker releases an incoming QoS 2 message: the PUBCOMP to answer, and
+    /// the message to deliver now (None if the packet id is unknown: released before).
+    pub(crate) fn on_pubrel(&mut self, rel: &PubResp) -> (Packet, Option<Publish>) {
+        let held = self.incoming_qos2.remove(&rel.packet_id);
+        let comp = Packet::PubComp(PubResp {
             packet_id: rel.packet_id,
-            reason: if known {
+            reason: if held.is_some() {
                 ReasonCode::SUCCESS
             } else {
                 ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
             },
             properties: Default::default(),
-        })
+        });
+        (comp, held)
     }
 
     /// A new connection was accepted. Topic aliases never outlive a connection; without a
@@ -422,17 +428,22 @@ mod tests {
         let mut p = publish("t", QoS::ExactlyOnce);
         p.packet_id = 7;
         let first = s.on_publish(p.clone()).unwrap();
-        assert!(first.deliver.is_some());
+        assert!(first.deliver.is_none(), "held until PUBREL");
         assert_eq!(first.reply, Some(Packet::PubRec(PubResp::new(7))));
         p.dup = true;
         let again = s.on_publish(p.clone()).unwrap();
         assert!(again.deliver.is_none(), "duplicate must not be delivered");
-        assert_eq!(
-            s.on_pubrel(&PubResp::new(7)),
-            Packet::PubComp(PubResp::new(7))
-        );
+        assert_eq!(again.reply, Some(Packet::PubRec(PubResp::new(7))));
+        let (comp, msg) = s.on_pubrel(&PubResp::new(7));
+        assert_eq!(comp, Packet::PubComp(PubResp::new(7)));
+        assert_eq!(msg.map(|m| m.topic), Some(p.topic.clone()));
+        // A second PUBREL delivers nothing.
+        let (comp, msg) = s.on_pubrel(&PubResp::new(7));
+        assert!(msg.is_none());
+        assert!(matches!(comp, Packet::PubComp(c) if c.reason != ReasonCode::SUCCESS));
         // After PUBREL the identifier may be reused for a new message.
-        assert!(s.on_publish(p).unwrap().deliver.is_some());
+        s.on_publish(p).unwrap();
+        assert!(s.on_pubrel(&PubResp::new(7)).1.is_some());
     }
 
     #[test]

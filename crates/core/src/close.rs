@@ -43,6 +43,10 @@ impl Router {
             self.close(now, conn, reason, true, "broker shutting down");
         }
         for will in self.wills.take_all() {
+            // It leaves the store's pending wills too: a restart must not send it again.
+            self.durable.record(|| Record::WillTaken {
+                client: will.0.clone(),
+            });
             self.publish_will(now, will);
         }
     }
@@ -119,7 +123,7 @@ impl Router {
             }
             debug!(client = %client, "session ended");
         }
-        if let Some(will) = self.wills.take(client) {
+        if let Some(will) = self.take_pending_will(client) {
             self.publish_will(now, will);
         }
     }

@@ -26,6 +26,7 @@ use crate::wills::detach_will;
 
 impl Router {
     fn refuse(&mut self, now: Instant, conn: ConnId, reason: ReasonCode, why: &str) {
+        self.sys.refused(reason);
         let c = self.conns.handling(conn);
         let ack = refusal(reason, c.version.is_v5().then_some(why));
         c.push(conn, ack, &mut self.woken);
@@ -236,7 +237,7 @@ impl Router {
             session_present = self.sessions.contains(&client);
         }
         // A will waiting for its delay: the session continues (drop it) or ends (publish it).
-        if let Some(pending) = self.wills.take(&client)
+        if let Some(pending) = self.take_pending_will(&client)
             && connect.clean_start
         {
             self.publish_will(now, pending);
@@ -349,8 +350,8 @@ impl Router {
                     let mut p = publish.clone();
                     p.dup = true;
                     match prepare(c, p, now, *received) {
-                        Some(p) => emit(c, conn, p, &mut self.sys.stats, &mut self.woken, None),
-                        None => expired.push(pid),
+                        Ok(p) => emit(c, conn, p, &mut self.sys.stats, &mut self.woken, None),
+                        Err(cause) => expired.push((pid, cause)),
                     }
                 }
                 Inflight::Release => {
@@ -358,9 +359,9 @@ impl Router {
                 }
             }
         }
-        for pid in expired {
+        for (pid, cause) in expired {
             session.inflight.remove(&pid);
-            self.sys.stats.messages_dropped += 1;
+            self.sys.stats.drop(cause);
         }
         drain(
             session,

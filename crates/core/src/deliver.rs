@@ -21,7 +21,7 @@
 //! messages through this same path.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tinsel_codec::{
     ByteStr, EncodedPublish, Packet, ProtocolVersion, PubResp, Publish, QoS, ReasonCode,
@@ -36,7 +36,7 @@ use crate::message::{for_subscriber, publish_size};
 use crate::packet_log::{summary, summary_publish};
 use crate::router::Router;
 use crate::session::{Inflight, Queued, Session};
-use crate::sys::Stats;
+use crate::sys::{DropCause, Stats};
 
 /// Shared encodings of one message, by form: MQTT 5 or not, QoS, retain. Most messages
 /// go out in one form: it is kept inline (nothing to allocate, little to drop), others in a
@@ -187,12 +187,12 @@ impl Router {
             return self.deliver(now, client, p, now, Some(cache));
         }
         let Some(publish) = cache.get(msg, QoS::AtMostOnce, retain, c.version) else {
-            self.sys.stats.messages_dropped += 1;
+            self.sys.stats.drop(DropCause::Other);
             return;
         };
         if publish.len() > c.max_packet as usize {
             // [MQTT-3.1.2-25] Larger than the client accepts.
-            self.sys.stats.messages_dropped += 1;
+            self.sys.stats.drop(DropCause::TooLarge);
             return;
         }
         let limits = &self.settings.limits;
@@ -205,7 +205,7 @@ impl Router {
         }
         if !offer.pushed {
             // The connection is not keeping up: QoS 0 is dropped.
-            self.sys.stats.messages_dropped += 1;
+            self.sys.stats.drop(DropCause::SlowSubscriber);
             return;
         }
         debug!(
@@ -213,7 +213,10 @@ impl Router {
             "-> {}",
             summary_publish(&for_subscriber(msg, QoS::AtMostOnce, retain, Vec::new()))
         );
-        self.sys.stats.messages_sent += 1;
+        let stats = &mut self.sys.stats;
+        stats.sent(QoS::AtMostOnce, msg.payload.len());
+        // Routed and sent in the same call: no time passed.
+        stats.delivery_latency.record(Duration::ZERO);
         if offer.was_empty {
             self.woken.push(id);
         }
@@ -254,12 +257,17 @@ impl Router {
                 }
                 if waiting >= limits.max_queued_messages {
                     // The connection is not keeping up: QoS 0 is dropped.
-                    self.sys.stats.messages_dropped += 1;
+                    self.sys.stats.drop(DropCause::SlowSubscriber);
                     return;
                 }
+                let stats = &mut self.sys.stats;
                 match prepare(c, p, now, received) {
-                    Some(p) => emit(c, id, p, &mut self.sys.stats, &mut self.woken, cache),
-                    None => self.sys.stats.messages_dropped += 1,
+                    Ok(p) => {
+                        let waited = now.saturating_duration_since(received);
+                        stats.delivery_latency.record(waited);
+                        emit(c, id, p, stats, &mut self.woken, cache);
+                    }
+                    Err(cause) => stats.drop(cause),
                 }
             }
             Some((id, c))
@@ -291,7 +299,7 @@ impl Router {
                 };
                 if !session.enqueue(queued, limits.max_queued_messages, limits.max_queued_bytes) {
                     // Queue full: the newest message is dropped.
-                    self.sys.stats.messages_dropped += 1;
+                    self.sys.stats.drop(DropCause::QueueFull);
                 }
                 // A connected subscriber that acknowledges, but slower than messages come:
                 // ask the publishers to wait rather than drop later.
@@ -402,24 +410,24 @@ fn release(
 }
 
 /// Readies `p` for `c`: counts message expiry down to what is left [MQTT-3.3.2-6] and
-/// applies the client's Maximum Packet Size [MQTT-3.1.2-25]. None: do not send it.
+/// applies the client's Maximum Packet Size [MQTT-3.1.2-25]. Err: do not send it, why.
 pub(crate) fn prepare(
     c: &Conn,
     mut p: Publish,
     now: Instant,
     received: Instant,
-) -> Option<Publish> {
+) -> Result<Publish, DropCause> {
     if let Some(e) = p.properties.message_expiry_interval {
         let elapsed = now.saturating_duration_since(received).as_secs();
         if elapsed >= u64::from(e) {
-            return None;
+            return Err(DropCause::Expired);
         }
         p.properties.make_mut().message_expiry_interval = Some(e - elapsed as u32);
     }
     if publish_size(&p, c.version) > c.max_packet as usize {
-        return None;
+        return Err(DropCause::TooLarge);
     }
-    Some(p)
+    Ok(p)
 }
 
 /// Assigns a packet identifier, remembers the message as in flight and sends it.
@@ -436,14 +444,17 @@ fn send_inflight(
     woken: &mut Vec<ConnId>,
     cache: Option<&mut FormCache>,
 ) {
-    let Some(mut p) = prepare(c, p, now, received) else {
-        stats.messages_dropped += 1;
-        return;
+    let mut p = match prepare(c, p, now, received) {
+        Ok(p) => p,
+        Err(cause) => return stats.drop(cause),
     };
     let Some(pid) = session.alloc_pid() else {
-        stats.messages_dropped += 1;
+        stats.drop(DropCause::Other);
         return;
     };
+    stats
+        .delivery_latency
+        .record(now.saturating_duration_since(received));
     p.packet_id = pid;
     if session.expiry != 0
         && let Some(client) = c.client()
@@ -518,7 +529,7 @@ pub(crate) fn emit(
     if let Some(mount) = &c.mount {
         let Some(topic) = crate::listener::unmount(mount, &p.topic) else {
             debug!(peer = %c.origin, topic = %p.topic, "not under the mount point: dropped");
-            stats.messages_dropped += 1;
+            stats.drop(DropCause::Other);
             return;
         };
         p.topic = topic;
@@ -549,7 +560,7 @@ fn send(
     woken: &mut Vec<ConnId>,
     cache: Option<&mut FormCache>,
 ) -> Publish {
-    stats.messages_sent += 1;
+    stats.sent(p.qos, p.payload.len());
     if let Some(cache) = cache
         && !p.dup
         && p.properties.topic_alias.is_none()

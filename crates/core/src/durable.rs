@@ -3,7 +3,7 @@
 //! With `Settings::durable_acks` on, the core writes a [`Record`] for every change a store
 //! must keep — a QoS 1/2 message accepted into persistent sessions, a QoS 2 receipt and
 //! its release, a subscription, a new persistent session, a retained message, a delivery
-//! acknowledged — and hands them to the host with [`crate::Router::take_work`]. Records are
+//! acknowledged, a will waiting for its delay — and hands them to the host with [`crate::Router::take_work`]. Records are
 //! numbered in the order they are made; a [`Ticket`] is the number of the last one.
 //!
 //! An acknowledgement (PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK, CONNACK) whose packet
@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tinsel_codec::{ByteStr, Packet, Publish, QoS, SubscriptionOptions};
+use tinsel_codec::{ByteStr, Packet, Publish, QoS, SubscriptionOptions, Will};
 
 use crate::connections::ConnId;
 
@@ -118,6 +118,24 @@ pub enum Record {
         packet_id: u16,
         /// True for PUBREC: the flow goes on with PUBREL.
         released: bool,
+    },
+    /// A will waits for its delay: the client's connection is gone (or the broker shut
+    /// down) and its session lives on. After a restart it waits its delay again, counted
+    /// from the restart.
+    WillPending {
+        /// The client it belongs to.
+        client: Arc<str>,
+        /// The identity its rights are checked with when it is sent.
+        username: Option<Arc<str>>,
+        /// The will as the client sent it.
+        will: Box<Will>,
+        /// Seconds it waits (its Will Delay Interval, capped by the session's expiry).
+        delay: u32,
+    },
+    /// A pending will left: it was published, or dropped because its session resumed.
+    WillTaken {
+        /// The client it belonged to.
+        client: Arc<str>,
     },
 }
 

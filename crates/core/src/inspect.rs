@@ -10,10 +10,14 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tinsel_codec::ReasonCode;
+use bytes::Bytes;
+use tinsel_codec::{ByteStr, ProtocolVersion, Publish, QoS, ReasonCode, SubscriptionOptions};
 
+use crate::connections::Origin;
 use crate::retained::expired;
 use crate::router::Router;
+use crate::session::Session;
+use crate::top_topics::TopicCount;
 
 /// The largest page a view returns, whatever the caller asks for.
 pub const MAX_PAGE: usize = 1000;
@@ -48,88 +52,241 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
-/// Keeps the `limit` smallest keys offered that are above `after` and start with `prefix`,
-/// and whether more than that were offered.
-struct Smallest<'a> {
-    heap: BinaryHeap<Arc<str>>,
+/// Keeps the `limit` smallest keys offered that sort after `after`, and whether more than
+/// that were offered. The caller filters by prefix before offering.
+struct Smallest<'a, K: Ord> {
+    heap: BinaryHeap<K>,
     limit: usize,
-    after: Option<&'a str>,
-    prefix: &'a str,
+    after: Option<&'a K>,
     more: bool,
 }
 
-impl<'a> Smallest<'a> {
-    fn new(limit: usize, after: Option<&'a str>, prefix: &'a str) -> Smallest<'a> {
+impl<'a, K: Ord> Smallest<'a, K> {
+    fn new(limit: usize, after: Option<&'a K>) -> Smallest<'a, K> {
         let limit = limit.clamp(1, MAX_PAGE);
         Smallest {
             heap: BinaryHeap::with_capacity(limit + 1),
             limit,
             after,
-            prefix,
             more: false,
         }
     }
 
-    /// True if `key` belongs to the page being built (without keeping it).
-    fn wanted(&self, key: &str) -> bool {
-        key.starts_with(self.prefix) && self.after.is_none_or(|a| key > a)
+    /// True if `key` sorts after the cursor (lets the caller skip building a key that
+    /// cannot be on the page).
+    fn after_cursor<Q: Ord + ?Sized>(&self, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+    {
+        self.after.is_none_or(|a| key > a.borrow())
     }
 
-    fn offer(&mut self, key: &Arc<str>) {
-        if !self.wanted(key) {
+    fn offer(&mut self, key: K) {
+        if self.after.is_some_and(|a| key <= *a) {
             return;
         }
         if self.heap.len() == self.limit {
-            if self.heap.peek().is_some_and(|top| **key >= **top) {
-                self.more = true;
+            self.more = true;
+            if self.heap.peek().is_some_and(|top| key >= *top) {
                 return;
             }
-            self.more = true;
         }
-        self.heap.push(key.clone());
+        self.heap.push(key);
         if self.heap.len() > self.limit {
             self.heap.pop();
         }
     }
 
-    /// The keys kept, ascending, and the cursor of the next page.
-    fn finish(self) -> (Vec<Arc<str>>, Option<String>) {
-        let keys = self.heap.into_sorted_vec();
-        let next = if self.more {
-            keys.last().map(|k| k.to_string())
-        } else {
-            None
-        };
-        (keys, next)
+    /// The keys kept, ascending, and whether a next page exists.
+    fn finish(self) -> (Vec<K>, bool) {
+        (self.heap.into_sorted_vec(), self.more)
+    }
+}
+
+/// One subscription as the admin API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscriptionView {
+    /// The subscriber.
+    pub client_id: Arc<str>,
+    /// The filter as the client wrote it (`$share/group/...` included).
+    pub filter: Arc<str>,
+    /// The options granted (QoS already capped by the broker).
+    pub options: SubscriptionOptions,
+    /// Its MQTT 5 subscription identifier.
+    pub identifier: Option<u32>,
+}
+
+/// One client in detail: its session, its connection if it has one, its subscriptions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientDetail {
+    /// What the list shows.
+    pub client: ClientView,
+    /// Payload bytes of the queued messages.
+    pub queued_bytes: usize,
+    /// The connection's protocol version (None while offline).
+    pub protocol: Option<ProtocolVersion>,
+    /// Where the connection comes from (None while offline).
+    pub address: Option<Origin>,
+    /// The effective keep alive in seconds (None while offline).
+    pub keep_alive: Option<u16>,
+    /// The client's Receive Maximum (None while offline).
+    pub receive_maximum: Option<u16>,
+    /// Its subscriptions, by filter; at most [`MAX_PAGE`] (see `subscriptions_more`).
+    pub subscriptions: Vec<SubscriptionView>,
+    /// It has more subscriptions than listed here.
+    pub subscriptions_more: bool,
+}
+
+/// A retained message as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetainedView {
+    /// The topic.
+    pub topic: Arc<str>,
+    /// The payload.
+    pub payload: Bytes,
+    /// The QoS it was published with.
+    pub qos: QoS,
+    /// Seconds until it expires (None: never).
+    pub expires_in: Option<u32>,
+    /// Its MQTT 5 Content Type.
+    pub content_type: Option<String>,
+}
+
+/// Queues over every session (see [`Router::queue_depths`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct QueueDepths {
+    /// Messages queued, over every session.
+    pub queued: usize,
+    /// The deepest session queue.
+    pub queued_max: usize,
+    /// Outgoing QoS 1/2 messages in flight, over every session.
+    pub inflight: usize,
+    /// The sessions with the most queued and in-flight messages, deepest first (ties by
+    /// client id); sessions with none are left out.
+    pub deepest: Vec<ClientView>,
+}
+
+fn client_view(client: &Arc<str>, s: &Session) -> ClientView {
+    ClientView {
+        client_id: client.clone(),
+        connected: s.conn.is_some(),
+        username: s.username.clone(),
+        session_expiry: s.expiry,
+        subscriptions: s.subscriptions.filters().count(),
+        queued: s.queue.len(),
+        inflight: s.inflight.len(),
     }
 }
 
 impl Router {
-    /// The clients (sessions, connected or not) whose id starts with `prefix` and sorts
-    /// after `after`, ascending, at most `limit` (1 to [`MAX_PAGE`]).
+    /// The clients (sessions, connected or not) whose id starts with `prefix`, whose user
+    /// name is `username` if one is given, and whose id sorts after `after`, ascending, at
+    /// most `limit` (1 to [`MAX_PAGE`]).
     pub fn clients_page(
         &self,
         prefix: &str,
+        username: Option<&str>,
         after: Option<&str>,
         limit: usize,
     ) -> Page<ClientView> {
-        let mut pick = Smallest::new(limit, after, prefix);
-        for (client, _) in self.sessions.iter() {
-            pick.offer(client);
+        let after: Option<Arc<str>> = after.map(Arc::from);
+        let mut pick = Smallest::new(limit, after.as_ref());
+        for (client, s) in self.sessions.iter() {
+            if client.starts_with(prefix)
+                && username.is_none_or(|u| s.username.as_deref() == Some(u))
+                && pick.after_cursor(&**client)
+            {
+                pick.offer(client.clone());
+            }
         }
-        let (keys, next) = pick.finish();
+        let (keys, more) = pick.finish();
+        let next = more.then(|| keys.last().map(|k| k.to_string())).flatten();
+        let items = keys
+            .iter()
+            .filter_map(|client| Some(client_view(client, self.sessions.get(client)?)))
+            .collect();
+        Page { items, next }
+    }
+
+    /// One client in detail; None if it has no session.
+    pub fn client_detail(&self, client: &str) -> Option<ClientDetail> {
+        let s = self.sessions.get(client)?;
+        let id: &Arc<str> = &Arc::from(client);
+        let conn = s.conn.and_then(|c| self.conns.get(c));
+        let mut subscriptions = Vec::new();
+        let mut subscriptions_more = false;
+        for (filter, entry) in s.subscriptions.iter() {
+            if subscriptions.len() == MAX_PAGE {
+                subscriptions_more = true;
+                break;
+            }
+            subscriptions.push(SubscriptionView {
+                client_id: id.clone(),
+                filter: filter.clone(),
+                options: entry.options,
+                identifier: entry.id,
+            });
+        }
+        Some(ClientDetail {
+            client: client_view(id, s),
+            queued_bytes: s.queued_bytes,
+            protocol: conn.map(|c| c.version),
+            address: conn.map(|c| c.origin.clone()),
+            keep_alive: conn.map(|c| c.keep_alive),
+            receive_maximum: conn.map(|c| c.receive_max),
+            subscriptions,
+            subscriptions_more,
+        })
+    }
+
+    /// The subscriptions of clients whose id starts with `client_prefix`, with filters
+    /// that start with `filter_prefix`, by client id then filter, after the cursor `after`
+    /// (a previous page's `next`: the client id and the filter joined by U+0000, which no
+    /// MQTT string holds), at most `limit` (1 to [`MAX_PAGE`]).
+    pub fn subscriptions_page(
+        &self,
+        client_prefix: &str,
+        filter_prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Page<SubscriptionView> {
+        let after: Option<(Arc<str>, Arc<str>)> = after.map(|a| {
+            let (c, f) = a.split_once('\0').unwrap_or((a, ""));
+            (Arc::from(c), Arc::from(f))
+        });
+        let mut pick = Smallest::new(limit, after.as_ref());
+        for (client, s) in self.sessions.iter() {
+            if !client.starts_with(client_prefix) {
+                continue;
+            }
+            // Whole clients before the cursor's are skipped without looking at filters.
+            if after.as_ref().is_some_and(|(c, _)| client < c) {
+                continue;
+            }
+            for filter in s.subscriptions.filters() {
+                if filter.starts_with(filter_prefix) {
+                    pick.offer((client.clone(), filter.clone()));
+                }
+            }
+        }
+        let (keys, more) = pick.finish();
+        let next = more
+            .then(|| keys.last().map(|(c, f)| format!("{c}\0{f}")))
+            .flatten();
         let items = keys
             .into_iter()
-            .filter_map(|client| {
+            .filter_map(|(client, filter)| {
                 let s = self.sessions.get(&client)?;
-                Some(ClientView {
-                    connected: s.conn.is_some(),
-                    username: s.username.clone(),
-                    session_expiry: s.expiry,
-                    subscriptions: s.subscriptions.filters().count(),
-                    queued: s.queue.len(),
-                    inflight: s.inflight.len(),
+                let entry = s.subscriptions.iter().find(|(f, _)| **f == filter)?.1;
+                Some(SubscriptionView {
                     client_id: client,
+                    filter,
+                    options: entry.options,
+                    identifier: entry.id,
                 })
             })
             .collect();
@@ -148,20 +305,96 @@ impl Router {
         limit: usize,
     ) -> Page<Arc<str>> {
         // The narrowest filter that covers every topic with this prefix: its whole levels
-        // followed by `#` (a partial last level is checked by `Smallest`).
+        // followed by `#` (a partial last level is checked here).
         let filter = match prefix.rfind('/') {
             Some(i) => format!("{}/#", &prefix[..i]),
             None => "#".to_owned(),
         };
-        let mut pick = Smallest::new(limit, after, prefix);
+        let after: Option<Arc<str>> = after.map(Arc::from);
+        let mut pick = Smallest::new(limit, after.as_ref());
         self.retained.for_each_match(&filter, |m| {
             let topic: &str = &m.publish.topic;
-            if pick.wanted(topic) && !expired(&m.publish, m.received, now) {
-                pick.offer(&Arc::from(topic));
+            if topic.starts_with(prefix)
+                && pick.after_cursor(topic)
+                && !expired(&m.publish, m.received, now)
+            {
+                pick.offer(Arc::from(topic));
             }
         });
-        let (items, next) = pick.finish();
+        let (items, more) = pick.finish();
+        let next = more.then(|| items.last().map(|k| k.to_string())).flatten();
         Page { items, next }
+    }
+
+    /// The retained message of `topic` (None if there is none, or it expired).
+    pub fn retained_get(&self, now: Instant, topic: &str) -> Option<RetainedView> {
+        let m = self.retained.get(topic)?;
+        if expired(&m.publish, m.received, now) {
+            return None;
+        }
+        let p = &m.publish;
+        let expires_in = p.properties.message_expiry_interval.map(|e| {
+            let elapsed = now.saturating_duration_since(m.received).as_secs();
+            e.saturating_sub(u32::try_from(elapsed).unwrap_or(u32::MAX))
+        });
+        Some(RetainedView {
+            topic: Arc::from(topic),
+            payload: p.payload.clone(),
+            qos: p.qos,
+            expires_in,
+            content_type: p.properties.content_type.as_ref().map(|c| c.to_string()),
+        })
+    }
+
+    /// Deletes the retained message of `topic`, as an empty retained PUBLISH would (the
+    /// store is told). False if there was none.
+    pub fn retained_delete(&mut self, now: Instant, topic: &str) -> bool {
+        if self.retained_get(now, topic).is_none() {
+            return false;
+        }
+        let Ok(topic) = ByteStr::try_from(topic) else {
+            return false;
+        };
+        let mut p = Publish::new(topic, Bytes::new());
+        p.retain = true;
+        self.store_retained(now, &p);
+        true
+    }
+
+    /// Messages queued and in flight over every session, and the `top` deepest sessions.
+    /// Scans every session (O(sessions + top log top) under the router's lock): for a
+    /// scrape or a dashboard poll every few seconds, not for every message.
+    pub fn queue_depths(&self, top: usize) -> QueueDepths {
+        let mut d = QueueDepths::default();
+        // Smallest of (Reverse(depth), client): the deepest, ties by client id.
+        let mut pick = Smallest::new(top, None);
+        for (client, s) in self.sessions.iter() {
+            let (q, f) = (s.queue.len(), s.inflight.len());
+            d.queued += q;
+            d.inflight += f;
+            d.queued_max = d.queued_max.max(q);
+            if top > 0 && q + f > 0 {
+                pick.offer((std::cmp::Reverse(q + f), client.clone()));
+            }
+        }
+        let (keys, _) = pick.finish();
+        d.deepest = keys
+            .iter()
+            .filter_map(|(_, client)| Some(client_view(client, self.sessions.get(client)?)))
+            .collect();
+        d
+    }
+
+    /// The `n` topics clients published to most since the start, highest first (see
+    /// `top_topics.rs`: counts are estimates once more than [`crate::TOP_TOPIC_SLOTS`]
+    /// topics were seen).
+    pub fn top_topics(&self, n: usize) -> Vec<TopicCount> {
+        self.sys.topics.top(n)
+    }
+
+    /// CONNECTs refused so far, by the CONNACK's reason code, in the order first seen.
+    pub fn refusals(&self) -> &[(ReasonCode, u64)] {
+        &self.sys.refused
     }
 
     /// Closes the connection of `client` as an operator asked: MQTT 5 clients get
@@ -188,12 +421,15 @@ mod tests {
         after: Option<&str>,
         limit: usize,
     ) -> (Vec<String>, Option<String>) {
-        let keys: Vec<Arc<str>> = keys.iter().map(|k| Arc::from(*k)).collect();
-        let mut pick = Smallest::new(limit, after, prefix);
-        for k in &keys {
-            pick.offer(k);
+        let after: Option<Arc<str>> = after.map(Arc::from);
+        let mut pick = Smallest::new(limit, after.as_ref());
+        for k in keys {
+            if k.starts_with(prefix) {
+                pick.offer(Arc::<str>::from(*k));
+            }
         }
-        let (items, next) = pick.finish();
+        let (items, more) = pick.finish();
+        let next = more.then(|| items.last().map(|k| k.to_string())).flatten();
         (items.iter().map(|k| k.to_string()).collect(), next)
     }
 

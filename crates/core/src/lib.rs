@@ -46,6 +46,8 @@
 //! | `timers.rs`, `tick.rs` | the timers' clock; the tick that runs every room's due timers and `$SYS` |
 //! | `close.rs` | DISCONNECT, closing, session end |
 //! | `sys.rs` | counters and `$SYS` |
+//! | `histogram.rs`, `top_topics.rs` | delivery latency in fixed buckets; the busiest topics (a bounded sketch) |
+//! | `inspect.rs` | read-only views for operators: clients, subscriptions, retained messages, queues |
 //! | `access.rs` | the access seam: who may connect, publish, subscribe, receive |
 //! | `durable.rs` | the durability seam: records the store must keep, acknowledgements held for them |
 //! | `restore.rs` | what a store kept, put back at start ([`Router::restore`]) |
@@ -77,6 +79,7 @@ mod connect;
 mod connections;
 mod deliver;
 mod durable;
+mod histogram;
 mod identity;
 mod inspect;
 mod level_map;
@@ -97,6 +100,7 @@ mod subscriptions;
 mod sys;
 mod tick;
 mod timers;
+mod top_topics;
 pub mod topic_tree;
 mod will;
 mod wills;
@@ -116,10 +120,14 @@ pub use access::{
 };
 pub use connections::{ConnId, MAX_EARLY, Origin};
 pub use durable::{Record, Ticket};
-pub use inspect::{ClientView, MAX_PAGE, Page};
+pub use histogram::{BUCKET_BOUNDS, Histogram};
+pub use inspect::{
+    ClientDetail, ClientView, MAX_PAGE, Page, QueueDepths, RetainedView, SubscriptionView,
+};
 pub use listener::{ListenerId, ListenerSettings, Protocols};
 pub use outbox::{Offer, Outbox, Parked, Taken};
-pub use restore::{Restored, RestoredInflight, RestoredSession};
+pub use restore::{Restored, RestoredInflight, RestoredSession, RestoredWill};
 pub use router::{Router, Work};
 pub use settings::{Limits, Settings};
-pub use sys::{Snapshot, Stats, version};
+pub use sys::{DropCause, Snapshot, Stats, version};
+pub use top_topics::{MAX_TOPIC as TOP_TOPIC_MAX_LEN, SLOTS as TOP_TOPIC_SLOTS, TopicCount};

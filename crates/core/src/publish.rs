@@ -86,7 +86,8 @@ impl Router {
         let username = c.username.clone();
         let qos = p.qos;
         let pid = p.packet_id;
-        self.sys.stats.messages_received += 1;
+        self.sys.stats.received(qos, p.payload.len());
+        self.sys.topics.count(&p.topic);
 
         if qos == QoS::ExactlyOnce {
             let Some(session) = self.sessions.get_mut(client) else {

@@ -6,15 +6,15 @@
 //! subscriptions are in the tree again, its queued and in-flight messages wait for the
 //! client to resume (in-flight ones are resent with DUP and their packet ids, PUBRELs
 //! resent for those past PUBREC), and incoming QoS 2 ids still wait for their PUBREL.
-//! Times the store did not keep count from the restart: a message's expiry interval and a
-//! session's expiry interval start anew.
+//! Times the store did not keep count from the restart: a message's expiry interval, a
+//! session's expiry interval and a pending will's delay start anew.
 //!
 //! Restoring makes no records: what is restored is on disk already.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tinsel_codec::{Publish, QoS, SubscriptionOptions, topic};
+use tinsel_codec::{Publish, QoS, SubscriptionOptions, Will, topic};
 
 use crate::router::Router;
 use crate::session::{Inflight, Queued, Session, SubEntry};
@@ -46,6 +46,31 @@ pub struct RestoredSession {
     pub inflight: Vec<(u16, RestoredInflight)>,
     /// Incoming QoS 2 packet ids awaiting PUBREL.
     pub incoming_qos2: Vec<u16>,
+    /// Its will, if one was waiting for its delay.
+    pub will: Option<RestoredWill>,
+}
+
+/// A will that was waiting for its delay when the broker stopped.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RestoredWill {
+    /// The identity its rights are checked with when it is sent.
+    pub username: Option<Arc<str>>,
+    /// The will as the client sent it.
+    pub will: Box<Will>,
+    /// Seconds it waits, counted from the restart.
+    pub delay: u32,
+}
+
+impl RestoredWill {
+    /// A will of `username` that goes out `delay` seconds after the restart.
+    pub fn new(username: Option<Arc<str>>, will: Box<Will>, delay: u32) -> RestoredWill {
+        RestoredWill {
+            username,
+            will,
+            delay,
+        }
+    }
 }
 
 impl RestoredSession {
@@ -127,6 +152,18 @@ impl Router {
                 session.enqueue(q, limits.max_queued_messages, limits.max_queued_bytes);
             }
             session.incoming_qos2.extend(r.incoming_qos2);
+            if let Some(w) = r.will {
+                // Its delay starts anew, capped by the session's expiry as when it began.
+                let delay = w.delay.min(r.expiry);
+                let due = now + Duration::from_secs(u64::from(delay));
+                // The store keeps no listener: per-listener rights are listener 0's.
+                let owner = crate::wills::WillOwner {
+                    username: w.username,
+                    listener: 0,
+                };
+                let will = (r.client.clone(), owner, w.will);
+                self.wills.schedule(self.clock, will, due);
+            }
             self.sessions
                 .insert_disconnected(self.clock, r.client, session, now);
         }

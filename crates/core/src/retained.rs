@@ -115,6 +115,11 @@ impl RetainedMessages {
         self.tree.for_each_match(filter, |_, m| f(m));
     }
 
+    /// The retained message of `topic`, if there is one (expired or not).
+    pub(crate) fn get(&self, topic: &str) -> Option<&Retained> {
+        self.tree.get(topic)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.tree.len()
     }

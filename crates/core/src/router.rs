@@ -315,6 +315,7 @@ impl Router {
         {
             let ack = refusal(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION, None);
             c.push(conn, ack, &mut self.woken);
+            self.sys.refused(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION);
         }
         let why = format!("bad packet: {err}");
         // A CONNECT of an unknown level from a connected client is a second CONNECT: a

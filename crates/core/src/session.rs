@@ -108,6 +108,11 @@ impl FilterList {
     pub(crate) fn filters(&self) -> impl Iterator<Item = &Arc<str>> {
         self.0.iter().map(|(f, _)| f)
     }
+
+    /// The subscriptions, in the order of their filters.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &SubEntry)> {
+        self.0.iter().map(|(f, e)| (f, e))
+    }
 }
 
 /// A session.

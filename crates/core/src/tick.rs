@@ -19,9 +19,7 @@ impl Router {
         self.sys.stats.bytes_received = bytes_received;
         self.sys.stats.bytes_sent = bytes_sent;
         self.check_connections(now);
-        for will in self.wills.due(self.clock, now) {
-            self.publish_will(now, will);
-        }
+        self.publish_due_wills(now);
         for client in self.sessions.due(self.clock, now) {
             self.end_session(now, &client);
         }

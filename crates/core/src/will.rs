@@ -2,12 +2,14 @@
 //! once or waits (in `wills.rs`) for its delay; it is checked against the publish right
 //! when it is sent.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tinsel_codec::Publish;
 use tracing::debug;
 
 use crate::access::Identity;
+use crate::durable::Record;
 use crate::router::Router;
 use crate::wills::OwnedWill;
 
@@ -57,8 +59,33 @@ impl Router {
         if delay == 0 {
             self.publish_will(now, will);
         } else {
+            self.durable.record(|| Record::WillPending {
+                client: will.0.clone(),
+                username: will.1.username.clone(),
+                will: will.2.clone(),
+                delay,
+            });
             let due = now + Duration::from_secs(u64::from(delay));
             self.wills.schedule(self.clock, will, due);
+        }
+    }
+
+    /// Takes `client`'s will that waits for its delay, if any: its session resumes or ends.
+    pub(crate) fn take_pending_will(&mut self, client: &Arc<str>) -> Option<OwnedWill> {
+        let will = self.wills.take(client)?;
+        self.durable.record(|| Record::WillTaken {
+            client: client.clone(),
+        });
+        Some(will)
+    }
+
+    /// Publishes the wills whose delay has passed.
+    pub(crate) fn publish_due_wills(&mut self, now: Instant) {
+        for will in self.wills.due(self.clock, now) {
+            self.durable.record(|| Record::WillTaken {
+                client: will.0.clone(),
+            });
+            self.publish_will(now, will);
         }
     }
 }

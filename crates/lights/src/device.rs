@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tinsel_client::{
     Backoff, ByteStr, Client, ClientOptions, Event, Events, Properties, Publish, QoS,
-    SubscriptionOptions, Will,
+    SubscriptionOptions, TlsOptions, Will,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +49,7 @@ pub struct Device {
     host: String,
     port: u16,
     scenario: Scenario,
+    tls: Option<TlsOptions>,
     backoff: Backoff,
     state: watch::Sender<DeviceState>,
 }
@@ -60,12 +61,19 @@ impl Device {
             host: host.into(),
             port,
             scenario,
+            tls: None,
             backoff: Backoff {
                 initial: Duration::from_millis(250),
                 max: Duration::from_secs(10),
             },
             state: watch::Sender::new(DeviceState::default()),
         }
+    }
+
+    /// Connects over TLS with these settings (the broker's port must be a TLS listener).
+    pub fn with_tls(mut self, tls: TlsOptions) -> Device {
+        self.tls = Some(tls);
+        self
     }
 
     /// Follows the device's state (for the control page and for tests).
@@ -87,6 +95,7 @@ impl Device {
         opts.username = m.username.clone();
         opts.password = m.password.clone().map(Bytes::from);
         opts.reconnect = Some(self.backoff);
+        opts.tls = self.tls.clone();
         // Validated topic names are valid MQTT strings; without one the will is skipped.
         opts.will = ByteStr::try_from(m.status_topic.as_str())
             .ok()

@@ -3,16 +3,18 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use tinsel_client::{Client, ClientOptions, QoS};
+use tinsel_client::{Client, ClientOptions, QoS, TlsOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Error, Scenario};
 
-/// Connects as the scenario's saboteur, performs its actions in order (each after its
-/// delay), and disconnects. Returns early, without error, if `shutdown` is cancelled.
+/// Connects as the scenario's saboteur (over TLS with `tls`), performs its actions in
+/// order (each after its delay), and disconnects. Returns early, without error, if
+/// `shutdown` is cancelled.
 pub async fn run(
     host: &str,
     port: u16,
+    tls: Option<TlsOptions>,
     scenario: &Scenario,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
@@ -23,6 +25,7 @@ pub async fn run(
     let mut opts =
         ClientOptions::new(host, port).with_client_id(scenario.saboteur.client_id.clone());
     opts.connect_timeout = Duration::from_secs(10);
+    opts.tls = tls;
     opts.username = scenario
         .saboteur
         .username

@@ -1,8 +1,8 @@
 //! Scenario files: what a lab is about, in TOML.
 //!
 //! A scenario names the control topic and the words that switch the lights, the flag the
-//! learner wins, how the lights look, the story shown on the page, and what the saboteur does
-//! at the start. Every field has a default, and the defaults are the Wareville scenario, so an
+//! learner wins, how the lights look, the story shown on the page, what the saboteur does
+//! at the start, whether the broker wants a login, and who uses a TLS listener. Every field has a default, and the defaults are the Wareville scenario, so an
 //! empty file (or no file) is Wareville. The format is documented in `docs/lab/scenarios.md`.
 //!
 //! ```
@@ -16,7 +16,7 @@
 //! assert_eq!(s.words.on, ["on"]); // not given: Wareville's default
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -70,6 +70,44 @@ pub struct Scenario {
     pub lights: LightsLook,
     /// The villain's client.
     pub saboteur: Saboteur,
+    /// What the broker `tinsel lab` starts asks of clients.
+    pub broker: BrokerSettings,
+    /// A TLS listener beside the plain one, and who uses it. None: no TLS.
+    pub tls: Option<TlsSettings>,
+}
+
+/// The broker of the lab.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BrokerSettings {
+    /// Whether clients without a user name may connect, as Mosquitto's `allow_anonymous`.
+    /// `false`: `tinsel lab` writes a password file holding the device's user name and
+    /// password (and the saboteur's), and the broker refuses everybody else; the learner must
+    /// find the credentials in the capture.
+    pub allow_anonymous: bool,
+}
+
+/// The lab's TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TlsSettings {
+    /// Its port (0 picks a free one).
+    pub port: u16,
+    /// The lights connect over TLS: their subscription and the commands they receive are
+    /// encrypted in the capture.
+    pub lights: bool,
+    /// The saboteur connects over TLS: what it sends is encrypted in the capture.
+    pub saboteur: bool,
+    /// The server's certificate chain (PEM). None: `tinsel lab` makes a CA and a certificate
+    /// for `localhost` in its output directory at each start.
+    pub certfile: Option<PathBuf>,
+    /// The server's private key (PEM), with `certfile`.
+    pub keyfile: Option<PathBuf>,
+    /// The CA certificate clients verify the server with (what `--cafile` names). Default:
+    /// the generated CA, or `certfile` when that is given.
+    pub cafile: Option<PathBuf>,
 }
 
 /// Topics, client id and credentials of the lights device.
@@ -160,6 +198,29 @@ impl Default for Scenario {
             words: Words::default(),
             lights: LightsLook::default(),
             saboteur: Saboteur::default(),
+            broker: BrokerSettings::default(),
+            tls: None,
+        }
+    }
+}
+
+impl Default for BrokerSettings {
+    fn default() -> BrokerSettings {
+        BrokerSettings {
+            allow_anonymous: true,
+        }
+    }
+}
+
+impl Default for TlsSettings {
+    fn default() -> TlsSettings {
+        TlsSettings {
+            port: 8883,
+            lights: true,
+            saboteur: false,
+            certfile: None,
+            keyfile: None,
+            cafile: None,
         }
     }
 }
@@ -281,12 +342,50 @@ impl Scenario {
         Ok(scenario)
     }
 
-    /// Reads, parses and validates a scenario file.
+    /// Reads, parses and validates a scenario file. Relative file names in it (the TLS
+    /// certificate and keys) are taken from the file's directory.
     pub fn load(path: &Path) -> Result<Scenario, Error> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Scenario(format!("cannot read {}: {e}", path.display())))?;
-        Scenario::from_toml_str(&text)
-            .map_err(|e| Error::Scenario(format!("{}: {}", path.display(), e.detail())))
+        let mut scenario = Scenario::from_toml_str(&text)
+            .map_err(|e| Error::Scenario(format!("{}: {}", path.display(), e.detail())))?;
+        if let (Some(tls), Some(dir)) = (&mut scenario.tls, path.parent()) {
+            for file in [&mut tls.certfile, &mut tls.keyfile, &mut tls.cafile]
+                .into_iter()
+                .flatten()
+            {
+                if file.is_relative() {
+                    *file = dir.join(&*file);
+                }
+            }
+        }
+        Ok(scenario)
+    }
+
+    /// Adds a TLS listener on `port` (for `--tls-port`), or moves the scenario's there.
+    pub fn with_tls_port(mut self, port: u16) -> Scenario {
+        self.tls.get_or_insert_with(TlsSettings::default).port = port;
+        self
+    }
+
+    /// The user names and passwords the lab's clients log in with (the device's, then the
+    /// saboteur's if it has its own), for the password file of a broker that refuses
+    /// anonymous clients.
+    pub fn logins(&self) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> = Vec::new();
+        let device = (self.mqtt.username.as_deref(), self.mqtt.password.as_deref());
+        let saboteur = (
+            self.saboteur.username.as_deref().or(device.0),
+            self.saboteur.password.as_deref().or(device.1),
+        );
+        for login in [device, saboteur] {
+            if let (Some(user), Some(password)) = login {
+                if !out.iter().any(|(u, _)| *u == user) {
+                    out.push((user, password));
+                }
+            }
+        }
+        out
     }
 
     /// Replaces the flag (for `--flag`) and validates again.
@@ -346,6 +445,27 @@ impl Scenario {
         }
         if let Some(c) = self.lights.colours.iter().find(|c| !is_hex_colour(c)) {
             return bad(format!("lights.colours: {c:?} is not #rgb or #rrggbb"));
+        }
+        if !self.broker.allow_anonymous && (m.username.is_none() || m.password.is_none()) {
+            return bad(
+                "broker.allow_anonymous = false needs mqtt.username and mqtt.password \
+                 (the lights log in with them)"
+                    .into(),
+            );
+        }
+        if let Some(tls) = self
+            .tls
+            .as_ref()
+            .filter(|t| t.certfile.is_some() != t.keyfile.is_some())
+        {
+            return bad(format!(
+                "tls.certfile and tls.keyfile go together (only {} is given)",
+                if tls.certfile.is_some() {
+                    "certfile"
+                } else {
+                    "keyfile"
+                }
+            ));
         }
         if self.saboteur.actions.len() > MAX_ACTIONS {
             return bad(format!("the saboteur has more than {MAX_ACTIONS} actions"));
@@ -489,6 +609,56 @@ mod tests {
             Scenario::from_toml_str(&wareville).unwrap(),
             Scenario::default()
         );
+    }
+
+    #[test]
+    fn a_locked_broker_and_a_tls_listener() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scenarios/frostfield-rink.toml"
+        ))
+        .unwrap();
+        let s = Scenario::from_toml_str(&text).unwrap();
+        assert!(!s.broker.allow_anonymous);
+        assert!(s.tls.is_none());
+        // The saboteur logs in with the device's credentials: one login in the file.
+        assert_eq!(s.logins(), [("rink-controller", "zamb0ni-n1ghts")]);
+        assert!(Scenario::default().broker.allow_anonymous);
+
+        let err = |t: &str| Scenario::from_toml_str(t).unwrap_err().to_string();
+        assert!(err("[broker]\nallow_anonymous = false").contains("mqtt.username"));
+        assert!(err("[tls]\ncertfile = \"c.pem\"").contains("keyfile"));
+        assert!(err("[tls]\nport = 1\nportt = 2").contains("portt"));
+
+        let s = Scenario::from_toml_str(
+            "[mqtt]\nusername = \"u\"\npassword = \"p\"\n\
+             [saboteur]\nusername = \"villain\"\n\
+             [tls]\nsaboteur = true\ncertfile = \"certs/c.pem\"\nkeyfile = \"/abs/k.pem\"",
+        )
+        .unwrap();
+        let tls = s.tls.clone().unwrap();
+        assert_eq!((tls.port, tls.lights, tls.saboteur), (8883, true, true));
+        assert_eq!(s.logins(), [("u", "p"), ("villain", "p")]);
+        // `--tls-port` adds a listener with the defaults, or moves the scenario's.
+        assert_eq!(
+            Scenario::default().with_tls_port(9999).tls.unwrap().port,
+            9999
+        );
+        assert!(Scenario::default().with_tls_port(1).tls.unwrap().lights);
+
+        // A file's relative paths are taken from its directory.
+        let dir = std::env::temp_dir().join(format!("tinsel-scenario-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lab.toml");
+        std::fs::write(
+            &path,
+            "[tls]\ncertfile = \"certs/c.pem\"\nkeyfile = \"/abs/k.pem\"",
+        )
+        .unwrap();
+        let tls = Scenario::load(&path).unwrap().tls.unwrap();
+        assert_eq!(tls.certfile.unwrap(), dir.join("certs/c.pem"));
+        assert_eq!(tls.keyfile.unwrap(), PathBuf::from("/abs/k.pem"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tinsel_codec::{
-    ByteStr, Packet, ProtocolVersion, Publish, QoS, RetainHandling, SubscriptionOptions,
+    ByteStr, Packet, ProtocolVersion, Publish, QoS, RetainHandling, SubscriptionOptions, Will,
 };
 use tinsel_core::Record;
 
@@ -61,6 +61,8 @@ const QOS2_RELEASED: u8 = 7;
 const RETAINED: u8 = 8;
 const SENT: u8 = 9;
 const DELIVERED: u8 = 10;
+const WILL_PENDING: u8 = 11;
+const WILL_TAKEN: u8 = 12;
 const MESSAGE: u8 = 20;
 const PENDING: u8 = 21;
 const INFLIGHT_PUBLISH: u8 = 22;
@@ -87,6 +89,36 @@ fn put_publish(out: &mut Vec<u8>, p: &Publish) {
         buf.clear();
     }
     put_bytes(out, &buf);
+}
+
+/// A will kept as the message it becomes (its delay is kept beside it).
+fn will_publish(w: &Will) -> Publish {
+    let mut properties = w.properties.clone();
+    if let Some(p) = properties.get_mut() {
+        p.will_delay_interval = None;
+    }
+    Publish {
+        dup: false,
+        qos: w.qos,
+        retain: w.retain,
+        topic: w.topic.clone(),
+        packet_id: 0,
+        properties,
+        payload: w.payload.clone(),
+    }
+}
+
+/// The will `p` was made from with [`will_publish`], with its delay.
+fn publish_will(p: Publish, delay: u32) -> Will {
+    let mut properties = p.properties;
+    properties.make_mut().will_delay_interval = Some(delay);
+    Will {
+        topic: p.topic,
+        payload: p.payload,
+        qos: p.qos,
+        retain: p.retain,
+        properties,
+    }
 }
 
 fn options_byte(o: &SubscriptionOptions) -> u8 {
@@ -179,6 +211,28 @@ pub(crate) fn encode_record(r: &Record, out: &mut Vec<u8>) -> bool {
             put_bytes(out, client.as_bytes());
             out.extend_from_slice(&packet_id.to_le_bytes());
             out.push(u8::from(*released));
+        }
+        Record::WillPending {
+            client,
+            username,
+            will,
+            delay,
+        } => {
+            out.push(WILL_PENDING);
+            put_bytes(out, client.as_bytes());
+            match username {
+                Some(u) => {
+                    out.push(1);
+                    put_bytes(out, u.as_bytes());
+                }
+                None => out.push(0),
+            }
+            put_publish(out, &will_publish(will));
+            out.extend_from_slice(&delay.to_le_bytes());
+        }
+        Record::WillTaken { client } => {
+            out.push(WILL_TAKEN);
+            put_bytes(out, client.as_bytes());
         }
         _ => return false,
     }
@@ -371,6 +425,24 @@ impl Reader {
                 client: self.string()?,
                 packet_id: self.u16()?,
                 released: self.u8()? != 0,
+            }),
+            WILL_PENDING => {
+                let client = self.string()?;
+                let username = match self.u8()? {
+                    0 => None,
+                    _ => Some(self.string()?),
+                };
+                let message = self.publish()?;
+                let delay = self.u32()?;
+                core(Record::WillPending {
+                    client,
+                    username,
+                    will: Box::new(publish_will(message, delay)),
+                    delay,
+                })
+            }
+            WILL_TAKEN => core(Record::WillTaken {
+                client: self.string()?,
             }),
             MESSAGE => Ok(Entry::Message {
                 id: self.u64()?,

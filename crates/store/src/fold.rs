@@ -12,8 +12,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
-use tinsel_codec::{Publish, QoS, SubscriptionOptions};
-use tinsel_core::{Record, Restored, RestoredInflight, RestoredSession};
+use tinsel_codec::{Publish, QoS, SubscriptionOptions, Will};
+use tinsel_core::{Record, Restored, RestoredInflight, RestoredSession, RestoredWill};
 
 use crate::entry::{Entry, key};
 
@@ -38,6 +38,8 @@ struct Session {
     inflight: BTreeMap<u16, Flight>,
     early: Vec<(u16, u64, QoS)>,
     incoming: BTreeSet<u16>,
+    /// A will waiting for its delay: its owner's identity, the will, the delay.
+    will: Option<(Option<Arc<str>>, Box<Will>, u32)>,
 }
 
 /// The durable state.
@@ -250,6 +252,21 @@ impl State {
                     State::unref(&mut self.messages, id);
                 }
             }
+            Record::WillPending {
+                client,
+                username,
+                will,
+                delay,
+            } => {
+                if let Some(s) = self.sessions.get_mut(&client) {
+                    s.will = Some((username, will, delay));
+                }
+            }
+            Record::WillTaken { client } => {
+                if let Some(s) = self.sessions.get_mut(&client) {
+                    s.will = None;
+                }
+            }
             // `Sent` is read back as `Entry::Sent`; records this store does not know are
             // not written.
             _ => {}
@@ -287,6 +304,9 @@ impl State {
                     })
                     .collect();
                 r.incoming_qos2 = s.incoming.iter().copied().collect();
+                r.will = s.will.as_ref().map(|(username, will, delay)| {
+                    RestoredWill::new(username.clone(), will.clone(), *delay)
+                });
                 r
             })
             .collect();
@@ -321,6 +341,14 @@ impl State {
                     filter: filter.clone(),
                     options: *options,
                     id: *id,
+                }));
+            }
+            if let Some((username, will, delay)) = &s.will {
+                out.push(Entry::Core(Record::WillPending {
+                    client: client.clone(),
+                    username: username.clone(),
+                    will: will.clone(),
+                    delay: *delay,
                 }));
             }
             for &packet_id in &s.incoming {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tinsel_core::{Record, Restored, Ticket};
+use tinsel_core::{Histogram, Record, Restored, Ticket};
 use tracing::{error, info, warn};
 
 use crate::entry::{Entry, encode_entry, encode_record};
@@ -150,7 +150,9 @@ impl Store {
         let (tx, rx) = std::sync::mpsc::sync_channel(self.options.queue.max(1));
         let failing = Arc::new(AtomicBool::new(false));
         let syncs = Arc::new(AtomicU64::new(0));
+        let sync_times = Arc::new(Mutex::new(Histogram::default()));
         let mut worker = Worker {
+            sync_times: sync_times.clone(),
             compacted: self.len,
             store: self,
             rx,
@@ -175,6 +177,7 @@ impl Store {
             thread: Mutex::new(Some(thread)),
             failing,
             syncs,
+            sync_times,
         })
     }
 }
@@ -191,6 +194,7 @@ pub struct Running {
     thread: Mutex<Option<JoinHandle<()>>>,
     failing: Arc<AtomicBool>,
     syncs: Arc<AtomicU64>,
+    sync_times: Arc<Mutex<Histogram>>,
 }
 
 impl Running {
@@ -218,6 +222,11 @@ impl Running {
         self.syncs.load(Ordering::Relaxed)
     }
 
+    /// How long each sync (`fdatasync` of the log) took so far.
+    pub fn sync_times(&self) -> Histogram {
+        *self.sync_times.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Writes and syncs what is queued, then stops the thread (records submitted later are
     /// not kept).
     pub fn stop(&self) {
@@ -241,6 +250,8 @@ struct Worker {
     synced: Box<dyn FnMut(Ticket) + Send>,
     failing: Arc<AtomicBool>,
     syncs: Arc<AtomicU64>,
+    /// Time of each sync; locked once per sync, by the metrics page now and then.
+    sync_times: Arc<Mutex<Histogram>>,
     /// Frames not yet synced (written or not): written again after a failure.
     unsynced: Vec<u8>,
     /// Log length that is synced.
@@ -347,7 +358,13 @@ impl Worker {
             }
             self.store.len = self.synced_len + self.unsynced.len() as u64;
             if due {
+                let started = Instant::now();
                 self.store.file.sync()?;
+                let took = started.elapsed();
+                self.sync_times
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record(took);
             }
             Ok::<_, std::io::Error>(())
         })();

@@ -317,3 +317,69 @@ fn a_session_whose_expiry_became_0_leaves_the_store() {
     assert_eq!(clients, ["t"]);
     assert_eq!(payloads(&r, "t").0, ["a"]);
 }
+
+fn will_pending(client: &str, username: Option<&str>, payload: &str, delay: u32) -> Record {
+    let mut will = tinsel_codec::Will {
+        topic: ByteStr::from_static_owned("wills/x"),
+        payload: Bytes::from(payload.to_owned()),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        properties: Default::default(),
+    };
+    let p = will.properties.make_mut();
+    p.will_delay_interval = Some(delay);
+    p.content_type = Some(ByteStr::from_static_owned("text/plain"));
+    Record::WillPending {
+        client: client.into(),
+        username: username.map(Into::into),
+        will: Box::new(will),
+        delay,
+    }
+}
+
+#[test]
+fn a_will_waiting_for_its_delay_comes_back_until_it_is_taken_and_through_compaction() {
+    let fs = LossyFs::new(8);
+    let mut o = options();
+    o.compact_at = 4 * 1024;
+    let (s, _, rx) = open(&fs, o.clone());
+    let mut records = session("s");
+    records.extend(session("t"));
+    records.push(will_pending("s", Some("alice"), "s is gone", 30));
+    records.push(will_pending("t", None, "t is gone", 5));
+    // `t` came back within its delay: its will was dropped.
+    records.push(Record::WillTaken { client: "t".into() });
+    commit(&s, &rx, records, 1);
+    // Enough traffic for the log to be compacted at least once.
+    let payload = "x".repeat(500);
+    for i in 0..40u16 {
+        let p = msg("t/x", &format!("{i} {payload}"), QoS::AtLeastOnce);
+        let records = vec![sent("t", i + 1, &p), accepted(&p, &["t"])];
+        let records = [records, vec![delivered("t", i + 1, false)]].concat();
+        commit(&s, &rx, records, 2 + u64::from(i));
+    }
+    s.stop();
+    assert!(fs.contents(&log_path()).unwrap().len() < 16 * 1024);
+
+    let (_s, r, _) = open(&fs, o);
+    let will_of = |c: &str| {
+        r.sessions
+            .iter()
+            .find(|s| &*s.client == c)
+            .expect("session back")
+            .will
+            .clone()
+    };
+    assert_eq!(will_of("t"), None);
+    let w = will_of("s").expect("the pending will is back");
+    assert_eq!(w.username.as_deref(), Some("alice"));
+    assert_eq!(w.delay, 30);
+    assert_eq!(&w.will.payload[..], b"s is gone");
+    assert_eq!(&*w.will.topic, "wills/x");
+    assert_eq!((w.will.qos, w.will.retain), (QoS::AtLeastOnce, true));
+    assert_eq!(w.will.properties.will_delay_interval, Some(30));
+    assert_eq!(
+        w.will.properties.content_type.as_deref(),
+        Some("text/plain")
+    );
+}

@@ -402,7 +402,7 @@ fn qos0_backlog_is_bounded() {
         3,
         "the connection is not reading: QoS 0 dropped"
     );
-    assert_eq!(sim.r.sys.stats.messages_dropped, 7);
+    assert_eq!(sim.r.sys.stats.messages_dropped(), 7);
     sim.r.handle(sim.now, p, msg("t", QoS::AtMostOnce, 0));
     assert_eq!(
         sim.out(sub).len(),
@@ -539,7 +539,7 @@ fn slow_qos0_subscriber_makes_publishers_wait_stalled_one_does_not() {
     // The connection takes its packets: the publisher may go on, nothing was lost.
     assert_eq!(sim.out(sub).len(), 5);
     assert!(!sim.r.congested(sim.now));
-    assert_eq!(sim.r.sys.stats.messages_dropped, 0);
+    assert_eq!(sim.r.sys.stats.messages_dropped(), 0);
 
     // Congested again, then the connection takes nothing for half a second (its client
     // does not read): it stops holding publishers back and loses the excess instead.
@@ -554,7 +554,7 @@ fn slow_qos0_subscriber_makes_publishers_wait_stalled_one_does_not() {
         sim.r.handle(sim.now, p, msg("t", QoS::AtMostOnce, 0));
     }
     assert!(!sim.r.take_pressure(), "a stalled subscriber never pauses");
-    assert_eq!(sim.r.sys.stats.messages_dropped, 5);
+    assert_eq!(sim.r.sys.stats.messages_dropped(), 5);
     assert_eq!(sim.out(sub).len(), 10);
     // Taking its packets makes it count again.
     for _ in 0..5 {
