@@ -56,6 +56,8 @@ def connect(
     will=None,
     connect_props=b"",
     protocol_name=None,
+    username=None,
+    password=None,
 ) -> bytes:
     """will: (topic, payload, qos, retain[, will_props_bytes])."""
     if protocol_name is None:
@@ -68,6 +70,12 @@ def connect(
         if version == 5:
             payload += will[4] if len(will) > 4 else props()
         payload += utf8(topic) + utf8(msg)
+    if username is not None:
+        flags |= 0x80
+        payload += utf8(username)
+    if password is not None:
+        flags |= 0x40
+        payload += utf8(password)
     body = utf8(protocol_name) + bytes([version, flags]) + u16(keepalive)
     if version == 5:
         body += connect_props or props()
