@@ -56,10 +56,9 @@ def connect(
     will=None,
     connect_props=b"",
     protocol_name=None,
-    username=None,
-    password=None,
+    user=None,
 ) -> bytes:
-    """will: (topic, payload, qos, retain[, will_props_bytes])."""
+    """will: (topic, payload, qos, retain[, will_props_bytes]); user: (name, password bytes)."""
     if protocol_name is None:
         protocol_name = "MQIsdp" if version == 3 else "MQTT"
     flags = 0x02 if clean else 0
@@ -70,12 +69,9 @@ def connect(
         if version == 5:
             payload += will[4] if len(will) > 4 else props()
         payload += utf8(topic) + utf8(msg)
-    if username is not None:
-        flags |= 0x80
-        payload += utf8(username)
-    if password is not None:
-        flags |= 0x40
-        payload += utf8(password)
+    if user is not None:
+        flags |= 0xC0
+        payload += utf8(user[0]) + utf8(user[1])
     body = utf8(protocol_name) + bytes([version, flags]) + u16(keepalive)
     if version == 5:
         body += connect_props or props()

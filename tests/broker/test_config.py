@@ -196,3 +196,51 @@ def test_check_needs_a_file(tinsel_bin):
     assert out.returncode != 0
     err = out.stderr.decode().strip()
     assert err == "tinsel broker: --check needs a file to check: tinsel broker --check -c FILE"
+
+
+def test_a_mosquitto_file_becomes_tinsel_toml_and_its_log_file_is_used(tinsel_bin, tmp_path):
+    """The migration guide's path: `--check` of a Debian-style mosquitto.conf prints a TOML
+    file that means the same, and `log_dest file` sends the log to that file."""
+    port = free_port_number()
+    log = tmp_path / "mosquitto.log"
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(
+        f"# As Debian ships it, with a listener.\npersistence true\npersistence_location {tmp_path}/\n"
+        f"log_dest file {log}\nlistener {port} 127.0.0.1\nallow_anonymous true\n"
+    )
+    check = lambda path: subprocess.run([str(tinsel_bin), "broker", "--check", "-c", str(path)],
+                                        capture_output=True, text=True, timeout=WAIT)
+    first = check(conf)
+    assert first.returncode == 0, first.stderr
+    assert first.stderr == ""
+    toml = tmp_path / "tinsel.toml"
+    toml.write_text(first.stdout)
+    second = check(toml)
+    assert second.returncode == 0, second.stderr
+    body = lambda out: out.split("\n", 1)[1]  # after the line naming the file and its format
+    assert body(second.stdout) == body(first.stdout)
+    assert f'file = "{log}"' in first.stdout
+
+    proc = subprocess.Popen([str(tinsel_bin), "broker", "-c", str(conf)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + WAIT
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        subprocess.run(["mosquitto_pub", "-p", str(port), "-i", "moved-over", "-t", "x", "-m", "1"],
+                       check=True, timeout=WAIT)
+        deadline = time.monotonic() + WAIT
+        while "as moved-over" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline, log.read_text() if log.exists() else "no log file"
+            time.sleep(0.05)
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert b"New client" not in err

@@ -127,9 +127,9 @@ listener {bare} 127.0.0.1
     # Who may connect: each listener's own settings.
     assert connack(open_, uid()) == (0, [])
     assert connack(locked, uid()) == (5, [])
-    assert connack(locked, uid(), username="alice", password="wrong") == (5, [])
+    assert connack(locked, uid(), user=("alice", "wrong")) == (5, [])
     assert connack(bare, uid()) == (5, []), "a listener with nothing set refuses anonymous clients"
-    assert connack(open_, uid(), username="alice", password="wrong") == (0, []), "no password file there"
+    assert connack(open_, uid(), user=("alice", "wrong")) == (0, []), "no password file there"
 
     # What they may do: the locked listener's ACL, not on the open one.
     anon = peers(SimpleNamespace(port=open_), protocol=V311)

@@ -685,3 +685,36 @@ def test_packets_before_a_tcp_close_without_close_notify_are_handled(kind, start
     with pytest.raises(TimeoutError):
         sub.expect(rawmqtt.PUBLISH, timeout=1.5)  # no will
     sub.close()
+
+
+@kinds
+def test_a_certificate_username_needs_no_password_beside_a_password_file(
+    kind, tinsel_bin, start_tinsel, start_mosquitto, certs, tmp_path
+):
+    """A common Mosquitto set-up: passwords on the plain listener, client certificates (their
+    CN as the user name) on the TLS one. The certificate is the credential: no password is
+    asked for, while the plain listener still checks passwords."""
+    pw = tmp_path / "passwd"
+    subprocess.run([str(tinsel_bin), "passwd", "-c", "-b", str(pw), "alice", "secret"],
+                   check=True, timeout=WAIT)
+    tls = free_port_number()
+    c = certs
+    if kind == "tinsel":
+        server = start_tinsel(config=(
+            f'[[listeners]]\naddress = "127.0.0.1"\nport = {{port}}\n'
+            f'[[listeners]]\naddress = "127.0.0.1"\nport = {tls}\ntransport = "tls"\n'
+            f'certfile = "{c}/server.crt"\nkeyfile = "{c}/server.key"\ncafile = "{c}/ca.crt"\n'
+            f"require_certificate = true\nuse_identity_as_username = true\n"
+            f'[access]\npassword_file = "{pw}"\n'))
+    else:
+        server = start_mosquitto(
+            f"user root\nallow_anonymous false\npassword_file {pw}\nlistener {tls} 127.0.0.1\n"
+            f"certfile {c}/server.crt\nkeyfile {c}/server.key\ncafile {c}/ca.crt\n"
+            f"require_certificate true\nuse_identity_as_username true\n")
+    _wait_port(tls)
+    assert pub(tls, certs, "cert/x", "1", cert="client").returncode == 0
+    plain = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(server.port), "-t", "x", "-m", "1"]
+    assert subprocess.run(plain + ["-u", "alice", "-P", "secret"], timeout=WAIT).returncode == 0
+    assert subprocess.run(plain + ["-u", "alice", "-P", "wrong"], capture_output=True,
+                          timeout=WAIT).returncode != 0
+    assert subprocess.run(plain, capture_output=True, timeout=WAIT).returncode != 0

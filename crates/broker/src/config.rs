@@ -33,6 +33,14 @@
 //! max_connections = 10000      # further TCP connections are closed on accept
 //! connect_timeout = 10         # seconds to wait for CONNECT after accept
 //! topic_alias_maximum = 10     # topic aliases a client may use towards the broker
+//! packet_timeout = 30          # seconds a packet may take once its first byte is in; 0: none
+//! max_publish_rate = 0         # PUBLISH packets per second per client; 0: no limit
+//! publish_burst = 0            # PUBLISHes at once above the rate; 0: one second's worth
+//! max_publish_bytes_rate = 0   # payload bytes per second per client; 0: no limit
+//! publish_rate_action = "throttle"  # or "disconnect" (MQTT 5: DISCONNECT 0x96)
+//! max_subscriptions = 0        # per session; 0: no limit (beyond: SUBACK 0x97 / 0x80)
+//! max_topic_length = 65535     # bytes in a topic name or filter
+//! max_topic_levels = 200       # levels in a topic name or filter
 //!
 //! [logging]
 //! level = "info"               # tracing filter, e.g. "debug" or "info,tinsel_broker=trace"
@@ -467,6 +475,18 @@ impl Config {
         let _ = writeln!(o, "max_connections = {}", l.max_connections);
         let _ = writeln!(o, "connect_timeout = {}", l.connect_timeout);
         let _ = writeln!(o, "topic_alias_maximum = {}", l.topic_alias_maximum);
+        let _ = writeln!(o, "packet_timeout = {}", l.packet_timeout);
+        let _ = writeln!(o, "max_publish_rate = {}", l.max_publish_rate);
+        let _ = writeln!(o, "publish_burst = {}", l.publish_burst);
+        let _ = writeln!(o, "max_publish_bytes_rate = {}", l.max_publish_bytes_rate);
+        let _ = writeln!(
+            o,
+            "publish_rate_action = {}",
+            quoted(l.publish_rate_action.name())
+        );
+        let _ = writeln!(o, "max_subscriptions = {}", l.max_subscriptions);
+        let _ = writeln!(o, "max_topic_length = {}", l.max_topic_length);
+        let _ = writeln!(o, "max_topic_levels = {}", l.max_topic_levels);
         let _ = writeln!(o, "\n[logging]");
         let _ = writeln!(o, "level = {}", quoted(&self.logging.level));
         let _ = writeln!(o, "verbose = {}", self.logging.verbose);
@@ -559,6 +579,16 @@ impl Config {
         if l.max_connections == 0 {
             return Err(Error::Config(
                 "limits.max_connections must be at least 1".into(),
+            ));
+        }
+        if !(1..=65_535).contains(&l.max_topic_length) {
+            return Err(Error::Config(
+                "limits.max_topic_length must be between 1 and 65535".into(),
+            ));
+        }
+        if l.max_topic_levels == 0 {
+            return Err(Error::Config(
+                "limits.max_topic_levels must be at least 1".into(),
             ));
         }
         if let Some(a) = &self.http.address
@@ -665,6 +695,41 @@ mod tests {
         assert!(Config::from_toml_str("bogus = 1").is_err());
         assert!(Config::from_toml_str("listeners = []").is_err());
         assert!(Config::from_toml_str("[limits]\nmax_inflight = 0").is_err());
+        assert!(Config::from_toml_str("[limits]\nmax_topic_levels = 0").is_err());
+        assert!(Config::from_toml_str("[limits]\nmax_topic_length = 70000").is_err());
+        assert!(Config::from_toml_str("[limits]\npublish_rate_action = \"drop\"").is_err());
+    }
+
+    #[test]
+    fn client_limits_read_and_print_back() {
+        let c = Config::from_toml_str(
+            "[limits]\nmax_publish_rate = 50\npublish_burst = 10\n\
+             max_publish_bytes_rate = 100000\npublish_rate_action = \"disconnect\"\n\
+             max_subscriptions = 20\nmax_topic_length = 100\nmax_topic_levels = 8\n\
+             packet_timeout = 5\n",
+        )
+        .unwrap();
+        let l = &c.limits;
+        assert_eq!(l.max_publish_rate, 50);
+        assert_eq!(l.publish_rate_action, tinsel_core::RateAction::Disconnect);
+        let again = Config::from_toml_str(&c.to_toml()).unwrap();
+        let m = &again.limits;
+        assert_eq!(
+            (
+                m.max_publish_rate,
+                m.publish_burst,
+                m.max_publish_bytes_rate
+            ),
+            (50, 10, 100_000)
+        );
+        assert_eq!(m.publish_rate_action, tinsel_core::RateAction::Disconnect);
+        assert_eq!(
+            (m.max_subscriptions, m.max_topic_length, m.max_topic_levels),
+            (20, 100, 8)
+        );
+        assert_eq!(m.packet_timeout, 5);
+        let d = Config::from_toml_str("").unwrap().limits;
+        assert_eq!((d.packet_timeout, d.max_topic_levels), (30, 200));
     }
 
     #[test]

@@ -211,7 +211,7 @@ fn serve_plain(
     };
     let mut pending = BytesMut::new();
     let mut close = false;
-    if !full && conn.rbuf.is_empty() && !conn.paused {
+    if !full && conn.rbuf.is_empty() && !conn.paused && conn.throttled.is_none() {
         let mut taken = conn.outbox.take(None);
         if taken.watched {
             shared.eased.notify_waiters();
@@ -411,6 +411,10 @@ pub(crate) struct ConnTask<S> {
     pause: Option<Box<Pause>>,
     /// Fires when the connection may have been idle for [`PARK_IDLE`].
     park_timer: Option<Pin<Box<Sleep>>>,
+    /// Fires when a publisher over its rate may be read again (see `Conn::throttled`).
+    throttle_timer: Option<Pin<Box<Sleep>>>,
+    /// Fires when a packet that started arriving may be late (see `Conn::partial_since`).
+    packet_timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// What a paused publisher waits for: its next look, or a congested subscriber taking its
@@ -430,6 +434,8 @@ impl<S: Transport> ConnTask<S> {
             closing: false,
             pause: None,
             park_timer: None,
+            throttle_timer: None,
+            packet_timer: None,
         }
     }
 
@@ -554,11 +560,23 @@ impl<S: Transport> ConnTask<S> {
             if self.conn.paused {
                 ready!(self.poll_pause(cx));
                 // Resumed: handle what was read before the pause.
+                self.conn.partial_since = None;
+                self.conn.process();
+                continue;
+            }
+            if let Some(until) = self.conn.throttled {
+                ready!(self.poll_throttle(cx, until));
+                self.conn.throttled = None;
+                self.conn.partial_since = None;
                 self.conn.process();
                 continue;
             }
             match self.stream.poll_read_ready(cx) {
                 Poll::Pending if self.should_park(cx) => return Poll::Ready(End::Park),
+                Poll::Pending if self.packet_late(cx) => {
+                    self.conn.packet_timed_out();
+                    continue;
+                }
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => {
                     return Poll::Ready(End::Closed(io_failure(Io::Read, &e)));
@@ -584,6 +602,47 @@ impl<S: Transport> ConnTask<S> {
         self.wbuf = taken.bytes;
         self.closing = taken.close;
         self.conn.last_active = Instant::now();
+    }
+
+    /// Ready once a publisher over its rate may be read again, at `until`. Meanwhile
+    /// nothing is read from it: its socket's receive buffer fills and TCP's flow control
+    /// makes the client wait (its output is still written).
+    fn poll_throttle(&mut self, cx: &mut Context<'_>, until: Instant) -> Poll<()> {
+        let until = tokio::time::Instant::from_std(until);
+        let timer = self
+            .throttle_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+        if timer.deadline() != until {
+            timer.as_mut().reset(until);
+        }
+        timer.as_mut().poll(cx)
+    }
+
+    /// True when the packet that started arriving at `Conn::partial_since` is still not
+    /// whole after `packet_timeout`. Otherwise the packet timer wakes the task when it may be.
+    /// Like the park timer, it is not moved on every read: when it fires early it is set
+    /// again from the packet's start.
+    fn packet_late(&mut self, cx: &mut Context<'_>) -> bool {
+        let (Some(since), Some(limit)) = (self.conn.partial_since, self.conn.shared.packet_timeout)
+        else {
+            return false;
+        };
+        let due = tokio::time::Instant::from_std(since + limit);
+        let timer = self
+            .packet_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if timer.deadline() > due {
+            timer.as_mut().reset(due);
+        }
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if due <= tokio::time::Instant::now() {
+                return true;
+            }
+            timer.as_mut().reset(due);
+        }
     }
 
     /// Ready when the publisher may read again: the pause timer ran out or a congested
@@ -645,6 +704,14 @@ struct Conn {
     busy: bool,
     /// When the connection last read or wrote.
     last_active: Instant,
+    /// Not reading until then: the client published faster than its rate limits allow
+    /// (`publish_rate_action = "throttle"`, see [`tinsel_core::Router::take_throttle`]).
+    /// What was read stays undecoded in `rbuf` meanwhile.
+    throttled: Option<Instant>,
+    /// When the first byte of the incomplete packet at the start of `rbuf` was read (None:
+    /// no incomplete packet). A packet not whole within `packet_timeout` closes the
+    /// connection: a client cannot hold a buffer by sending a byte at a time.
+    partial_since: Option<Instant>,
 }
 
 impl Conn {
@@ -668,6 +735,8 @@ impl Conn {
             park_now: false,
             busy: false,
             last_active: Instant::now(),
+            throttled: None,
+            partial_since: None,
         }
     }
 
@@ -725,9 +794,11 @@ impl Conn {
         let now = Instant::now();
         // Pressure raised by something else (a will, $SYS) is not this publisher's.
         state.router.take_pressure();
+        let mut decoded = false;
         loop {
             match decode_packet(&mut self.rbuf, self.version, self.shared.max_packet_size) {
                 Ok(Some(packet)) => {
+                    decoded = true;
                     if let Packet::Connect(c) = &packet
                         && !self.seen_connect
                     {
@@ -745,10 +816,15 @@ impl Conn {
                             | Packet::PubComp(_)
                     );
                     state.router.handle(now, self.id, packet);
-                    if publish && state.router.take_pressure() {
-                        self.paused = true;
-                        self.read_hint = READ_CHUNK;
-                        break;
+                    if publish {
+                        self.throttled = state.router.take_throttle();
+                        if state.router.take_pressure() {
+                            self.paused = true;
+                        }
+                        if self.paused || self.throttled.is_some() {
+                            self.read_hint = READ_CHUNK;
+                            break;
+                        }
                     }
                 }
                 Ok(None) => break,
@@ -766,7 +842,26 @@ impl Conn {
         if self.rbuf.is_empty() {
             // Idle connections hold no buffer.
             self.rbuf = BytesMut::new();
+            self.partial_since = None;
+        } else if decoded || self.partial_since.is_none() {
+            self.partial_since = Some(now);
         }
+    }
+
+    /// The packet being read took longer than `packet_timeout`: the router closes the
+    /// connection (MQTT 5 after CONNECT: DISCONNECT 0x8D first); nothing more is read.
+    fn packet_timed_out(&mut self) {
+        let why = "packet not complete within packet_timeout";
+        {
+            let mut state = self.shared.lock();
+            let now = Instant::now();
+            let reason = tinsel_codec::ReasonCode::KEEP_ALIVE_TIMEOUT;
+            state.router.close_connection(now, self.id, reason, why);
+            self.shared.wake(&mut state, Some(self.id));
+        }
+        debug!("connection {}: {why}", self.id);
+        self.rbuf = BytesMut::new();
+        self.partial_since = None;
     }
 }
 

@@ -10,6 +10,7 @@
 //! |---|---|---|
 //! | no username | `allow_anonymous` decides | `allow_anonymous` decides |
 //! | username | `allow_anonymous` decides (the username names the ACL block) | the password must verify |
+//! | username from the TLS certificate (`use_identity_as_username`...) | accepted | accepted, no password asked |
 //!
 //! Every refusal is CONNACK 0x87 "Not authorized" in MQTT 5 and return code 5 "not
 //! authorised" in 3.1.x, which is what Mosquitto 2.0 sends for a bad password, an unknown user
@@ -250,6 +251,11 @@ impl Authenticator for FileAccess {
                 REFUSED
             };
         };
+        if info.username_from_certificate {
+            // The listener took the user name from the client's certificate: as in Mosquitto
+            // 2.0, the certificate is the credential and no password is checked.
+            return AuthDecision::Allow(Some(Arc::from(username.as_str())));
+        }
         let Some(passwords) = &rules.passwords else {
             // Mosquitto 2.0: without a password file a username proves nothing; the client
             // is let in (as that user, for the ACL) only where anonymous clients are.

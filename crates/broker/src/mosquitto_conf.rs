@@ -366,6 +366,10 @@ struct Parser {
     sys_interval: Option<u64>,
     log_level: Option<Level>,
     log_none: bool,
+    /// `log_dest file PATH` (Tinsel writes one destination: this file, if set).
+    log_file: Option<std::path::PathBuf>,
+    /// `log_dest stderr` was given too.
+    log_stderr: bool,
     access: AccessConfig,
     mqtt: crate::config::MqttConfig,
     /// The first access line, for `per_listener_settings` that comes after it.
@@ -708,7 +712,16 @@ impl Parser {
                 self.log_level = Some(self.log_level.unwrap_or(Level::Off).max(level));
             }
             "log_dest" => match l.rest.split_ascii_whitespace().next().unwrap_or_default() {
-                "stderr" => {}
+                "stderr" => {
+                    self.log_stderr = true;
+                    if let Some(file) = &self.log_file {
+                        self.warnings.push(l.warning(format!(
+                            "log_dest stderr is ignored: Tinsel logs to one destination, \
+                             the file {}",
+                            file.display()
+                        )));
+                    }
+                }
                 "none" => self.log_none = true,
                 dest @ ("stdout" | "syslog" | "topic" | "dlt") => {
                     self.warnings.push(l.warning(format!(
@@ -720,10 +733,18 @@ impl Parser {
                     if path.is_empty() {
                         return Err(l.error("log_dest file needs a file name"));
                     }
-                    self.warnings.push(l.warning(format!(
-                        "log_dest file {path} is ignored: Tinsel logs to standard error \
-                         (redirect it, or use journald)"
-                    )));
+                    if let Some(old) = &self.log_file {
+                        self.warnings.push(l.warning(format!(
+                            "log_dest file {} is replaced: Tinsel logs to one file, {path}",
+                            old.display()
+                        )));
+                    } else if self.log_stderr {
+                        self.warnings.push(l.warning(format!(
+                            "log_dest stderr is dropped: Tinsel logs to one destination, \
+                             the file {path}"
+                        )));
+                    }
+                    self.log_file = Some(path.into());
                 }
                 "" => return Err(l.error("log_dest needs a value")),
                 other => {
@@ -1009,6 +1030,7 @@ impl Parser {
             limits,
             logging: LoggingConfig {
                 level: level.filter().to_owned(),
+                file: self.log_file,
                 ..LoggingConfig::default()
             },
             access: self.access,
@@ -1217,8 +1239,17 @@ max_connections 9000
         assert_eq!(c.logging.level, "off");
         let (c, w) = parse("log_dest stderr\nlog_dest file /var/log/m.log\nlog_dest syslog\n");
         assert_eq!(c.logging.level, "info");
+        assert_eq!(c.logging.file.as_deref(), Some(Path::new("/var/log/m.log")));
         assert_eq!(w.len(), 2, "{w:?}");
-        assert!(warned(&w, 2, "file /var/log/m.log is ignored"));
+        assert!(warned(&w, 2, "log_dest stderr is dropped"));
+        assert!(warned(&w, 3, "log_dest syslog is ignored"));
+        // Debian's stock mosquitto.conf.
+        let (c, w) = parse("log_dest file /var/log/mosquitto/mosquitto.log\n");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(
+            c.logging.file.as_deref(),
+            Some(Path::new("/var/log/mosquitto/mosquitto.log"))
+        );
         let (c, _) = parse("log_dest none\nlog_type debug\n");
         assert_eq!(c.logging.level, "off");
         assert_eq!(

@@ -8,11 +8,15 @@
 //! - `GET /healthz`: 200 while the process serves HTTP;
 //! - `GET /readyz`: 200 while the MQTT listeners accept and the core answers a lock within
 //!   [`READY_LOCK_BOUND`], 503 otherwise (while shutting down, or the core is stuck);
-//! - `/api/v1/...`: the admin API ([`admin`]), behind `Authorization: Bearer TOKEN`.
+//! - `/api/v1/...`: the admin API ([`admin`]), behind `Authorization: Bearer TOKEN`;
+//! - `GET /dashboard`: a live page of connections, message rates, the busiest topics and
+//!   the deepest queues, polling `GET /dashboard/data` ([`dashboard`]; no token).
 //!
-//! Every response is bounded: metrics are a fixed set, admin lists are pages.
+//! Every response is bounded: metrics are a fixed set, admin lists are pages, the
+//! dashboard lists at most ten topics and ten clients.
 
 mod admin;
+mod dashboard;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -91,6 +95,7 @@ impl OpsListener {
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .nest("/api/v1", admin::routes(ops.clone()))
+            .merge(dashboard::routes())
             .with_state(ops);
         let local = self.local;
         info!(

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tinsel_codec::ReasonCode;
 use tinsel_core::{AuthDecision, ConnId, ListenerId, Router};
@@ -24,6 +24,9 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// Largest packet accepted.
     pub(crate) max_packet_size: u32,
+    /// How long a packet may take to arrive once its first byte has (`limits.packet_timeout`;
+    /// None: no limit).
+    pub(crate) packet_timeout: Option<Duration>,
     /// Bytes read from all sockets, for `$SYS`.
     pub(crate) bytes_in: AtomicU64,
     /// Bytes written to all sockets, for `$SYS`.
@@ -103,9 +106,14 @@ impl Shared {
         listener_caps: &[Option<usize>],
         auth: Option<AuthPool>,
     ) -> Shared {
+        let packet_timeout = match router.limits().packet_timeout {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        };
         Shared {
             state: Mutex::new(State { router }),
             max_packet_size,
+            packet_timeout,
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             eased: Arc::new(Notify::new()),

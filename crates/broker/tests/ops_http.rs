@@ -437,6 +437,23 @@ async fn admin_views_of_clients_subscriptions_and_retained_messages() {
     assert_eq!(page["subscriptions"][0]["client_id"], "dev-1");
     let page = json(&get("/api/v1/subscriptions?filter=b/".into()).await.1);
     assert_eq!(page["subscriptions"], serde_json::json!([]));
+    // Pages of subscriptions follow the cursor (client id and filter joined by U+0000).
+    dev1.subscribe("c/1", QoS::AtMostOnce).await;
+    dev1.subscribe("c/2", QoS::AtMostOnce).await;
+    let mut seen = Vec::new();
+    let mut query = "/api/v1/subscriptions?client=dev-1&limit=2".to_owned();
+    loop {
+        let page = json(&get(query.clone()).await.1);
+        for s in page["subscriptions"].as_array().unwrap() {
+            seen.push(s["filter"].as_str().unwrap().to_owned());
+        }
+        let Some(next) = page["next"].as_str() else {
+            break;
+        };
+        assert_eq!(next, "dev-1\0c/1");
+        query = "/api/v1/subscriptions?client=dev-1&limit=2&after=dev-1%00c%2F1".to_owned();
+    }
+    assert_eq!(seen, ["a/#", "c/1", "c/2"]);
 
     let body = r#"{"topic":"ops/a/b","payload":"kept","qos":1,"retain":true}"#;
     let (status, _) = http(b.http, "POST", "/api/v1/publish", Some("t"), body).await;

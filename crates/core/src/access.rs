@@ -44,6 +44,11 @@ pub struct ConnectInfo {
     /// The listener it came through (for per-listener rules, Mosquitto's
     /// `per_listener_settings`).
     pub listener: ListenerId,
+    /// The user name is `tls_identity`, put there by the listener (Mosquitto's
+    /// `use_identity_as_username` / `use_subject_as_username`) in place of the CONNECT's own
+    /// user name and password: the certificate has authenticated the client, and an
+    /// authenticator that checks passwords lets it in as Mosquitto does.
+    pub username_from_certificate: bool,
 }
 
 /// An authenticator's answer to a CONNECT.

@@ -51,6 +51,13 @@ impl Router {
         }
     }
 
+    /// The host closes `conn` for a reason only it can see (a packet that took longer than
+    /// `limits.packet_timeout` to arrive): a connected MQTT 5 client is sent DISCONNECT
+    /// `reason` first; the will is published as for any connection lost.
+    pub fn close_connection(&mut self, now: Instant, conn: ConnId, reason: ReasonCode, why: &str) {
+        self.close(now, conn, Some(reason), true, why);
+    }
+
     pub(crate) fn protocol_error(&mut self, now: Instant, conn: ConnId, why: &str) {
         let why = format!("protocol error: {why}");
         self.close(now, conn, Some(ReasonCode::PROTOCOL_ERROR), true, &why);

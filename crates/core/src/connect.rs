@@ -61,6 +61,7 @@ impl Router {
                 }
             }
         }
+        let username_from_certificate = c.tls.as_ref().is_some_and(|t| t.as_username);
         let tls_identity = c.tls.as_ref().map(|t| {
             if t.as_username {
                 // The certificate says who the client is (see `identity.rs`).
@@ -80,6 +81,24 @@ impl Router {
                 let why = format!("unsupported authentication method {method:?}");
                 return self.refuse(now, conn, ReasonCode::BAD_AUTHENTICATION_METHOD, &why);
             }
+        }
+
+        // "It is a Protocol Error to include Authentication Data if there is no
+        // Authentication Method" (MQTT 5 section 3.1.2.11.10).
+        if v5
+            && connect.properties.authentication_data.is_some()
+            && connect.properties.authentication_method.is_none()
+        {
+            let why = "Authentication Data without an Authentication Method";
+            return self.refuse(now, conn, ReasonCode::PROTOCOL_ERROR, why);
+        }
+        // A will topic the broker would refuse in a PUBLISH (MQTT 5: CONNACK 0x90, "the
+        // Will Topic Name is not malformed, but is not accepted by this Server").
+        if let Some(w) = &connect.will
+            && !self.settings.limits.topic_within(&w.topic, &w.topic)
+        {
+            let why = "will topic longer than max_topic_length or deeper than max_topic_levels";
+            return self.refuse(now, conn, ReasonCode::TOPIC_NAME_INVALID, why);
         }
 
         let assigned = connect.client_id.is_empty();
@@ -121,6 +140,7 @@ impl Router {
             },
             tls_identity,
             listener: c.listener,
+            username_from_certificate,
         };
         match authenticator.authenticate(&info) {
             AuthDecision::Allow(identity) => {

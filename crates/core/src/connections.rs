@@ -19,6 +19,7 @@ use crate::FastMap;
 use crate::listener::ListenerId;
 use crate::outbox::Outbox;
 use crate::packet_log::summary;
+use crate::rate::PublishRate;
 use crate::timers::{Clock, Millis, pop_due};
 
 /// Packets a client may send after its CONNECT while the CONNECT is being authenticated;
@@ -118,6 +119,8 @@ pub(crate) struct Conn {
     pub(crate) listener: ListenerId,
     /// Its listener's mount point (see `listener.rs`).
     pub(crate) mount: Option<Arc<str>>,
+    /// Its publish rate buckets (see `rate.rs`).
+    pub(crate) rate: PublishRate,
 }
 
 impl Conn {
@@ -205,6 +208,7 @@ impl Connections {
                 tls: None,
                 listener,
                 mount,
+                rate: PublishRate::default(),
             }),
         );
         id

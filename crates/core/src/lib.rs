@@ -38,6 +38,7 @@
 //! | `connect.rs` | CONNECT/CONNACK: authentication, takeover, session present, assigned ids, resume |
 //! | `sessions.rs`, `session.rs` | sessions by client id, their expiry timers; one session's in-flight window and queue |
 //! | `publish.rs` | inbound PUBLISH at QoS 0/1/2, topic aliases from the client, PUBREL |
+//! | `rate.rs` | each client's publish rate buckets |
 //! | `deliver.rs` | routing a message to its subscribers: per-subscriber forms, in-flight windows, queues |
 //! | `backpressure.rs` | which subscribers make publishers wait |
 //! | `subscriptions.rs`, `subscribe.rs` | the subscription tree and shared groups; SUBSCRIBE/UNSUBSCRIBE |
@@ -68,6 +69,12 @@
 //!   `limits.max_inflight` per connection, beyond that DISCONNECT 0x93;
 //! - packets that arrive while a CONNECT is being authenticated: [`MAX_EARLY`]
 //!   per connection, beyond that the connection closes;
+//! - what one client may publish: `limits.max_publish_rate` and
+//!   `limits.max_publish_bytes_rate`; beyond them the host stops reading from it
+//!   ([`Router::take_throttle`]) or it is disconnected (0x96), as
+//!   `limits.publish_rate_action` says;
+//! - subscriptions per session: `limits.max_subscriptions`; further filters are refused in
+//!   the SUBACK (0x97);
 //! - work for the host ([`Router::take_work`]): what one batch of packets produced; the
 //!   host takes it after every batch.
 
@@ -88,6 +95,7 @@ mod message;
 mod outbox;
 mod packet_log;
 mod publish;
+mod rate;
 mod restore;
 mod retained;
 pub mod retained_tree;
@@ -128,6 +136,6 @@ pub use listener::{ListenerId, ListenerSettings, Protocols};
 pub use outbox::{Offer, Outbox, Parked, Taken};
 pub use restore::{Restored, RestoredInflight, RestoredSession, RestoredWill};
 pub use router::{Router, Work};
-pub use settings::{Limits, Settings};
+pub use settings::{Limits, RateAction, Settings};
 pub use sys::{DropCause, Snapshot, Stats, version};
 pub use top_topics::{MAX_TOPIC as TOP_TOPIC_MAX_LEN, SLOTS as TOP_TOPIC_SLOTS, TopicCount};

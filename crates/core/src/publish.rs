@@ -19,8 +19,10 @@ use tinsel_codec::{ByteStr, Packet, Properties, PubResp, Publish, QoS, ReasonCod
 
 use crate::access::Identity;
 use crate::connections::ConnId;
-use crate::durable::Record;
+use crate::durable::{Record, Ticket};
+use crate::rate::RateVerdict;
 use crate::router::Router;
+use crate::settings::RateAction;
 
 impl Router {
     pub(crate) fn on_publish(
@@ -42,6 +44,15 @@ impl Router {
         let alias_max = self.alias_max_of(listener);
         let c = self.conns.handling(conn);
         let v5 = c.version.is_v5();
+        // The topic as sent (one an alias stands for was checked when the alias was set).
+        if !p.topic.is_empty() && !self.settings.limits.topic_within(&p.topic, &p.topic) {
+            return self.topic_refused(now, conn, mark, &p);
+        }
+        // Subscription Identifiers are the server's to send [MQTT-3.3.4-6].
+        if !p.properties.subscription_identifiers.is_empty() {
+            let why = "Subscription Identifier in a PUBLISH from a client";
+            return self.protocol_error(now, conn, why);
+        }
         // Topic alias from the client [MQTT-3.3.2-7] .. [MQTT-3.3.2-12].
         if let Some(alias) = p.properties.get_mut().and_then(|v| v.topic_alias.take()) {
             if alias == 0 || alias > alias_max {
@@ -79,8 +90,19 @@ impl Router {
                 }
             }
         }
-        if let Some(v) = p.properties.get_mut() {
-            v.subscription_identifiers.clear();
+        let limits = &self.settings.limits;
+        if limits.max_publish_rate > 0 || limits.max_publish_bytes_rate > 0 {
+            let throttle = limits.publish_rate_action == RateAction::Throttle;
+            let payload = p.payload.len();
+            match c.rate.publish(limits, self.clock, now, payload, throttle) {
+                RateVerdict::Within => {}
+                RateVerdict::Over(until) if throttle => self.throttled = Some(until),
+                RateVerdict::Over(_) => {
+                    let why = "publishing faster than max_publish_rate or max_publish_bytes_rate";
+                    let reason = Some(ReasonCode::MESSAGE_RATE_TOO_HIGH);
+                    return self.close(now, conn, reason, true, why);
+                }
+            }
         }
         p.dup = false;
         let username = c.username.clone();
@@ -166,6 +188,35 @@ impl Router {
                 self.acknowledge(now, conn, mark, Packet::PubRec(ack));
             }
         }
+    }
+
+    /// A PUBLISH whose topic is longer or deeper than `max_topic_length` or
+    /// `max_topic_levels`. The topic is well formed, so this is not a protocol error: MQTT 5
+    /// has 0x90 Topic Name invalid ("correctly formed, but not accepted by this Server") for
+    /// the PUBACK and PUBREC, so a QoS 1/2 publisher is told and stays connected; a QoS 0
+    /// one has no acknowledgement to read it in and gets it in the DISCONNECT. MQTT 3 has no
+    /// way to say it but closing the connection.
+    fn topic_refused(&mut self, now: Instant, conn: ConnId, mark: Ticket, p: &Publish) {
+        let v5 = self.conns.handling(conn).version.is_v5();
+        let l = &self.settings.limits;
+        let why = format!(
+            "topic of {} bytes is longer than max_topic_length ({}) or deeper than \
+             max_topic_levels ({})",
+            p.topic.len(),
+            l.max_topic_length,
+            l.max_topic_levels
+        );
+        if v5 && p.qos != QoS::AtMostOnce {
+            let mut ack = PubResp::new(p.packet_id);
+            // No Reason String: a client may have asked for none [MQTT-3.1.2-29].
+            ack.reason = ReasonCode::TOPIC_NAME_INVALID;
+            let ack = match p.qos {
+                QoS::ExactlyOnce => Packet::PubRec(ack),
+                _ => Packet::PubAck(ack),
+            };
+            return self.acknowledge(now, conn, mark, ack);
+        }
+        self.close(now, conn, Some(ReasonCode::TOPIC_NAME_INVALID), true, &why);
     }
 
     pub(crate) fn on_pubrel(&mut self, now: Instant, conn: ConnId, client: &Arc<str>, r: PubResp) {

@@ -71,6 +71,9 @@ pub struct Router {
     pub(crate) to_authenticate: Vec<(ConnId, ConnectInfo)>,
     /// Set by [`Router::shutdown`].
     pub(crate) shutting_down: bool,
+    /// When the connection whose PUBLISH was just handled may be read again, if that
+    /// PUBLISH put it over its rate limits (see [`Router::take_throttle`]).
+    pub(crate) throttled: Option<Instant>,
 }
 
 impl std::fmt::Debug for Router {
@@ -103,8 +106,14 @@ impl Router {
             woken: Vec::new(),
             to_authenticate: Vec::new(),
             shutting_down: false,
+            throttled: None,
             settings,
         }
+    }
+
+    /// The limits the router was started with.
+    pub fn limits(&self) -> &crate::settings::Limits {
+        &self.settings.limits
     }
 
     /// Decides who may connect, from the next CONNECT on.
@@ -332,6 +341,14 @@ impl Router {
     /// [`Router::congested`] says false.
     pub fn take_pressure(&mut self) -> bool {
         self.flow.take_pressure()
+    }
+
+    /// When the connection whose PUBLISH was just handled may be read again, once: set when
+    /// that PUBLISH put it over `limits.max_publish_rate` or `limits.max_publish_bytes_rate`
+    /// with `publish_rate_action = "throttle"`. The host should stop reading from it (and
+    /// from handling what it read already) until then; TCP's flow control slows the client.
+    pub fn take_throttle(&mut self) -> Option<Instant> {
+        self.throttled.take()
     }
 
     /// True while a connected subscriber that is still making progress has a long queue or

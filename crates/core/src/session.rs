@@ -104,6 +104,16 @@ impl FilterList {
         Some(entry)
     }
 
+    /// How many subscriptions there are.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True if there is a subscription to `filter`.
+    pub(crate) fn contains(&self, filter: &str) -> bool {
+        self.find(filter).is_ok()
+    }
+
     /// The filters, in order.
     pub(crate) fn filters(&self) -> impl Iterator<Item = &Arc<str>> {
         self.0.iter().map(|(f, _)| f)

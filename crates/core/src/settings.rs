@@ -34,6 +34,67 @@ pub struct Limits {
     pub connect_timeout: u64,
     /// Topic aliases an MQTT 5 client may use towards the broker.
     pub topic_alias_maximum: u16,
+    /// Seconds a packet may take to arrive once its first byte has (0: no limit). A
+    /// connection whose packet is not complete by then is closed (MQTT 5: DISCONNECT 0x8D
+    /// after CONNECT): a client cannot hold a buffer by sending a byte at a time. Enforced by
+    /// the host, which sees the bytes; the core only reads the setting.
+    pub packet_timeout: u64,
+    /// PUBLISH packets a client may send per second, on average (0: no limit).
+    pub max_publish_rate: u32,
+    /// PUBLISH packets a client may send at once above `max_publish_rate` (the token
+    /// bucket's size; 0: one second's worth).
+    pub publish_burst: u32,
+    /// Payload bytes a client may publish per second, averaged over one second (0: no
+    /// limit). A single message larger than that is let through when the client has been
+    /// within the limit.
+    pub max_publish_bytes_rate: u64,
+    /// What happens to a client publishing faster than the limits above.
+    pub publish_rate_action: RateAction,
+    /// Subscriptions one session may hold (0: no limit). Further filters are refused in the
+    /// SUBACK (MQTT 5: 0x97 Quota exceeded; MQTT 3: 0x80).
+    pub max_subscriptions: usize,
+    /// Longest topic name or filter, in bytes (65535: the protocol's own limit).
+    pub max_topic_length: usize,
+    /// Most levels in a topic name or filter (a shared subscription's filter without
+    /// `$share/{group}/`).
+    pub max_topic_levels: usize,
+}
+
+/// What happens to a client that publishes faster than its rate limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateAction {
+    /// The broker stops reading from the client until it is within its limits again: TCP's
+    /// flow control then slows the client down. Nothing is refused or lost.
+    #[default]
+    Throttle,
+    /// The client is disconnected (MQTT 5: DISCONNECT 0x96 Message rate too high; MQTT 3:
+    /// the connection is closed); the message over the limit is not published.
+    Disconnect,
+}
+
+impl RateAction {
+    /// The name the configuration uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            RateAction::Throttle => "throttle",
+            RateAction::Disconnect => "disconnect",
+        }
+    }
+}
+
+impl Limits {
+    /// True if `topic` (a name, or a filter's levels) is within `max_topic_length` and
+    /// `max_topic_levels`. `levels_of`: the part whose levels count (a shared
+    /// subscription's filter without its prefix).
+    pub(crate) fn topic_within(&self, topic: &str, levels_of: &str) -> bool {
+        if topic.len() > self.max_topic_length {
+            return false;
+        }
+        // A topic has at most one level more than it has bytes: short topics need no count.
+        levels_of.len() < self.max_topic_levels
+            || levels_of.bytes().filter(|&b| b == b'/').count() < self.max_topic_levels
+    }
 }
 
 impl Default for Limits {
@@ -47,6 +108,14 @@ impl Default for Limits {
             max_connections: 10_000,
             connect_timeout: 10,
             topic_alias_maximum: 10,
+            packet_timeout: 30,
+            max_publish_rate: 0,
+            publish_burst: 0,
+            max_publish_bytes_rate: 0,
+            publish_rate_action: RateAction::Throttle,
+            max_subscriptions: 0,
+            max_topic_length: 65_535,
+            max_topic_levels: 200,
         }
     }
 }

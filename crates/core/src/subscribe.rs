@@ -70,6 +70,15 @@ impl Router {
             let shared = parse_shared(filter);
             // A shared subscription is checked on its filter, without `$share/{group}/`.
             let checked = shared.map_or(filter.as_str(), |(_, inner)| inner);
+            // Well formed but longer or deeper than the broker takes: this filter only.
+            if !self.settings.limits.topic_within(filter, checked) {
+                reasons.push(if v5 {
+                    ReasonCode::TOPIC_FILTER_INVALID
+                } else {
+                    ReasonCode::UNSPECIFIED_ERROR
+                });
+                continue;
+            }
             let who = Identity {
                 client_id: client,
                 username: username.as_deref(),
@@ -78,6 +87,20 @@ impl Router {
             if !self.access.may_subscribe(who, checked) {
                 reasons.push(if v5 {
                     ReasonCode::NOT_AUTHORIZED
+                } else {
+                    ReasonCode::UNSPECIFIED_ERROR
+                });
+                continue;
+            }
+            let max = self.settings.limits.max_subscriptions;
+            if max > 0
+                && let Some(session) = self.sessions.get(client)
+                && session.subscriptions.len() >= max
+                && !session.subscriptions.contains(filter)
+            {
+                // A new filter beyond the quota; one the session holds is replaced.
+                reasons.push(if v5 {
+                    ReasonCode::QUOTA_EXCEEDED
                 } else {
                     ReasonCode::UNSPECIFIED_ERROR
                 });

@@ -10,9 +10,13 @@
 //! streams", 2005). Counts are since the broker started.
 //!
 //! Per message: one hash of the topic and a scan of [`SLOTS`] hashes; a new topic also
-//! scans for the smallest count and copies the topic into the slot's own string, whose
-//! capacity is kept (at most [`MAX_TOPIC`] bytes are kept of a topic): no allocation once
-//! the slots have grown to the topics seen.
+//! looks for a slot with the smallest count and copies the topic into the slot's own
+//! string, whose capacity is kept (at most [`MAX_TOPIC`] bytes are kept of a topic): no
+//! allocation once the slots have grown to the topics seen. The search for the smallest
+//! count starts after the slot replaced last and stops at the first slot holding the
+//! smallest count known (counts only grow, so that one is a smallest): a stream of
+//! ever-new topics (every device on its own topic) replaces slots in turn, one or two
+//! looks each, rather than scanning all of them for every message.
 
 use std::hash::BuildHasher;
 
@@ -50,6 +54,10 @@ pub(crate) struct TopTopics {
     /// Slots in use first; `used` of them.
     slots: Box<[Slot]>,
     used: usize,
+    /// No slot counts less than this (once every slot is used).
+    floor: u64,
+    /// Where the next search for a smallest count starts.
+    cursor: usize,
 }
 
 impl Default for TopTopics {
@@ -58,6 +66,8 @@ impl Default for TopTopics {
             hasher: foldhash::fast::FixedState::with_seed(0x7137_5e1c),
             slots: vec![Slot::default(); SLOTS].into_boxed_slice(),
             used: 0,
+            floor: 0,
+            cursor: 0,
         }
     }
 }
@@ -83,13 +93,9 @@ impl TopTopics {
             self.used += 1;
             (self.used - 1, 0)
         } else {
-            let (i, s) = self
-                .slots
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, s)| s.count)
-                .expect("SLOTS > 0");
-            (i, s.count)
+            let i = self.smallest();
+            self.cursor = (i + 1) % SLOTS;
+            (i, self.slots[i].count)
         };
         let s = &mut self.slots[i];
         s.hash = hash;
@@ -97,6 +103,26 @@ impl TopTopics {
         s.error = inherited;
         s.topic.clear();
         s.topic.push_str(topic);
+    }
+
+    /// A slot with the smallest count, all slots being used: the first from `cursor` on
+    /// that holds `floor`, else (every count grew past it) a full scan for the new floor.
+    fn smallest(&mut self) -> usize {
+        let floor = self.floor;
+        let found = (0..SLOTS)
+            .map(|k| (self.cursor + k) % SLOTS)
+            .find(|&i| self.slots[i].count == floor);
+        if let Some(i) = found {
+            return i;
+        }
+        let (i, s) = self
+            .slots
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, s)| s.count)
+            .expect("SLOTS > 0");
+        self.floor = s.count;
+        i
     }
 
     /// The `n` topics with the highest counts, highest first (ties by topic).
@@ -167,6 +193,39 @@ mod tests {
         // Never below the true count, at most `error` above it.
         assert!(top[0].count >= 2500 && top[0].count - top[0].error <= 2500);
         assert!(top[1].count >= 1000 && top[1].count - top[1].error <= 1000);
+    }
+
+    #[test]
+    fn bounds_hold_on_a_skewed_random_stream() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut t = TopTopics::default();
+        let mut truth = std::collections::HashMap::new();
+        let n = 20_000;
+        for _ in 0..n {
+            // Skewed: topic k with probability about proportional to 1/k.
+            let k = (1.0 / rng.random_range(0.002f64..1.0)) as u32;
+            let topic = format!("t/{k}");
+            t.count(&topic);
+            *truth.entry(topic).or_insert(0u64) += 1;
+        }
+        let all = t.top(SLOTS);
+        assert_eq!(all.iter().map(|c| c.count).sum::<u64>(), n);
+        for c in &all {
+            let real = truth[&c.topic];
+            assert!(
+                c.count >= real && c.count - c.error <= real,
+                "{c:?} real {real}"
+            );
+        }
+        for (topic, &real) in &truth {
+            if real > n / SLOTS as u64 {
+                assert!(
+                    all.iter().any(|c| &c.topic == topic),
+                    "{topic} ({real}) missing"
+                );
+            }
+        }
     }
 
     #[test]

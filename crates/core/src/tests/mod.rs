@@ -13,6 +13,7 @@ use crate::message::publish_size;
 use crate::router::Router;
 use crate::settings::{Limits, Settings};
 
+mod limits;
 mod listeners;
 mod seams;
 
@@ -403,6 +404,8 @@ fn qos0_backlog_is_bounded() {
         "the connection is not reading: QoS 0 dropped"
     );
     assert_eq!(sim.r.sys.stats.messages_dropped(), 7);
+    let slow = crate::DropCause::SlowSubscriber as usize;
+    assert_eq!(sim.r.sys.stats.dropped[slow], 7);
     sim.r.handle(sim.now, p, msg("t", QoS::AtMostOnce, 0));
     assert_eq!(
         sim.out(sub).len(),
@@ -671,4 +674,74 @@ fn connected_count_follows_connections_without_a_scan() {
     // The same figure the scan of sessions gave.
     let scanned = sim.r.sessions.online_count();
     assert_eq!(sim.r.conns.connected_count(), scanned);
+}
+
+#[test]
+fn counters_by_qos_and_cause_latency_refusals_and_busiest_topics() {
+    use crate::DropCause;
+    let mut sim = Sim::new(|l| l.max_queued_messages = 2);
+    // An offline persistent session with room for two messages.
+    let mut c = connect("away", ProtocolVersion::V311, 0);
+    c.clean_start = false;
+    let away = sim.open(c.clone());
+    sim.subscribe(away, "t", QoS::AtLeastOnce);
+    sim.r.connection_lost(sim.now, away, "test");
+    // A subscriber that accepts packets of at most 20 bytes.
+    let mut small = connect("small", ProtocolVersion::V5, 0);
+    small.properties.make_mut().maximum_packet_size = Some(20);
+    let small = sim.open(small);
+    sim.subscribe(small, "big", QoS::AtMostOnce);
+
+    let p = sim.open(connect("p", ProtocolVersion::V311, 0));
+    for pid in 1..=3 {
+        sim.r.handle(sim.now, p, msg("t", QoS::AtLeastOnce, pid));
+    }
+    let Packet::Publish(mut big) = msg("big", QoS::AtMostOnce, 0) else {
+        unreachable!()
+    };
+    big.payload = Bytes::from(vec![b'x'; 100]);
+    sim.r.handle(sim.now, p, Packet::Publish(big));
+    let st = sim.r.sys.stats;
+    assert_eq!(st.received, [1, 3, 0]);
+    assert_eq!(st.received_payload, [100, 3, 0]);
+    assert_eq!(st.dropped[DropCause::QueueFull as usize], 1);
+    assert_eq!(st.dropped[DropCause::TooLarge as usize], 1);
+    assert_eq!(st.delivery_latency.count(), 0);
+    let q = sim.r.queue_depths(5);
+    assert_eq!((q.queued, q.queued_max, q.inflight), (2, 2, 0));
+    assert_eq!(&*q.deepest[0].client_id, "away");
+
+    // Back two seconds later: both queued messages leave, each having waited 2 s.
+    sim.advance(2.0);
+    sim.open(c); // its CONNACK and the two messages, checked by the counters
+    let st = sim.r.sys.stats;
+    assert_eq!(st.sent, [0, 2, 0]);
+    assert_eq!(st.sent_payload, [0, 2, 0]);
+    let h = st.delivery_latency;
+    assert_eq!(h.count(), 2);
+    let le = |bound: f64| {
+        let i = crate::BUCKET_BOUNDS
+            .iter()
+            .position(|&b| b == bound)
+            .unwrap();
+        h.cumulative()[i]
+    };
+    assert_eq!((le(1.0), le(2.5)), (0, 2));
+    assert!((h.sum_seconds() - 4.0).abs() < 1e-6);
+    assert_eq!(sim.r.queue_depths(5).queued, 0);
+
+    // Refused: MQTT 3.1 without a client id.
+    let id = sim.r.accept(sim.now, origin(1883)).0;
+    sim.r.handle(
+        sim.now,
+        id,
+        Packet::Connect(Box::new(connect("", ProtocolVersion::V31, 0))),
+    );
+    assert_eq!(
+        sim.r.refusals(),
+        [(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, 1)]
+    );
+    let top = sim.r.top_topics(5);
+    let top: Vec<_> = top.iter().map(|t| (t.topic.as_str(), t.count)).collect();
+    assert_eq!(top, [("t", 3), ("big", 1)]);
 }
