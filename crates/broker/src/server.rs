@@ -67,7 +67,9 @@ impl Broker {
         let (mut handshaking, mut addrs) = (Vec::new(), Vec::new());
         for (id, l) in config.listeners.iter().enumerate() {
             let id = ListenerId::try_from(id)
-                .map_err(|_| Error::Config("more than 65,536 listeners".into()))?;
+                .ok()
+                .filter(|&id| id != tinsel_core::NO_LISTENER)
+                .ok_or_else(|| Error::Config("more than 65,535 listeners".into()))?;
             if l.transport == Transport::Unix {
                 handshaking.push(crate::listeners::Listener::unix(l, id)?);
                 continue;

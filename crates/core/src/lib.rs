@@ -132,7 +132,7 @@ pub use histogram::{BUCKET_BOUNDS, Histogram};
 pub use inspect::{
     ClientDetail, ClientView, MAX_PAGE, Page, QueueDepths, RetainedView, SubscriptionView,
 };
-pub use listener::{ListenerId, ListenerSettings, Protocols};
+pub use listener::{ListenerId, ListenerSettings, NO_LISTENER, Protocols};
 pub use outbox::{Offer, Outbox, Parked, Taken};
 pub use restore::{Restored, RestoredInflight, RestoredSession, RestoredWill};
 pub use router::{Router, Work};

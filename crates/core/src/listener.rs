@@ -22,6 +22,10 @@ use tinsel_codec::{ByteStr, ProtocolVersion};
 /// listener or does not say).
 pub type ListenerId = u16;
 
+/// The listener of a connection that came through none of the configured listeners (an
+/// in-process link such as a bridge): no listener's settings or per-listener rules apply.
+pub const NO_LISTENER: ListenerId = ListenerId::MAX;
+
 /// A set of MQTT protocol versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Protocols(u8);

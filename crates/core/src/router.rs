@@ -12,7 +12,7 @@ use crate::backpressure::Backpressure;
 use crate::client_ids::ClientIds;
 use crate::connections::{ConnId, ConnState, ConnTimers, Connections, Origin};
 use crate::durable::{Durability, Record, Ticket};
-use crate::listener::ListenerId;
+use crate::listener::{ListenerId, NO_LISTENER};
 use crate::outbox::Outbox;
 use crate::packet_log::summary;
 use crate::retained::RetainedMessages;
@@ -127,10 +127,15 @@ impl Router {
         self.access.authorizer = Some(a);
     }
 
-    /// Registers a new connection from `origin` on listener 0: its id, and the outbox its
-    /// host takes its output from. See [`Router::accept_on`].
+    /// Registers a new connection from `origin`: its id, and the outbox its host takes its
+    /// output from. A network connection counts as listener 0's; a link as
+    /// [`NO_LISTENER`]'s (no listener's settings apply to it). See [`Router::accept_on`].
     pub fn accept(&mut self, now: Instant, origin: Origin) -> (ConnId, Outbox) {
-        self.accept_on(now, origin, 0)
+        let listener = match origin {
+            Origin::Network(_) => 0,
+            Origin::Link(_) => NO_LISTENER,
+        };
+        self.accept_on(now, origin, listener)
     }
 
     /// Registers a new connection from `origin` that came through `listener` (its settings

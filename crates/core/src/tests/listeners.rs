@@ -345,3 +345,33 @@ fn upgrade_outgoing_qos_delivers_at_the_subscriptions_qos() {
         assert_eq!(got, [want], "upgrade {upgrade}");
     }
 }
+
+#[test]
+fn a_link_gets_no_listeners_settings() {
+    let mut sim = sim(Settings {
+        listeners: vec![ListenerSettings {
+            mount_point: Some(Arc::from("m/")),
+            protocols: Protocols::NONE.with(ProtocolVersion::V5),
+            ..ListenerSettings::default()
+        }],
+        ..Settings::default()
+    });
+    let link = sim
+        .r
+        .accept(
+            sim.now,
+            crate::connections::Origin::Link(Arc::from("bridge")),
+        )
+        .0;
+    assert_eq!(sim.r.listener_of(link), Some(crate::listener::NO_LISTENER));
+    sim.r.handle(
+        sim.now,
+        link,
+        Packet::Connect(Box::new(connect("bridge", ProtocolVersion::V311, 0))),
+    );
+    assert_eq!(connack(&sim.out(link)).reason, ReasonCode::SUCCESS);
+    sim.subscribe(link, "#", QoS::AtMostOnce);
+    let mounted = sim.open_on(0, connect("m", ProtocolVersion::V5, 0));
+    sim.r.handle(sim.now, mounted, msg("x", QoS::AtMostOnce, 0));
+    assert_eq!(topics(&sim.out(link)), ["m/x"]);
+}
