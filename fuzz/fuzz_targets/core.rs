@@ -208,6 +208,7 @@ fuzz_target!(|data: &[u8]| {
                     will,
                     username: None,
                     password: None,
+                    bridge: false,
                 };
                 handle(&mut r, slot, now, Packet::Connect(Box::new(c)));
             }

@@ -274,6 +274,47 @@ def test_connection_lines_match_mosquittos(start_tinsel, start_mosquitto):
     assert seen["tinsel"] == ["p5, c1, k45, u'alice'", "p2, c0, k5", "p1, c1, k60, u'bob'"]
 
 
+def test_disconnection_lines_match_mosquittos(start_tinsel, start_mosquitto):
+    """Each way a connection ends gives Mosquitto's line, in both brokers."""
+    seen = {}
+    for srv in (start_tinsel(), start_mosquitto()):
+        ids = {k: uid(k) for k in ("clean", "lost", "proto", "idle", "taken")}
+        c = raw.RawClient(srv.port, version=5)
+        c.connect(ids["clean"])
+        c.send(raw.disconnect(version=5))
+        c.wait_closed()
+        c = raw.RawClient(srv.port, version=4)
+        c.connect(ids["lost"])
+        c.close()
+        c = raw.RawClient(srv.port, version=4)
+        c.connect(ids["proto"])
+        c.send(raw.connect(ids["proto"], version=4))  # a second CONNECT
+        c.wait_closed()
+        idle = raw.RawClient(srv.port, version=4)
+        idle.connect(ids["idle"], keepalive=1)
+        first = raw.RawClient(srv.port, version=4)
+        first.connect(ids["taken"])
+        second = raw.RawClient(srv.port, version=4)
+        second.connect(ids["taken"])
+        idle.wait_closed(timeout=5)
+        first.wait_closed()
+        second.close()
+        deadline = time.monotonic() + 5
+        while True:
+            lines = {}
+            for line in srv.log().splitlines():
+                for k, cid in ids.items():
+                    m = re.search(r"(Client " + re.escape(cid) + r" .*\.)$", line)
+                    if m and k not in lines:
+                        lines[k] = m.group(1).replace(cid, k)
+            if len(lines) == len(ids) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        seen[srv.kind] = lines
+    assert seen["tinsel"] == seen["mosquitto"], seen
+    assert seen["tinsel"]["lost"] == "Client lost closed its connection."
+
+
 def test_json_lines_in_a_log_file(start_tinsel, tmp_path):
     path = tmp_path / "broker.log"
     srv = start_tinsel("--log-format", "json", "--log-file", str(path))

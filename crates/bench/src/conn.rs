@@ -120,6 +120,7 @@ impl Conn {
             will: None,
             username: None,
             password: None,
+            bridge: false,
         };
         conn.send(&connect.into()).await?;
         match conn.next_packet().await? {

@@ -963,6 +963,7 @@ mod tests {
             }),
             username: None,
             password: None,
+            bridge: false,
         }));
         let publish = Packet::Publish(Publish {
             dup: false,

@@ -70,6 +70,12 @@
 //! # file = "tinsel.log"        # the log's name in `location`
 //! # mode = "sync"              # "sync", "periodic" or "none" (see docs/persistence.md)
 //! # sync_interval_ms = 1000    # periodic mode: time between syncs
+//!
+//! [[bridges]]                  # a bridge to another broker (see docs/bridges.md)
+//! name = "hq"
+//! addresses = ["192.0.2.10:1883", "192.0.2.11:1883"]   # fail-over in turn
+//! topics = ["sensors/# out 1 site1/ hq/site1/", "commands/# in 1"]
+//! cleansession = false         # persistent sessions: no QoS 1/2 loss while away
 //! ```
 
 use std::fmt::Write as _;
@@ -102,6 +108,8 @@ pub struct Config {
     pub persistence: PersistenceConfig,
     /// The operations HTTP listener (metrics, health, admin API): off by default.
     pub http: HttpConfig,
+    /// Bridges to other brokers (`[[bridges]]`; see `docs/bridges.md`).
+    pub bridges: Vec<crate::bridge::BridgeConfig>,
 }
 
 /// The operations HTTP listener: Prometheus metrics, health checks and the admin API.
@@ -130,6 +138,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             persistence: PersistenceConfig::default(),
             http: HttpConfig::default(),
+            bridges: Vec::new(),
         }
     }
 }
@@ -552,6 +561,9 @@ impl Config {
                 let _ = writeln!(o, "sync_interval_ms = {v}");
             }
         }
+        for b in &self.bridges {
+            b.write_toml(&mut o);
+        }
         o
     }
 
@@ -606,6 +618,7 @@ impl Config {
         for l in &self.listeners {
             l.validate()?;
         }
+        crate::bridge::check_all(&self.bridges).map_err(Error::Config)?;
         self.validate_access()
     }
 }

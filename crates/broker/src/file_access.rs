@@ -243,6 +243,12 @@ const REFUSED: AuthDecision = AuthDecision::Deny(ReasonCode::NOT_AUTHORIZED);
 
 impl Authenticator for FileAccess {
     fn authenticate(&self, info: &ConnectInfo) -> AuthDecision {
+        if info.peer.is_none() {
+            // An in-process link (a bridge's session here): the operator configured it,
+            // nobody connected. As Mosquitto, it is not asked for a password; its
+            // `local_username`, if any, is who the ACL rules see.
+            return AuthDecision::Allow(info.username.as_ref().map(|u| Arc::from(u.as_str())));
+        }
         let rules = self.rules();
         let Some(username) = &info.username else {
             return if rules.allow_anonymous {

@@ -20,7 +20,8 @@
 //! the core's [`tinsel_core::Authenticator`] and
 //! [`tinsel_core::Authorizer`] seams. Persistence: the core's durability records go to
 //! `tinsel-store` (from `[persistence]`), and acknowledgements wait for them in `sync`
-//! mode. What it does not do yet: bridges.
+//! mode. Bridges ([`bridge`]) carry messages to and from other brokers, with Mosquitto's
+//! semantics.
 //!
 //! # Bounds
 //!
@@ -56,6 +57,7 @@
 
 mod access_rules;
 mod auth;
+pub mod bridge;
 pub mod capture;
 pub mod config;
 mod config_file;
@@ -79,6 +81,7 @@ mod websocket;
 mod wire;
 mod x509;
 
+pub use bridge::BridgeConfig;
 pub use config::{
     Config, HttpConfig, Limits, ListenerConfig, LogFormat, LoggingConfig, MqttConfig, MqttVersion,
 };

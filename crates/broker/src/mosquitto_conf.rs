@@ -16,8 +16,11 @@
 //!   `psk_hint`, `tls_engine`...): an error naming the file and line, as Tinsel would
 //!   otherwise serve something other than what the file asks for (TLS listeners, from
 //!   `certfile`/`keyfile`/`cafile`/`capath`, and `protocol websockets` are read);
-//! - **ignored**: other valid Mosquitto directives (bridges, plugins, ...): a warning naming
+//! - **ignored**: other valid Mosquitto directives (plugins, ...): a warning naming
 //!   the file and line.
+//!
+//! Bridges (`connection NAME` and the lines after it) are read into [`Config::bridges`]
+//! (see [`crate::bridge`]).
 //!
 //! A name Mosquitto does not know either, and a malformed value, are errors naming the file
 //! and line ([`Error::ConfigLine`]), as Mosquitto refuses them too. Values are read more
@@ -360,8 +363,10 @@ struct Parser {
     /// Settings before the first `listener` line.
     default: Draft,
     listeners: Vec<Draft>,
-    /// The bridge being configured (`connection NAME`), and its line.
+    /// The bridge being configured (`connection NAME`): an index in `bridges`.
     bridge: Option<usize>,
+    /// Every bridge, with the file and line of its `connection`.
+    bridges: Vec<(crate::bridge::BridgeConfig, PathBuf, usize)>,
     limits: MosquittoLimits,
     sys_interval: Option<u64>,
     log_level: Option<Level>,
@@ -444,7 +449,6 @@ impl Parser {
                     let Some(path) = host else {
                         return Err(l.error("a listener on port 0 must name a Unix socket path"));
                     };
-                    self.bridge = None;
                     self.listeners.push(Draft {
                         port: Some(0),
                         host: Some(path.to_owned()),
@@ -455,7 +459,6 @@ impl Parser {
                     return Ok(());
                 }
                 let port = l.port(port)?;
-                self.bridge = None;
                 self.listeners.push(Draft {
                     port: Some(port),
                     host: host.map(str::to_owned),
@@ -836,19 +839,24 @@ impl Parser {
                 self.include_dir(l, Path::new(dir))?;
             }
             "connection" => {
-                let name = l.string()?;
-                self.bridge = Some(l.no);
-                w.push(l.warning(format!(
-                    "bridges are not supported yet: bridge \"{name}\" and its settings are \
-                     ignored"
-                )));
+                let name = l.word(w)?;
+                if self.bridges.iter().any(|(b, _, _)| b.name == name) {
+                    return Err(l.error(format!("a bridge named \"{name}\" is configured already")));
+                }
+                self.bridge = Some(self.bridges.len());
+                let b = crate::bridge::BridgeConfig::new(name);
+                self.bridges.push((b, l.file.to_owned(), l.no));
             }
             name if BRIDGE.contains(&name) => {
-                // Covered by the warning on its `connection` line.
-                if self.bridge.is_none() {
-                    w.push(l.warning(format!(
-                        "{name} configures a bridge: bridges are not supported yet; ignored"
+                let Some(i) = self.bridge else {
+                    return Err(l.error(format!(
+                        "{name} configures a bridge: put it after a `connection NAME` line"
                     )));
+                };
+                match crate::bridge::directive(&mut self.bridges[i].0, name, l.rest) {
+                    Ok(crate::bridge::Read::Done) => {}
+                    Ok(crate::bridge::Read::Warn(m)) => w.push(l.warning(m)),
+                    Err(m) => return Err(l.error(m)),
                 }
             }
             name if IGNORED.contains(&name)
@@ -1037,7 +1045,19 @@ impl Parser {
             mqtt: self.mqtt,
             persistence: self.persistence,
             http: Default::default(),
+            bridges: Vec::with_capacity(self.bridges.len()),
         };
+        let mut config = config;
+        for (b, file, line) in self.bridges {
+            // Named by its `connection` line: what is missing is missing there (and a
+            // local_clientid already used is found at the second bridge).
+            config.bridges.push(b);
+            crate::bridge::check_all(&config.bridges).map_err(|message| Error::ConfigLine {
+                file,
+                line,
+                message,
+            })?;
+        }
         Ok((config, self.warnings))
     }
 }
@@ -1450,7 +1470,7 @@ max_connections 9000
         let (c, w) = parse(
             "autosave_interval 10\npid_file /run/m.pid\nplugin /x.so\nplugin_opt_a b\n\
              connection b1\naddress 10.0.0.1:1883\ntopic # both 0\nlistener 1\n\
-             max_qos 1\nremote_username u\nport 1883 extra\n",
+             max_qos 1\nidle_timeout 5\nport 1883 extra\n",
         );
         assert_eq!(c.listeners.len(), 2);
         for (line, part) in [
@@ -1458,15 +1478,18 @@ max_connections 9000
             (2, "pid_file"),
             (3, "plugin"),
             (4, "plugin_opt_a"),
-            (5, "bridge \"b1\""),
             (9, "does not limit QoS"),
-            (10, "configures a bridge"),
+            (10, "lazy bridges"),
             (11, "\"extra\" and what follows are ignored"),
         ] {
             assert!(warned(&w, line, part), "line {line}: {w:?}");
         }
-        // The bridge's own lines are covered by its `connection` warning.
-        assert!(!w.iter().any(|w| w.line == 6 || w.line == 7), "{w:?}");
+        // The bridge's own lines are read.
+        assert!(
+            !w.iter().any(|w| w.line == 5 || w.line == 6 || w.line == 7),
+            "{w:?}"
+        );
+        assert_eq!(c.bridges.len(), 1);
         assert_eq!(
             w[0].to_string(),
             "m.conf:1: Tinsel does not support autosave_interval yet; ignored"

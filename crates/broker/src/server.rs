@@ -43,6 +43,8 @@ pub struct Broker {
     authorizer: Option<Arc<dyn Authorizer>>,
     capture: Option<Capture>,
     ops: Option<OpsListener>,
+    /// The bridges, checked at bind.
+    bridges: Vec<crate::bridge::Checked>,
     on_ready: Option<OnReady>,
 }
 
@@ -63,6 +65,7 @@ impl Broker {
     /// included when `http.address` is set. Errors if an address cannot be bound, or the
     /// capture file cannot be created.
     pub async fn bind(config: Config) -> Result<Broker, Error> {
+        let bridges = crate::bridge::check_all(&config.bridges).map_err(Error::Config)?;
         let mut listeners = Vec::with_capacity(config.listeners.len());
         let (mut handshaking, mut addrs) = (Vec::new(), Vec::new());
         for (id, l) in config.listeners.iter().enumerate() {
@@ -112,6 +115,7 @@ impl Broker {
             authorizer: None,
             capture,
             ops,
+            bridges,
             on_ready: None,
         };
         if let Some(rules) = crate::access_rules::load(&broker.config)? {
@@ -224,6 +228,15 @@ impl Broker {
             ));
         }
         tokio::spawn(ticker(shared.clone(), stop_tx.subscribe(), done_tx.clone()));
+        if !self.bridges.is_empty() {
+            crate::bridge::start_all(
+                &shared,
+                self.bridges,
+                self.config.limits.max_inflight,
+                &stop_tx,
+                &done_tx,
+            );
+        }
         // After the MQTT listeners: from its first request on, /readyz may say ready.
         if let Some(ops) = self.ops {
             ops.spawn(shared.clone(), stop_tx.subscribe(), done_tx.clone());

@@ -339,6 +339,7 @@ async fn establish(opts: &ClientOptions) -> Result<(Conn, ConnAck), Error> {
                 None => None,
             },
             password: opts.password.clone(),
+            bridge: opts.bridge,
         });
         log(opts, true, &connect);
         encode_packet(&connect, opts.version, &mut conn.wbuf)?;

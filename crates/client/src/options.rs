@@ -52,6 +52,10 @@ pub struct ClientOptions {
     pub max_packet_size: u32,
     /// Called for every packet sent and received (used for `-d` debug output).
     pub packet_log: Option<PacketLog>,
+    /// Tell the broker this client is a bridge: the protocol level's top bit in CONNECT
+    /// (Mosquitto's `try_private`). A broker that knows it treats MQTT 3 subscriptions as
+    /// No Local with Retain As Published; one that does not refuses the connection.
+    pub bridge: bool,
 }
 
 /// The function behind a [`PacketLog`].
@@ -145,6 +149,7 @@ impl ClientOptions {
             connect_timeout: Duration::from_secs(30),
             max_packet_size: 268_435_460,
             packet_log: None,
+            bridge: false,
         }
     }
 

@@ -41,6 +41,7 @@ fn connect(v: ProtocolVersion) -> Packet {
         will: None,
         username: Some(ByteStr::from_static("user")),
         password: Some(Bytes::from_static(b"secret")),
+        bridge: false,
     })
 }
 

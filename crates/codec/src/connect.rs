@@ -29,6 +29,11 @@ pub struct Connect {
     pub username: Option<ByteStr>,
     /// Password, if any (binary data).
     pub password: Option<Bytes>,
+    /// The client says it is a bridge: the top bit of the protocol level (`0x80 | 4` for
+    /// MQTT 3.1.1), as Mosquitto's `try_private` sends it. Not in the MQTT specification;
+    /// brokers that know it treat the bridge's MQTT 3 subscriptions as No Local with
+    /// Retain As Published, so that messages do not loop between bridged brokers.
+    pub bridge: bool,
 }
 
 /// The will message carried by a CONNECT.
@@ -53,12 +58,14 @@ impl Connect {
         // Compared as bytes: anything but the two names (invalid UTF-8 included) is refused.
         let name = read_binary(b)?;
         let level = read_u8(b)?;
+        // The top bit marks a bridge (Mosquitto's `try_private`); the rest is the level.
+        let bridge = level & 0x80 != 0;
         // [MQTT-3.1.2-1] the protocol name; [MQTT-3.1.2-2] the level must match it.
-        let protocol = match (&name[..], level) {
+        let protocol = match (&name[..], level & 0x7f) {
             (b"MQTT", 4) => ProtocolVersion::V311,
             (b"MQTT", 5) => ProtocolVersion::V5,
             (b"MQIsdp", 3) => ProtocolVersion::V31,
-            (b"MQTT" | b"MQIsdp", l) => return Err(DecodeError::UnsupportedProtocolLevel(l)),
+            (b"MQTT" | b"MQIsdp", _) => return Err(DecodeError::UnsupportedProtocolLevel(level)),
             _ => return Err(DecodeError::InvalidProtocolName),
         };
         let flags = read_u8(b)?;
@@ -135,6 +142,7 @@ impl Connect {
             will,
             username,
             password,
+            bridge,
         })
     }
 
@@ -166,7 +174,7 @@ impl Connect {
     pub(crate) fn encode(&self, dst: &mut impl BufMut) {
         let v5 = self.protocol.is_v5();
         write_binary(dst, self.protocol.protocol_name().as_bytes());
-        dst.put_u8(self.protocol.level());
+        dst.put_u8(self.protocol.level() | if self.bridge { 0x80 } else { 0 });
         let mut flags = 0u8;
         if self.clean_start {
             flags |= 0x02;
@@ -228,6 +236,7 @@ mod tests {
             will: None,
             username: None,
             password: None,
+            bridge: false,
         }
     }
 
@@ -252,6 +261,31 @@ mod tests {
             assert_eq!(encode(&p, ProtocolVersion::V311), bytes);
             round_trip(&p, v);
         }
+    }
+
+    #[test]
+    fn bridge_bit_of_the_protocol_level() {
+        // A Mosquitto bridge with `try_private true` sends level 0x84 (0x83 for MQTT 3.1).
+        for (golden, at, v) in [
+            (MOSQUITTO_V311, 8, ProtocolVersion::V311),
+            (MOSQUITTO_V31, 10, ProtocolVersion::V31),
+        ] {
+            let mut bytes = hex(golden);
+            bytes[at] |= 0x80;
+            let p = decode(&bytes, ProtocolVersion::V311).unwrap();
+            let mut want = basic(v);
+            want.bridge = true;
+            assert_eq!(p, Packet::Connect(Box::new(want)));
+            assert_eq!(encode(&p, v), bytes);
+            round_trip(&p, v);
+        }
+        // The bit does not make an unknown level known.
+        let mut bytes = hex(MOSQUITTO_V311);
+        bytes[8] = 0x86;
+        assert_eq!(
+            decode(&bytes, ProtocolVersion::V311),
+            Err(DecodeError::UnsupportedProtocolLevel(0x86))
+        );
     }
 
     #[test]

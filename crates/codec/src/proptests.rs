@@ -155,6 +155,7 @@ fn connect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
                     will,
                     username,
                     password,
+                    bridge: false,
                 })
             },
         )

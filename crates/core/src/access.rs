@@ -164,10 +164,18 @@ pub(crate) struct Access {
     pub(crate) authorizer: Option<Arc<dyn Authorizer>>,
 }
 
+/// `$SYS` is the broker's own, whatever the authorizer says, except a bridge's state
+/// (`$SYS/broker/connection/NAME/state`), which a bridge publishes and leaves as its will
+/// on the broker it connects to (as Mosquitto allows).
+fn sys_refused(topic: &str) -> bool {
+    topic.starts_with("$SYS")
+        && !tinsel_codec::topic::matches("$SYS/broker/connection/+/state", topic)
+}
+
 impl Access {
-    /// May `who` publish to `topic`? `$SYS` is the broker's own, whatever the authorizer says.
+    /// May `who` publish to `topic`? See [`sys_refused`] for `$SYS`.
     pub(crate) fn may_publish(&self, who: Identity<'_>, topic: &str) -> bool {
-        !topic.starts_with("$SYS")
+        !sys_refused(topic)
             && self
                 .authorizer
                 .as_ref()
@@ -187,6 +195,6 @@ impl Access {
     }
 
     pub(crate) fn may_will(&self, who: Identity<'_>, topic: &str) -> bool {
-        !topic.starts_with("$SYS") && self.authorizer.as_ref().is_none_or(|a| a.will(who, topic))
+        !sys_refused(topic) && self.authorizer.as_ref().is_none_or(|a| a.will(who, topic))
     }
 }

@@ -17,6 +17,39 @@ use crate::packet_log::summary;
 use crate::router::Router;
 use crate::wills::WillOwner;
 
+/// The line Mosquitto logs when a client's connection ends, for the same cause, so that log
+/// watchers written for Mosquitto keep working.
+fn mosquitto_line(client: &str, reason: Option<ReasonCode>, why: &str) -> String {
+    if why.starts_with("client sent DISCONNECT") {
+        return format!("Client {client} disconnected.");
+    }
+    let Some(reason) = reason else {
+        // The host's words for a socket that reached its end (see the broker's connection.rs).
+        return if why == "connection closed by the client" {
+            format!("Client {client} closed its connection.")
+        } else {
+            format!("Client {client} disconnected: {why}.")
+        };
+    };
+    let what = if reason == ReasonCode::KEEP_ALIVE_TIMEOUT {
+        "has exceeded timeout, disconnecting"
+    } else if reason == ReasonCode::PROTOCOL_ERROR {
+        "disconnected due to protocol error"
+    } else if reason == ReasonCode::MALFORMED_PACKET {
+        "disconnected due to malformed packet"
+    } else if reason == ReasonCode::PACKET_TOO_LARGE {
+        "disconnected due to oversize packet"
+    } else if reason == ReasonCode::SESSION_TAKEN_OVER {
+        "already connected, closing old connection"
+    } else if reason == ReasonCode::ADMINISTRATIVE_ACTION {
+        // Mosquitto's words, as its watchers match them.
+        "been disconnected by administrative action"
+    } else {
+        return format!("Client {client} disconnected: {why}.");
+    };
+    format!("Client {client} {what}.")
+}
+
 impl Router {
     /// The socket of `conn` is gone: publishes the will if the client did not disconnect
     /// normally and forgets the connection.
@@ -105,7 +138,10 @@ impl Router {
             username: c.username.clone(),
             listener: c.listener,
         };
-        info!(client = %client, peer = %c.origin, "disconnected: {why}");
+        // Mosquitto's line alone (watchers anchor their patterns at its end); the details
+        // at debug level.
+        info!("{}", mosquitto_line(&client, reason, why));
+        debug!(client = %client, peer = %c.origin, "connection ended: {why}");
         let Some(expiry) = self.sessions.detach(self.clock, &client, conn, now) else {
             return;
         };

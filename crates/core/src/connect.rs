@@ -38,6 +38,7 @@ impl Router {
         let v5 = connect.protocol.is_v5();
         let c = self.conns.handling(conn);
         c.version = connect.protocol;
+        c.bridge = connect.bridge;
         let listener = self.settings.listener(c.listener);
         if !listener.protocols.allows(connect.protocol) {
             let why = format!("MQTT {} is not accepted on this listener", connect.protocol);

@@ -119,6 +119,10 @@ pub(crate) struct Conn {
     pub(crate) listener: ListenerId,
     /// Its listener's mount point (see `listener.rs`).
     pub(crate) mount: Option<Arc<str>>,
+    /// The client said it is a bridge (the protocol level's top bit, Mosquitto's
+    /// `try_private`): its MQTT 3 subscriptions are No Local with Retain As Published, so
+    /// that what it forwards here is not sent back to it.
+    pub(crate) bridge: bool,
     /// Its publish rate buckets (see `rate.rs`).
     pub(crate) rate: PublishRate,
 }
@@ -208,6 +212,7 @@ impl Connections {
                 tls: None,
                 listener,
                 mount,
+                bridge: false,
                 rate: PublishRate::default(),
             }),
         );

@@ -28,6 +28,9 @@ impl Router {
         let mark = self.durable.made();
         let c = self.conns.handling(conn);
         let v5 = c.version.is_v5();
+        // As Mosquitto: an MQTT 3 bridge cannot ask for No Local and Retain As Published,
+        // and a bridge needs both (no loops; retained messages stay retained downstream).
+        let bridge = c.bridge && !v5;
         let username = c.username.clone();
         let (listener, mount) = (c.listener, c.mount.clone());
         let upgrade = self.settings.upgrade_outgoing_qos;
@@ -111,6 +114,8 @@ impl Router {
             } else {
                 SubscriptionOptions {
                     qos: opts.qos,
+                    no_local: bridge && shared.is_none(),
+                    retain_as_published: bridge,
                     ..SubscriptionOptions::default()
                 }
             };

@@ -56,6 +56,7 @@ fn bad_second_connect_gets_a_valid_disconnect() {
         will: None,
         username: None,
         password: None,
+        bridge: false,
     };
     r.handle(now, id, Packet::Connect(Box::new(c)));
     r.decode_error(now, id, &DecodeError::UnsupportedProtocolLevel(9));

@@ -88,6 +88,7 @@ impl Node {
             will: None,
             username: None,
             password: None,
+            bridge: false,
         };
         let mut p = Peer {
             id,

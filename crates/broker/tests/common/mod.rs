@@ -84,6 +84,7 @@ pub fn connect_packet(id: &str, version: ProtocolVersion, clean: bool) -> Connec
         will: None,
         username: None,
         password: None,
+        bridge: false,
     }
 }
 

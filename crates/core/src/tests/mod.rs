@@ -13,6 +13,7 @@ use crate::message::publish_size;
 use crate::router::Router;
 use crate::settings::{Limits, Settings};
 
+mod bridge;
 mod limits;
 mod listeners;
 mod seams;
@@ -40,6 +41,7 @@ fn connect(id: &str, version: ProtocolVersion, keep_alive: u16) -> Connect {
         will: None,
         username: None,
         password: None,
+        bridge: false,
     }
 }
 

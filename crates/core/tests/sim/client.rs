@@ -162,6 +162,7 @@ impl Client {
             }),
             username: None,
             password: None,
+            bridge: false,
         }
     }
 

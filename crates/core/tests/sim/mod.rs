@@ -1250,6 +1250,7 @@ impl World {
             will: None,
             username: None,
             password: None,
+            bridge: false,
         };
         self.probe_in.clear();
         self.r
