@@ -5,6 +5,7 @@
 #
 #   BASE=/path/to/old/tinsel bench/ab.sh                 # 3 rounds, pinned, every case
 #   BASE=... ROUNDS=5 MODES="pinned unpinned" CASES="p2p-q1" bench/ab.sh
+#   BASE=... PAIRS=200 CASES="p2p-q0 p2p-q1" bench/ab.sh     # p2p with 200 pairs (topics)
 #
 # Cases (as in `tinsel bench compare`, 5-second runs): p2p-q0, p2p-q1, p2p-q2, fanout-q0,
 # idle-conn (5,000 connections), latency-q1-1k, latency-q1-10k, latency-q1-50k (10 pairs,
@@ -34,9 +35,9 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 load_args() { # case -> the generator's arguments
     case "$1" in
-        p2p-q0) echo "p2p -n 10 --qos 0 --size 64 --duration ${secs}" ;;
-        p2p-q1) echo "p2p -n 10 --qos 1 --size 64 --window 100 --duration ${secs}" ;;
-        p2p-q2) echo "p2p -n 10 --qos 2 --size 64 --window 100 --duration ${secs}" ;;
+        p2p-q0) echo "p2p -n ${PAIRS:-10} --qos 0 --size 64 --duration ${secs}" ;;
+        p2p-q1) echo "p2p -n ${PAIRS:-10} --qos 1 --size 64 --window 100 --duration ${secs}" ;;
+        p2p-q2) echo "p2p -n ${PAIRS:-10} --qos 2 --size 64 --window 100 --duration ${secs}" ;;
         fanout-q0) echo "fanout -n 50 --qos 0 --size 64 --duration ${secs}" ;;
         idle-conn) echo "conn -n 5000 --duration 2 --connect-concurrency 100" ;;
         latency-q1-1k) echo "p2p -n 10 --qos 1 --size 64 --rate 100 --window 100 --duration ${secs}" ;;

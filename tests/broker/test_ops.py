@@ -370,3 +370,37 @@ def test_an_http_port_in_use_is_an_error(tinsel_bin):
                            capture_output=True, text=True, timeout=10)
     assert r.returncode != 0
     assert f"cannot listen on 127.0.0.1:{hport}" in r.stderr, r.stderr
+
+
+def test_refusals_are_counted_by_reason(start_tinsel, tinsel_bin, tmp_path):
+    """Real clients refused for real reasons: mosquitto_pub with a wrong password, one with
+    no credentials, and a CONNECT of an unknown protocol level; each shows in
+    tinsel_connections_refused_total under its reason."""
+    pw = tmp_path / "passwords"
+    subprocess.run([str(tinsel_bin), "passwd", "-c", "-b", str(pw), "alice", "right"],
+                   check=True, timeout=10)
+    hport = free_port_number()
+    srv = start_tinsel(config=(
+        "[[listeners]]\nport = {port}\n\n"
+        f"[access]\nallow_anonymous = false\npassword_file = \"{pw}\"\n\n"
+        f"[http]\naddress = \"127.0.0.1:{hport}\"\n"
+    ))
+    wait_for_port(hport, srv.proc)
+    for extra in (["-u", "alice", "-P", "wrong"], ["-u", "alice", "-P", "wrong"], []):
+        r = subprocess.run(["mosquitto_pub", "-p", str(srv.port), "-t", "t", "-m", "x", *extra],
+                           capture_output=True, timeout=10)
+        assert r.returncode != 0
+    c = raw.RawClient(srv.port)
+    c.send(raw.connect(uid("level9"), version=9))
+    assert c.expect(raw.CONNACK).return_code == 1  # unacceptable protocol version
+    c.close()
+
+    _, page = http(hport, "/metrics")
+    refused = dict(re.findall(r'^tinsel_connections_refused_total\{reason="(\w+)"\} (\d+)$',
+                              page, re.M))
+    # The password file's refusals are Mosquitto's: "not authorized" for wrong passwords
+    # and anonymous clients alike.
+    assert refused["not_authorized"] == "3", page
+    assert refused["unsupported_protocol_version"] == "1", page
+    assert refused["max_connections"] == "0"
+    assert refused["bad_user_name_or_password"] == "0"

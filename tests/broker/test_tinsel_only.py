@@ -1,14 +1,17 @@
 """Tinsel-only behaviour: the `-c` TOML config (listeners, limits, sys_interval), `-v` packet logs,
 the keep-alive cap enforcement, the CONNECT timeout, bounded offline queues, signals, default port."""
 
+import os
 import subprocess
 import time
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
 import rawmqtt as raw
 from brokertest import V5, V311, Peer, free_port_number, prop, tinsel_config, topic_base, uid
+from servers import wait_for_port
 
 
 _config = tinsel_config
@@ -252,6 +255,41 @@ def test_bad_config_is_a_clear_error(tinsel_bin, tmp_path):
     )
     assert missing.returncode != 0
     assert "nope.toml" in (missing.stderr + missing.stdout).decode()
+
+
+@pytest.mark.parametrize("value", ["two", "0", "-1", ""])
+def test_bad_worker_thread_count_is_a_clear_error(tinsel_bin, value):
+    env = {**os.environ, "TOKIO_WORKER_THREADS": value}
+    r = subprocess.run([str(tinsel_bin), "broker", "-p", str(free_port_number())],
+                       capture_output=True, text=True, timeout=10, env=env)
+    assert r.returncode == 1
+    assert r.stderr.strip() == (
+        f"tinsel broker: TOKIO_WORKER_THREADS={value} is not a number of threads: set a whole "
+        "number above 0, or unset it for one worker thread per CPU"), r.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_worker_thread_count_is_honoured(tinsel_bin, workers, tmp_path):
+    port = free_port_number()
+    env = {**os.environ, "TOKIO_WORKER_THREADS": str(workers)}
+    with open(tmp_path / "log", "wb") as log:
+        proc = subprocess.Popen([str(tinsel_bin), "broker", "-p", str(port)], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc)
+        names = [Path(t, "comm").read_text().strip() for t in Path(f"/proc/{proc.pid}/task").iterdir()]
+        assert names.count("tokio-rt-worker") == workers, names
+        peer = Peer(port, protocol=V311)
+        peer.connect()
+        t = topic_base() + "/workers"
+        peer.subscribe(t, qos=1)
+        peer.publish(t, b"through the workers", qos=1)
+        assert peer.expect().payload == b"through the workers"
+        peer.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert proc.returncode == 0
 
 
 def test_port_in_use_is_a_clear_error(tinsel_bin, tinsel_broker):

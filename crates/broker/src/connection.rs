@@ -47,10 +47,14 @@ const READ_CHUNK: u32 = 8192;
 /// Largest read buffer a busy connection grows to between decodes.
 const MAX_READ: u32 = 64 * 1024;
 
-/// A connection task lets other tasks run after this many reads that returned bytes.
-/// (Reads also count against tokio's cooperative budget, which alone is too coarse: a task
-/// woken by this one would wait on this worker long enough to count as stalled. Yielding
-/// after every read costs fan-out throughput: subscribers then write smaller batches.)
+/// A connection task lets other tasks run after this many reads that returned bytes in one
+/// poll. (Reads also count against tokio's cooperative budget, which alone is too coarse: a
+/// task woken by this one would wait on this worker long enough to count as stalled.
+/// Yielding after every read costs fan-out throughput: subscribers then write smaller
+/// batches.) Only reads of the same poll count: a task that waited for its socket has let
+/// the others run already, and a yield costs a pass through the scheduler and, on a runtime
+/// with several workers, wakes another worker to steal the task (a paced connection that
+/// counted every 8th read across polls made a third of the broker's thread wake-ups).
 const YIELD_READS: u8 = 8;
 
 /// While a publisher waits for a congested subscriber, how often it looks again.
@@ -515,6 +519,7 @@ impl<S: Transport> ConnTask<S> {
 
     /// Runs the connection as far as it can without waiting; ready when it ends or parks.
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        self.conn.reads = 0;
         loop {
             // Write what the router encoded, all of it before anything else: a client that
             // does not read stops being read (and its outbox is bounded by the router).
@@ -688,7 +693,7 @@ struct Conn {
     outbox: Outbox,
     /// How much to read next time (adapts between READ_CHUNK and MAX_READ).
     read_hint: u32,
-    /// Reads that returned bytes since the task last yielded (see [`YIELD_READS`]).
+    /// Reads that returned bytes in this poll of the task (see [`YIELD_READS`]).
     reads: u8,
     /// Not reading: a subscriber of this publisher is congested (backpressure instead of
     /// dropping its messages). What was read stays undecoded in `rbuf` meanwhile.

@@ -143,6 +143,11 @@ pub(crate) fn run(args: Args) -> ExitCode {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
+    // tokio reads TOKIO_WORKER_THREADS itself and panics on a value it cannot use.
+    if let Err(e) = check_worker_threads(std::env::var_os("TOKIO_WORKER_THREADS")) {
+        eprintln!("tinsel broker: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -206,6 +211,22 @@ pub(crate) fn run(args: Args) -> ExitCode {
             print_error(&e);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Checks `TOKIO_WORKER_THREADS` (the broker's worker threads; unset: one per CPU it may
+/// run on), which tokio would otherwise reject with a panic.
+fn check_worker_threads(value: Option<std::ffi::OsString>) -> Result<(), String> {
+    let Some(value) = value else {
+        return Ok(());
+    };
+    match value.to_str().map(str::parse::<usize>) {
+        Some(Ok(n)) if n > 0 => Ok(()),
+        _ => Err(format!(
+            "TOKIO_WORKER_THREADS={} is not a number of threads: set a whole number above 0, \
+             or unset it for one worker thread per CPU",
+            value.to_string_lossy()
+        )),
     }
 }
 
