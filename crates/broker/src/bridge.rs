@@ -112,6 +112,7 @@ impl Bridge {
             &self.b.local_clientid,
             clean,
             self.receive_max,
+            self.receive_max,
             credentials,
         ) {
             Ok(l) => l,
@@ -263,7 +264,9 @@ impl Bridge {
         }
         let ended = loop {
             tokio::select! {
-                ev = events.recv() => match ev {
+                // Within the core's Receive Maximum for the link (see `link.rs`); the core's
+                // acknowledgements arrive through `link.recv()`.
+                ev = events.recv(), if link.has_room() => match ev {
                     Some(Event::Message(p)) => {
                         let topic = topics::map_in(&self.b.rules, &p.topic);
                         let Ok(topic) = ByteStr::try_from(topic.as_str()) else {

@@ -30,6 +30,12 @@ pub(crate) struct Link {
     /// Packet identifiers of the QoS 1/2 messages the link publishes. The core answers
     /// each before the next batch is read, so they never wrap onto one still in use.
     next_id: u16,
+    /// Acknowledgements the core owes the link for what it published here (one per QoS 1
+    /// message, two per QoS 2: PUBREC and PUBCOMP). Kept within `window`, the broker's Receive Maximum for clients: beyond it
+    /// (acknowledgements held for the store, in `sync` persistence) the core would close the
+    /// link.
+    unacked: usize,
+    window: usize,
     closed: bool,
 }
 
@@ -49,6 +55,7 @@ impl Link {
         client_id: &str,
         clean: bool,
         receive_max: u16,
+        window: u16,
         credentials: (Option<&str>, Option<&str>),
     ) -> Result<Link, String> {
         let mut properties = Properties::default();
@@ -84,6 +91,8 @@ impl Link {
             outbox,
             rbuf: BytesMut::new(),
             next_id: 0,
+            unacked: 0,
+            window: usize::from(window.max(1)),
             closed: false,
         })
     }
@@ -112,6 +121,8 @@ impl Link {
         if p.qos != QoS::AtMostOnce {
             self.next_id = self.next_id.checked_add(1).unwrap_or(1);
             p.packet_id = self.next_id;
+            // QoS 2 makes two acknowledgements (PUBREC, PUBCOMP), each counted by the core.
+            self.unacked += if p.qos == QoS::ExactlyOnce { 2 } else { 1 };
         }
         let pid = p.packet_id;
         let qos2 = p.qos == QoS::ExactlyOnce;
@@ -120,6 +131,11 @@ impl Link {
             out.push(Packet::PubRel(PubResp::new(pid)));
         }
         out
+    }
+
+    /// True while the link may publish another QoS 1/2 message here (see `unacked`).
+    pub(crate) fn has_room(&self) -> bool {
+        self.unacked < self.window
     }
 
     /// Subscribes the link to `filters` (No Local, Retain As Published; retained messages
@@ -183,7 +199,15 @@ impl Link {
         let mut packets = Vec::new();
         loop {
             match decode_packet(&mut self.rbuf, ProtocolVersion::V5, u32::MAX) {
-                Ok(Some(p)) => packets.push(p),
+                Ok(Some(p)) => {
+                    if matches!(
+                        p,
+                        Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)
+                    ) {
+                        self.unacked = self.unacked.saturating_sub(1);
+                    }
+                    packets.push(p);
+                }
                 Ok(None) => break,
                 Err(e) => {
                     // The core encodes what the codec decodes; this would be a bug.
