@@ -60,6 +60,13 @@ impl Authorizer for ByListener {
     fn will(&self, who: Identity<'_>, topic: &str) -> bool {
         self.of(who.listener).is_none_or(|a| a.will(who, topic))
     }
+
+    /// The sum of every listener's version: it changes whenever one listener's rules do.
+    fn rules_version(&self) -> Option<u64> {
+        self.rules.iter().flatten().try_fold(0u64, |sum, a| {
+            a.rules_version().map(|v| sum.wrapping_add(v))
+        })
+    }
 }
 
 /// The installed rules: the seams' implementations.

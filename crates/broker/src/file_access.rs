@@ -60,6 +60,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -109,6 +110,10 @@ struct Shared {
     /// Where [`FileAccess::reload`] reads from (None: built from parsed files, no reload).
     files: Option<AccessFiles>,
     rules: RwLock<Arc<Rules>>,
+    /// Counts the reloads that changed the rules ([`Authorizer::rules_version`]): raised
+    /// after the new rules are in place, so an answer kept under a version never comes from
+    /// older rules than that version's.
+    version: AtomicU64,
     sources: Mutex<Sources>,
     /// Keys the login digests, so they are useless outside this process.
     login_key: [u8; 32],
@@ -164,6 +169,7 @@ impl FileAccess {
             shared: Arc::new(Shared {
                 files,
                 rules: RwLock::new(Arc::new(rules)),
+                version: AtomicU64::new(0),
                 sources: Mutex::new(Sources::default()),
                 login_key: rand::random(),
             }),
@@ -183,6 +189,7 @@ impl FileAccess {
                     .rules
                     .write()
                     .unwrap_or_else(PoisonError::into_inner) = Arc::new(rules);
+                self.shared.version.fetch_add(1, Ordering::Release);
                 info!("access rules reloaded");
                 Ok(())
             }
@@ -339,6 +346,11 @@ impl Authorizer for FileAccess {
 
     fn will(&self, who: Identity<'_>, topic: &str) -> bool {
         self.check(who, topic, Access::Write)
+    }
+
+    /// The rules answer the same for one client and topic until they are reloaded.
+    fn rules_version(&self) -> Option<u64> {
+        Some(self.shared.version.load(Ordering::Acquire))
     }
 }
 

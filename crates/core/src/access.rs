@@ -17,6 +17,7 @@
 //! not block, and should cache what they decide (the core calls [`Authorizer::deliver`] for
 //! every message to every subscriber when an authorizer is installed).
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -129,6 +130,70 @@ pub trait Authorizer: Send + Sync + 'static {
     fn will(&self, who: Identity<'_>, topic: &str) -> bool {
         self.publish(who, topic)
     }
+
+    /// The version of the rules, if this authorizer's answers for one client (its id, user
+    /// name and listener being what they were at its CONNECT) and one topic stay the same
+    /// for as long as the version does. Then the core asks [`Authorizer::publish`] again
+    /// only when a publisher changes topic, and [`Authorizer::deliver`] only when a
+    /// subscriber receives on another topic than the last, or the version changed (rules
+    /// reloaded). None (the default): every decision is asked for.
+    fn rules_version(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// The authorizer's last answer for one client: the topic, the rules' version it was given
+/// under, and the answer (see [`Authorizer::rules_version`]). Boxed behind a cell so that a
+/// connection or session that never has one costs a pointer, and a check can update it
+/// while the router is only read.
+#[derive(Default)]
+pub(crate) struct LastVerdict(Cell<Option<Box<Verdict1>>>);
+
+impl std::fmt::Debug for LastVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LastVerdict")
+    }
+}
+
+#[derive(Debug)]
+struct Verdict1 {
+    version: u64,
+    topic: Box<str>,
+    allowed: bool,
+}
+
+impl LastVerdict {
+    /// Forgets the last answer (the client's identity may have changed).
+    pub(crate) fn clear(&self) {
+        self.0.take();
+    }
+
+    /// The answer for `topic` under `version`: the last one if it was for the same, else
+    /// `ask()`, kept for next time.
+    fn get_or(&self, version: u64, topic: &str, ask: impl FnOnce() -> bool) -> bool {
+        let mut last = self.0.take();
+        let allowed = match &mut last {
+            Some(l) if l.version == version && *l.topic == *topic => l.allowed,
+            Some(l) => {
+                let allowed = ask();
+                l.version = version;
+                l.topic = topic.into();
+                l.allowed = allowed;
+                allowed
+            }
+            None => {
+                let allowed = ask();
+                last = Some(Box::new(Verdict1 {
+                    version,
+                    topic: topic.into(),
+                    allowed,
+                }));
+                allowed
+            }
+        };
+        self.0.set(last);
+        allowed
+    }
 }
 
 /// Everybody may connect and do everything, like Mosquitto with `allow_anonymous true`
@@ -192,6 +257,32 @@ impl Access {
         self.authorizer
             .as_ref()
             .is_none_or(|a| a.deliver(who, topic))
+    }
+
+    /// [`Access::may_publish`], reusing `last` when the authorizer allows it.
+    pub(crate) fn may_publish_again(
+        &self,
+        who: Identity<'_>,
+        topic: &str,
+        last: &LastVerdict,
+    ) -> bool {
+        match self.authorizer.as_ref().and_then(|a| a.rules_version()) {
+            Some(version) => last.get_or(version, topic, || self.may_publish(who, topic)),
+            None => self.may_publish(who, topic),
+        }
+    }
+
+    /// [`Access::may_receive`], reusing `last` when the authorizer allows it.
+    pub(crate) fn may_receive_again(
+        &self,
+        who: Identity<'_>,
+        topic: &str,
+        last: &LastVerdict,
+    ) -> bool {
+        match self.authorizer.as_ref().and_then(|a| a.rules_version()) {
+            Some(version) => last.get_or(version, topic, || self.may_receive(who, topic)),
+            None => self.may_receive(who, topic),
+        }
     }
 
     pub(crate) fn may_will(&self, who: Identity<'_>, topic: &str) -> bool {

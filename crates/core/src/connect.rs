@@ -268,6 +268,7 @@ impl Router {
         let session = self.sessions.attach(self.clock, &client, conn, expiry, now);
         session.username = identity.clone();
         session.listener = listener;
+        session.last_read.clear();
         // A new persistent session is on disk before its CONNACK. A resumed one is there
         // already: its CONNACK is not held (what it resends must follow the CONNACK), and
         // the record of its new expiry interval follows.

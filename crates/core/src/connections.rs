@@ -16,6 +16,7 @@ use tinsel_codec::{ByteStr, Connect, Packet, ProtocolVersion, ReasonCode, Will};
 use tracing::debug;
 
 use crate::FastMap;
+use crate::access::LastVerdict;
 use crate::listener::ListenerId;
 use crate::outbox::Outbox;
 use crate::packet_log::summary;
@@ -117,6 +118,8 @@ pub(crate) struct Conn {
     pub(crate) tls: Option<Box<TlsIdentity>>,
     /// The listener that accepted it.
     pub(crate) listener: ListenerId,
+    /// The authorizer's last answer on a PUBLISH of this connection.
+    pub(crate) last_write: LastVerdict,
     /// Its listener's mount point (see `listener.rs`).
     pub(crate) mount: Option<Arc<str>>,
     /// The client said it is a bridge (the protocol level's top bit, Mosquitto's
@@ -211,6 +214,7 @@ impl Connections {
                 held: 0,
                 tls: None,
                 listener,
+                last_write: LastVerdict::default(),
                 mount,
                 bridge: false,
                 rate: PublishRate::default(),

@@ -102,13 +102,21 @@ impl Router {
         if self.access.authorizer.is_none() {
             return true;
         }
-        let session = self.sessions.get(client);
+        let Some(session) = self.sessions.get(client) else {
+            let who = Identity {
+                client_id: client,
+                username: None,
+                listener: 0,
+            };
+            return self.access.may_receive(who, topic);
+        };
         let who = Identity {
             client_id: client,
-            username: session.and_then(|s| s.username.as_deref()),
-            listener: session.map_or(0, |s| s.listener),
+            username: session.username.as_deref(),
+            listener: session.listener,
         };
-        self.access.may_receive(who, topic)
+        self.access
+            .may_receive_again(who, topic, &session.last_read)
     }
 
     /// Forwards `msg` to every matching subscription. True if anybody subscribes.

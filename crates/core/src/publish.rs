@@ -151,7 +151,10 @@ impl Router {
             username: username.as_deref(),
             listener,
         };
-        let allowed = self.access.may_publish(who, &p.topic);
+        let allowed = match self.conns.get(conn) {
+            Some(c) => self.access.may_publish_again(who, &p.topic, &c.last_write),
+            None => self.access.may_publish(who, &p.topic),
+        };
         let mut matched = false;
         if allowed {
             if p.retain {

@@ -21,6 +21,7 @@ use std::time::Instant;
 use tinsel_codec::{Publish, SubscriptionOptions};
 
 use crate::FastMap;
+use crate::access::LastVerdict;
 use crate::connections::ConnId;
 use crate::listener::ListenerId;
 
@@ -140,6 +141,8 @@ pub(crate) struct Session {
     pub(crate) username: Option<Arc<str>>,
     /// The listener of its last connection (for per-listener rights while it is offline).
     pub(crate) listener: ListenerId,
+    /// The authorizer's last answer on a delivery to it (cleared by each CONNECT).
+    pub(crate) last_read: LastVerdict,
     /// Outgoing QoS 1/2 messages not yet completely acknowledged, by packet identifier.
     /// A hash map: a message costs one insertion and one removal (a B-tree's were an
     /// eighth of the broker's work per QoS 1 message); [`Session::inflight_in_order`] gives
@@ -168,6 +171,7 @@ impl Session {
             subscriptions: FilterList::default(),
             username: None,
             listener: 0,
+            last_read: LastVerdict::default(),
             inflight: FastMap::default(),
             queue: VecDeque::new(),
             queued_bytes: 0,

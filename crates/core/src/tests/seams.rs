@@ -561,3 +561,78 @@ fn a_restored_session_resumes_where_the_store_left_it() {
             .any(|x| matches!(x, Packet::Publish(m) if m.topic.as_str() == "t/new"))
     );
 }
+
+/// Lets `bob` publish to and read `open/#` while `open` is set; counts the questions; says
+/// its rules keep their answers until `version` changes.
+#[derive(Default)]
+struct Reloadable {
+    open: std::sync::atomic::AtomicBool,
+    version: std::sync::atomic::AtomicU64,
+    asked: std::sync::atomic::AtomicU64,
+}
+
+impl Authorizer for Reloadable {
+    fn publish(&self, _: Identity<'_>, topic: &str) -> bool {
+        self.asked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        topic.starts_with("open/") && self.open.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn subscribe(&self, _: Identity<'_>, _: &str) -> Verdict {
+        Verdict::Grant
+    }
+
+    fn deliver(&self, who: Identity<'_>, topic: &str) -> bool {
+        self.publish(who, topic)
+    }
+
+    fn rules_version(&self) -> Option<u64> {
+        Some(self.version.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+#[test]
+fn decisions_are_asked_again_only_for_another_topic_or_new_rules() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut sim = Sim::new(|_| {});
+    let rules = Arc::new(Reloadable::default());
+    rules.open.store(true, Relaxed);
+    sim.r.set_authorizer(rules.clone());
+    let bob = sim.open(connect("bob", ProtocolVersion::V5, 0));
+    let sub_ = sim.open(connect("sub", ProtocolVersion::V5, 0));
+    sim.r.handle(sim.now, sub_, sub("open/#", 1));
+    sim.out(sub_);
+    let received = |sim: &mut Sim| {
+        sim.out(sub_)
+            .iter()
+            .filter(|p| matches!(p, Packet::Publish(_)))
+            .count()
+    };
+
+    for i in 0..10 {
+        sim.r
+            .handle(sim.now, bob, msg("open/a", QoS::AtLeastOnce, 10 + i));
+    }
+    assert_eq!(received(&mut sim), 10);
+    // One question for the publisher, one for the subscriber.
+    assert_eq!(rules.asked.load(Relaxed), 2);
+    sim.r
+        .handle(sim.now, bob, msg("open/b", QoS::AtMostOnce, 0));
+    assert_eq!(received(&mut sim), 1);
+    assert_eq!(rules.asked.load(Relaxed), 4);
+
+    // The rules change without a new version: the old answers stand (the contract).
+    rules.open.store(false, Relaxed);
+    sim.r
+        .handle(sim.now, bob, msg("open/b", QoS::AtMostOnce, 0));
+    assert_eq!(received(&mut sim), 1);
+    // A new version: asked again, refused.
+    rules.version.fetch_add(1, Relaxed);
+    sim.r
+        .handle(sim.now, bob, msg("open/b", QoS::AtLeastOnce, 30));
+    assert!(
+        matches!(&sim.out(bob)[..], [.., Packet::PubAck(a)] if a.reason == ReasonCode::NOT_AUTHORIZED)
+    );
+    assert_eq!(received(&mut sim), 0);
+    assert_eq!(rules.asked.load(Relaxed), 5);
+}
