@@ -5,6 +5,7 @@ pinging (`pause`) or cut its TCP connection without a DISCONNECT (`drop`). Every
 """
 
 import queue
+import shutil
 import socket
 import subprocess
 import threading
@@ -343,3 +344,48 @@ def sub_options(qos=0, no_local=False, retain_as_published=False, retain_handlin
         retainAsPublished=retain_as_published,
         retainHandling=retain_handling,
     )
+
+
+MOSQUITTO_EXE = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+class ConfBroker:
+    """Mosquitto or `tinsel broker` run on one Mosquitto configuration file, listening on every
+    port of `ports` (127.0.0.1); its output kept in a log file. `extra` goes to tinsel only."""
+
+    def __init__(self, kind, tinsel_bin, conf_text, ports, tmp_path, extra=()):
+        self.kind = kind
+        conf = tmp_path / f"{kind}-{ports[0]}.conf"
+        conf.write_text(conf_text)
+        if kind == "mosquitto":
+            args = [MOSQUITTO_EXE, "-c", str(conf)]
+        else:
+            args = [str(tinsel_bin), "broker", "-c", str(conf), *extra]
+        self.log_path = tmp_path / f"{kind}-{ports[0]}.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        for port in ports:
+            while True:
+                assert self.proc.poll() is None, f"{args} exited: {self.log()}"
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, f"nothing on port {port}: {self.log()}"
+                    time.sleep(0.05)
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from brokertest import Peer, SubProc, tinsel_config
+from brokertest import ConfBroker, Peer, SubProc, tinsel_config
 
 
 @pytest.fixture
@@ -68,3 +68,19 @@ def sub_proc():
     yield start
     for s in made:
         s.stop()
+
+
+@pytest.fixture
+def conf_broker(tinsel_bin, tmp_path):
+    """Factory: conf_broker(kind, conf_text, ports, extra=()) -> ConfBroker: Mosquitto ("mosquitto")
+    or tinsel ("tinsel") on the same mosquitto.conf, stopped at test end."""
+    made = []
+
+    def start(kind, conf_text, ports, extra=()):
+        b = ConfBroker(kind, tinsel_bin, conf_text, ports, tmp_path, extra)
+        made.append(b)
+        return b
+
+    yield start
+    for b in made:
+        b.stop()

@@ -30,6 +30,7 @@ fn bench(c: &mut Criterion) {
     let who = Identity {
         client_id: "device-17",
         username: Some("user500"),
+        listener: 0,
     };
     c.bench_function("deliver, 1,000-user ACL, cached client", |b| {
         b.iter(|| access.deliver(black_box(who), black_box("home/500/kitchen/light")))

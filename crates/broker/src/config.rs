@@ -11,6 +11,11 @@
 //! address = "127.0.0.1"
 //! port = 1883
 //!
+//! # max_connections = 1000    # this listener's own cap (default: none besides limits')
+//! # protocols = ["3.1.1", "5.0"] # MQTT versions accepted (default: 3.1, 3.1.1 and 5.0)
+//! # mount_point = "tenant-a/"  # its clients' topics live under this prefix
+//! # max_topic_alias = 10       # default: limits.topic_alias_maximum
+//!
 //! [[listeners]]                # TLS; also "websocket" and "websocket-tls" (see the docs)
 //! address = "::1"
 //! port = 8883
@@ -47,10 +52,17 @@
 //! # address = "127.0.0.1:9090" # /metrics, /healthz, /readyz, and the admin API
 //! # token = "s3cret"           # bearer token of the admin API (/api/v1/...); off without one
 //!
-//! [access]                     # Mosquitto's files (docs/security/passwords-and-acls.md)
+//! [access]                     # who may connect and what they may do (docs/security/)
 //! # allow_anonymous = true
 //! # password_file = "/etc/tinsel/passwd"
 //! # acl_file = "/etc/tinsel/acl"
+//! # per_listener_settings = false # true: each listener's [listeners.access] instead
+//! # clientid_prefixes = ["dev-"] # client ids must start with one of these
+//! # auto_id_prefix = "auto-"   # prefix of the ids given to clients that send none
+//!
+//! [mqtt]                       # broker-wide protocol behaviour
+//! # retain_available = true    # false: retained messages are refused
+//! # upgrade_outgoing_qos = false # true: deliver at the subscription's QoS
 //!
 //! [persistence]                # off unless enabled (or `tinsel broker --data DIR`)
 //! # enabled = false
@@ -88,8 +100,10 @@ pub struct Config {
     pub limits: Limits,
     /// Log settings (used by the `tinsel broker` command).
     pub logging: LoggingConfig,
-    /// Authentication and access-control settings: read and kept, not enforced yet.
+    /// Authentication and access control.
     pub access: AccessConfig,
+    /// Broker-wide protocol behaviour (retained messages, QoS upgrades).
+    pub mqtt: MqttConfig,
     /// Durability: what is kept across restarts, where, and when it is synced.
     pub persistence: PersistenceConfig,
     /// The operations HTTP listener (metrics, health, admin API): off by default.
@@ -121,9 +135,32 @@ impl Default for Config {
             limits: Limits::default(),
             logging: LoggingConfig::default(),
             access: AccessConfig::default(),
+            mqtt: MqttConfig::default(),
             persistence: PersistenceConfig::default(),
             http: HttpConfig::default(),
             bridges: Vec::new(),
+        }
+    }
+}
+
+/// Broker-wide protocol behaviour, as Mosquitto's directives of the same names.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Whether retained messages are supported. False: MQTT 5 clients are told so in
+    /// CONNACK (Retain Available 0); a PUBLISH with the retain flag closes its connection
+    /// (MQTT 5: DISCONNECT 0x9A first), a retained will is refused. Default: true.
+    pub retain_available: bool,
+    /// Deliver each message at the QoS of the subscription that matched it, even above the
+    /// QoS it was published with (against the MQTT specification). Default: false.
+    pub upgrade_outgoing_qos: bool,
+}
+
+impl Default for MqttConfig {
+    fn default() -> MqttConfig {
+        MqttConfig {
+            retain_available: true,
+            upgrade_outgoing_qos: false,
         }
     }
 }
@@ -210,9 +247,36 @@ pub struct ListenerConfig {
     /// Every connection starts with a PROXY protocol header (v1 or v2) naming the client
     /// (the listener is behind a load balancer); connections without one are closed.
     pub proxy_protocol: bool,
-    /// This listener's own access settings (Mosquitto's `per_listener_settings true`):
-    /// read and kept, not enforced yet.
+    /// Connections this listener holds at once; further ones are closed right after
+    /// accept (Mosquitto's per-listener `max_connections`). None: only
+    /// `limits.max_connections`, which caps all listeners together, applies.
+    pub max_connections: Option<usize>,
+    /// The MQTT versions accepted: `"3.1"`, `"3.1.1"`, `"5.0"`. Others are refused with
+    /// CONNACK 0x84 (MQTT 5) or return code 1 (3.1.x). Empty: all three.
+    pub protocols: Vec<MqttVersion>,
+    /// A topic prefix for this listener's clients (Mosquitto's `mount_point`): added to
+    /// every topic and filter they send, removed from every topic they are sent.
+    pub mount_point: Option<String>,
+    /// Topic aliases this listener's MQTT 5 clients may use towards the broker (Mosquitto's
+    /// `max_topic_alias`). None: `limits.topic_alias_maximum`.
+    pub max_topic_alias: Option<u16>,
+    /// This listener's own access settings, used when `access.per_listener_settings` is
+    /// true (Mosquitto's `per_listener_settings true`).
     pub access: ListenerAccess,
+}
+
+/// An MQTT protocol version, as a listener's `protocols` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum MqttVersion {
+    /// MQTT 3.1 (protocol level 3).
+    #[serde(rename = "3.1")]
+    V31,
+    /// MQTT 3.1.1 (protocol level 4).
+    #[serde(rename = "3.1.1")]
+    V311,
+    /// MQTT 5.0 (protocol level 5).
+    #[serde(rename = "5.0")]
+    V5,
 }
 
 impl Default for ListenerConfig {
@@ -232,15 +296,17 @@ impl Default for ListenerConfig {
             alpn: Vec::new(),
             path: None,
             proxy_protocol: false,
+            max_connections: None,
+            protocols: Vec::new(),
+            mount_point: None,
+            max_topic_alias: None,
             access: ListenerAccess::default(),
         }
     }
 }
 
-/// Authentication and access control, as Mosquitto's directives of the same names.
-///
-/// Read and kept so that the access layer can take them up; nothing here is enforced yet
-/// (every client is allowed), and loading a file that sets one says so.
+/// Authentication and access control, as Mosquitto's directives of the same names
+/// (enforced by [`crate::FileAccess`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AccessConfig {
@@ -255,8 +321,13 @@ pub struct AccessConfig {
     /// Mosquitto ACL file.
     pub acl_file: Option<PathBuf>,
     /// Whether a client may connect with an empty client id and be given one. Mosquitto's
-    /// default: true (Tinsel's behaviour today).
+    /// default: true.
     pub allow_zero_length_clientid: Option<bool>,
+    /// Client ids must start with one of these (Mosquitto's `clientid_prefixes`, which
+    /// takes one); others are refused as not authorized. Empty: any client id.
+    pub clientid_prefixes: Vec<String>,
+    /// The prefix of the client ids given to clients that send none. Default `auto-`.
+    pub auto_id_prefix: Option<String>,
 }
 
 /// One listener's access settings, used when `access.per_listener_settings` is true.
@@ -390,6 +461,7 @@ impl Config {
             let _ = writeln!(o, "port = {}", l.port);
             let _ = writeln!(o, "transport = {}", quoted(l.transport.name()));
             l.write_tls(&mut o);
+            l.write_mqtt(&mut o);
             if !l.access.is_empty() {
                 let _ = writeln!(o, "[listeners.access]");
                 write_access(
@@ -453,7 +525,18 @@ impl Config {
                 a.acl_file.as_deref(),
                 a.allow_zero_length_clientid,
             );
+            if !a.clientid_prefixes.is_empty() {
+                let list: Vec<String> = a.clientid_prefixes.iter().map(|p| quoted(p)).collect();
+                let _ = writeln!(o, "clientid_prefixes = [{}]", list.join(", "));
+            }
+            if let Some(p) = &a.auto_id_prefix {
+                let _ = writeln!(o, "auto_id_prefix = {}", quoted(p));
+            }
         }
+        let m = &self.mqtt;
+        let _ = writeln!(o, "\n[mqtt]");
+        let _ = writeln!(o, "retain_available = {}", m.retain_available);
+        let _ = writeln!(o, "upgrade_outgoing_qos = {}", m.upgrade_outgoing_qos);
         let p = &self.persistence;
         if *p != PersistenceConfig::default() {
             let _ = writeln!(o, "\n[persistence]");
@@ -536,7 +619,7 @@ impl Config {
             l.validate()?;
         }
         crate::bridge::check_all(&self.bridges).map_err(Error::Config)?;
-        Ok(())
+        self.validate_access()
     }
 }
 

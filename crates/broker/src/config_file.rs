@@ -22,13 +22,14 @@ impl Format {
     /// top-level keys is TOML; text whose every line is a comment or `directive [value]`
     /// is Mosquitto's; anything else is taken as TOML, so that its errors are TOML's.
     pub fn detect(text: &str) -> Format {
-        const KEYS: [&str; 8] = [
+        const KEYS: [&str; 9] = [
             "listeners",
             "capture",
             "sys_interval",
             "limits",
             "logging",
             "access",
+            "mqtt",
             "persistence",
             "http",
         ];
@@ -80,12 +81,10 @@ impl Config {
                     Error::Config(msg) => Error::Config(format!("{}: {msg}", path.display())),
                     other => other,
                 })?;
-                let mut warnings = Vec::new();
-                config.warn_not_enforced(path, &mut warnings);
                 Ok(Loaded {
                     config,
                     format: Format::Toml,
-                    warnings,
+                    warnings: Vec::new(),
                 })
             }
         }
@@ -98,15 +97,5 @@ impl Config {
             tracing::warn!("{w}");
         }
         Ok(loaded.config)
-    }
-
-    /// Warnings for settings a TOML file sets that nothing acts on yet.
-    fn warn_not_enforced(&self, path: &Path, out: &mut Vec<Warning>) {
-        if self.access.allow_zero_length_clientid.is_some() {
-            out.push(Warning::whole_file(
-                path,
-                "access.allow_zero_length_clientid is read but not enforced yet",
-            ));
-        }
     }
 }

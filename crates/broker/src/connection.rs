@@ -33,7 +33,7 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::time::Sleep;
 use tracing::{debug, warn};
 
-use tinsel_core::{ConnId, Origin, Outbox, Taken};
+use tinsel_core::{ConnId, ListenerId, Origin, Outbox, Taken};
 
 use crate::capture::ConnCapture;
 use crate::linger::{Linger, client_closed};
@@ -69,10 +69,11 @@ pub(crate) fn serve<S: Transport>(
     shared: Arc<Shared>,
     stream: S,
     peer: std::net::SocketAddr,
+    listener: ListenerId,
     capture: Option<ConnCapture>,
 ) -> ConnFuture<S> {
     let mut stream = stream;
-    let (id, outbox) = register(&shared, peer, stream.take_identity());
+    let (id, outbox) = register(&shared, peer, listener, stream.take_identity());
     let conn = Conn::new(id, shared, ProtocolVersion::V311, false, outbox);
     ConnFuture(Stage::Serving(ConnTask::new(
         stream,
@@ -86,11 +87,13 @@ pub(crate) fn serve<S: Transport>(
 fn register(
     shared: &Shared,
     peer: SocketAddr,
+    listener: ListenerId,
     identity: Option<(Arc<str>, bool)>,
 ) -> (ConnId, Outbox) {
     let (id, outbox) = {
         let mut state = shared.lock();
-        let (id, outbox) = state.router.accept(Instant::now(), Origin::Network(peer));
+        let origin = Origin::Network(peer);
+        let (id, outbox) = state.router.accept_on(Instant::now(), origin, listener);
         if let Some((name, as_username)) = identity {
             state.router.set_tls_identity(id, name, as_username);
         }
@@ -106,16 +109,23 @@ const WELCOME_READ: usize = 1024;
 
 /// The parking lot serves connections with the code of this file.
 impl Host for Arc<Shared> {
-    fn connection_opened(&self, max: usize) -> bool {
-        Shared::connection_opened(self, max)
+    fn connection_opened(&self, listener: ListenerId) -> bool {
+        Shared::connection_opened(self, listener)
     }
 
     fn outbox(&self, id: ConnId) -> Option<Outbox> {
         self.lock().router.outbox(id)
     }
 
-    fn welcome(&self, lot: &ParkingLot, rt: &Handle, stream: StdTcpStream, peer: SocketAddr) {
-        welcome(self, lot, rt, stream, peer);
+    fn welcome(
+        &self,
+        lot: &ParkingLot,
+        rt: &Handle,
+        stream: StdTcpStream,
+        peer: SocketAddr,
+        listener: ListenerId,
+    ) {
+        welcome(self, lot, rt, stream, peer, listener);
     }
 
     fn resume_plain(
@@ -143,9 +153,10 @@ fn welcome(
     rt: &Handle,
     stream: StdTcpStream,
     peer: SocketAddr,
+    listener: ListenerId,
 ) {
     // TCP_NODELAY comes from the listening socket (Linux copies it to accepted ones).
-    let (id, outbox) = register(shared, peer, None);
+    let (id, outbox) = register(shared, peer, listener, None);
     // The listener defers accepting until the first bytes are in (see `sockopt`), so the
     // CONNECT is normally here: read it now. Nothing yet (the deferral ran out, or the
     // option is not available): the connection parks and its CONNECT comes as a
@@ -333,15 +344,18 @@ fn io_failure(io: Io, e: &io::Error) -> Cow<'static, str> {
     Cow::Borrowed(fixed)
 }
 
-/// Tells the router that connection `id` is gone, and shutdown that one fewer is open.
+/// Tells the router that connection `id` is gone, and shutdown and its listener that one
+/// fewer is open.
 pub(crate) fn end(shared: &Arc<Shared>, id: ConnId, why: &str) {
     debug!("connection {id} ended: {why}");
-    {
+    let listener = {
         let mut state = shared.lock();
+        let listener = state.router.listener_of(id);
         state.router.connection_lost(Instant::now(), id, why);
         shared.wake(&mut state, None);
-    }
-    shared.connection_closed();
+        listener
+    };
+    shared.connection_closed(listener);
 }
 
 /// A connection's task: finishes when the connection ends (after telling the router) and

@@ -16,7 +16,8 @@
 //! protocol (v1/v2) from a load balancer.
 //!
 //! Access: password files and ACL files in Mosquitto's formats ([`FileAccess`], from the
-//! configuration's `[access]`), through the core's [`tinsel_core::Authenticator`] and
+//! configuration's `[access]`, or each listener's own with `per_listener_settings`), through
+//! the core's [`tinsel_core::Authenticator`] and
 //! [`tinsel_core::Authorizer`] seams. Persistence: the core's durability records go to
 //! `tinsel-store` (from `[persistence]`), and acknowledgements wait for them in `sync`
 //! mode. Bridges ([`bridge`]) carry messages to and from other brokers, with Mosquitto's
@@ -38,7 +39,8 @@
 //! - incoming QoS 2 awaiting PUBREL: `limits.max_inflight`, beyond that DISCONNECT 0x93;
 //! - a connection's own replies: the task stops reading while it writes, so a client that
 //!   does not read is slowed down by TCP, not buffered;
-//! - connections: `limits.max_connections`, further ones are closed on accept;
+//! - connections: `limits.max_connections` over all listeners, and a listener's own
+//!   `max_connections`; further ones are closed on accept;
 //! - the parking lot's requests to take connections out: at most one per parked connection
 //!   per wake-up batch.
 //!
@@ -53,6 +55,7 @@
 //! # }
 //! ```
 
+mod access_rules;
 mod auth;
 pub mod bridge;
 pub mod capture;
@@ -62,6 +65,7 @@ mod connection;
 mod error;
 pub mod file_access;
 mod linger;
+mod listener_settings;
 mod listeners;
 pub mod mosquitto_conf;
 mod ops;
@@ -78,7 +82,9 @@ mod wire;
 mod x509;
 
 pub use bridge::BridgeConfig;
-pub use config::{Config, HttpConfig, Limits, ListenerConfig, LogFormat, LoggingConfig};
+pub use config::{
+    Config, HttpConfig, Limits, ListenerConfig, LogFormat, LoggingConfig, MqttConfig, MqttVersion,
+};
 pub use config_file::{Format, Loaded};
 pub use error::Error;
 pub use file_access::{AccessFiles, FileAccess};

@@ -4,7 +4,8 @@
 //! gives every new connection a task that runs its handshakes (TLS, then the HTTP upgrade)
 //! within `limits.connect_timeout`, then serves it with [`connection::serve`] like a TCP
 //! connection. A handshake that fails or runs out of time closes that connection only.
-//! The connection counts against `limits.max_connections` from its accept on.
+//! The connection counts against `limits.max_connections` and its listener's own
+//! `max_connections` from its accept on.
 //!
 //! A Unix socket listener needs no handshake. Its socket file is replaced if one is left
 //! from an earlier run, and removed when the broker stops. Its connections have no network
@@ -18,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use tinsel_core::ListenerId;
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
@@ -35,6 +37,8 @@ use crate::{Error, connection, tls, websocket};
 pub(crate) struct Listener {
     socket: Socket,
     kind: Kind,
+    /// Its index in the configuration.
+    id: ListenerId,
 }
 
 enum Socket {
@@ -93,16 +97,18 @@ impl Listener {
         l: &ListenerConfig,
         listener: TcpListener,
         local: SocketAddr,
+        id: ListenerId,
     ) -> Result<Listener, Error> {
         Ok(Listener {
             socket: Socket::Tcp(listener, local),
             kind: Kind::of(l)?,
+            id,
         })
     }
 
     /// Binds a Unix socket listener on the path in `l.address`, replacing a socket file
     /// left by an earlier run.
-    pub(crate) fn unix(l: &ListenerConfig) -> Result<Listener, Error> {
+    pub(crate) fn unix(l: &ListenerConfig, id: ListenerId) -> Result<Listener, Error> {
         let path = std::path::PathBuf::from(&l.address);
         let bind_error = |source| Error::Bind {
             addr: l.address.clone(),
@@ -118,6 +124,7 @@ impl Listener {
         Ok(Listener {
             socket: Socket::Unix(listener, path),
             kind: Kind::of(l)?,
+            id,
         })
     }
 
@@ -157,14 +164,13 @@ impl Listener {
     pub(crate) async fn run(
         self,
         shared: Arc<Shared>,
-        max_connections: usize,
         connect_timeout: Duration,
         stop: watch::Sender<bool>,
         done: mpsc::Sender<()>,
         capture: Option<Capture>,
     ) {
         let name = self.name();
-        let Listener { socket, kind } = self;
+        let Listener { socket, kind, id } = self;
         info!("listening on {name} ({})", kind.transport.name());
         if let Some(tls) = &kind.tls {
             tokio::spawn(reload_on_hangup(
@@ -188,14 +194,15 @@ impl Listener {
                     continue;
                 }
             };
-            if !shared.connection_opened(max_connections) {
+            if !shared.connection_opened(id) {
                 warn!("connection limit reached, closing a connection to {name}");
                 continue;
             }
             let (stream, peer, local) = match incoming {
                 Incoming::Tcp(stream, peer, local) => (stream, peer, local),
                 Incoming::Unix(stream) => {
-                    tokio::spawn(connection::serve(shared.clone(), stream, UNIX_PEER, None));
+                    let shared = shared.clone();
+                    tokio::spawn(connection::serve(shared, stream, UNIX_PEER, id, None));
                     continue;
                 }
             };
@@ -221,7 +228,7 @@ impl Listener {
                 let outcome = tokio::select! {
                     r = handshake => r,
                     _ = stop_rx.wait_for(|&s| s) => {
-                        return shared.connection_closed();
+                        return shared.connection_closed(Some(id));
                     }
                 };
                 drop(stop_rx);
@@ -230,24 +237,24 @@ impl Listener {
                 let cap = |peer| capture.as_ref().map(|c| c.connection(peer, local));
                 match outcome {
                     Ok(Ok((Accepted::Tcp(s), peer))) => {
-                        Box::pin(connection::serve(shared, s, peer, cap(peer))).await;
+                        Box::pin(connection::serve(shared, s, peer, id, cap(peer))).await;
                     }
                     Ok(Ok((Accepted::Tls(t), peer))) => {
-                        Box::pin(connection::serve(shared, t, peer, None)).await;
+                        Box::pin(connection::serve(shared, t, peer, id, None)).await;
                     }
                     Ok(Ok((Accepted::Ws(w), peer))) => {
-                        Box::pin(connection::serve(shared, w, peer, cap(peer))).await;
+                        Box::pin(connection::serve(shared, w, peer, id, cap(peer))).await;
                     }
                     Ok(Ok((Accepted::Wss(w), peer))) => {
-                        Box::pin(connection::serve(shared, w, peer, None)).await;
+                        Box::pin(connection::serve(shared, w, peer, id, None)).await;
                     }
                     Ok(Err(why)) => {
                         debug!(%peer, "listener {local}: handshake failed: {why}");
-                        shared.connection_closed();
+                        shared.connection_closed(Some(id));
                     }
                     Err(_) => {
                         debug!(%peer, "listener {local}: handshake not done within the connect timeout");
-                        shared.connection_closed();
+                        shared.connection_closed(Some(id));
                     }
                 }
             });
@@ -384,6 +391,7 @@ impl ListenerConfig {
     /// Checks that the transport's settings fit together.
     pub(crate) fn validate(&self) -> Result<(), Error> {
         let at = format!("listener {}:{}", self.address, self.port);
+        self.validate_mqtt(&at)?;
         let fail = |msg: String| Err(Error::Config(format!("{at}: {msg}")));
         let t = self.transport;
         let tls_keys = [

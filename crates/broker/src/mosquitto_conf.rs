@@ -12,8 +12,7 @@
 //! - **read**: mapped onto [`Config`] (listeners, limits, `$SYS`, logging);
 //! - **kept** ([`KEPT`]): read into [`Config::access`] (acted on by
 //!   [`crate::FileAccess`]) and [`Config::persistence`] (acted on by the store);
-//! - **refused**: what Tinsel cannot serve yet (`bind_interface`,
-//!   `mount_point`, `http_dir`, and the TLS settings rustls cannot honour: `crlfile`,
+//! - **refused**: what Tinsel cannot serve yet (`bind_interface`, `http_dir`, and the TLS settings rustls cannot honour: `crlfile`,
 //!   `psk_hint`, `tls_engine`...): an error naming the file and line, as Tinsel would
 //!   otherwise serve something other than what the file asks for (TLS listeners, from
 //!   `certfile`/`keyfile`/`cafile`/`capath`, and `protocol websockets` are read);
@@ -50,11 +49,9 @@ const IGNORED: &[&str] = &[
     "allow_duplicate_messages",
     "auth_plugin",
     "auth_plugin_deny_special_chars",
-    "auto_id_prefix",
     "autosave_interval",
     "autosave_on_changes",
     "check_retain_source",
-    "clientid_prefixes",
     "connection_messages",
     "log_facility",
     "log_timestamp",
@@ -66,11 +63,9 @@ const IGNORED: &[&str] = &[
     "plugin",
     "psk_file",
     "queue_qos0_messages",
-    "retain_available",
     "retained_persistence",
     "retry_interval",
     "set_tcp_nodelay",
-    "upgrade_outgoing_qos",
     "use_username_as_clientid",
     "websockets_headers_size",
     "websockets_log_level",
@@ -220,9 +215,10 @@ struct Draft {
     domain: Option<Domain>,
     /// `max_connections`; None: no limit (Mosquitto's -1).
     max_connections: Option<usize>,
-    /// The line of the last `max_connections` or `max_topic_alias`, for warnings.
-    cap_line: usize,
     max_topic_alias: Option<u16>,
+    mount_point: Option<String>,
+    /// `accept_protocol_versions` (Mosquitto 2.1); empty: all.
+    protocols: Vec<crate::config::MqttVersion>,
     access: ListenerAccess,
     /// `protocol websockets`.
     websockets: bool,
@@ -380,6 +376,7 @@ struct Parser {
     /// `log_dest stderr` was given too.
     log_stderr: bool,
     access: AccessConfig,
+    mqtt: crate::config::MqttConfig,
     /// The first access line, for `per_listener_settings` that comes after it.
     first_access_line: Option<usize>,
     persistence: crate::config::PersistenceConfig,
@@ -523,8 +520,36 @@ impl Parser {
                 )));
             }
             "mount_point" => {
-                l.string()?;
-                return Err(l.error("mount_point is not supported yet; remove it"));
+                let v = l.string()?;
+                if self.listeners.is_empty() {
+                    // As Mosquitto.
+                    return Err(l.error("mount_point needs a `listener` line before it"));
+                }
+                if !tinsel_codec::topic::valid_topic_name(v) || v.starts_with('$') {
+                    return Err(l.error(format!(
+                        "mount_point must be a topic without wildcards (+, #) that does not \
+                         start with $, not \"{v}\""
+                    )));
+                }
+                self.current().mount_point = Some(v.to_owned());
+            }
+            "accept_protocol_versions" => {
+                let mut versions = Vec::new();
+                for v in l.string()?.split(',').map(str::trim) {
+                    versions.push(match v {
+                        "3" => crate::config::MqttVersion::V31,
+                        "4" => crate::config::MqttVersion::V311,
+                        "5" => crate::config::MqttVersion::V5,
+                        other => {
+                            return Err(l.error(format!(
+                                "accept_protocol_versions takes 3, 4 and 5 separated by \
+                                 commas (3.1, 3.1.1 and 5.0), not \"{other}\""
+                            )));
+                        }
+                    });
+                }
+                self.touch_default(l.no);
+                self.current().protocols = versions;
             }
             "certfile" | "keyfile" | "cafile" | "capath" => {
                 let v = Some(PathBuf::from(l.string()?));
@@ -592,16 +617,28 @@ impl Parser {
                 if v.is_some() {
                     self.touch_default(l.no);
                 }
-                let cur = self.current();
-                cur.max_connections = v;
-                cur.cap_line = l.no;
+                self.current().max_connections = v;
             }
             "max_topic_alias" => {
                 let v = l.int_in(w, 0, 65_535)?;
-                let cur = self.current();
-                cur.max_topic_alias = Some(v as u16);
-                cur.cap_line = l.no;
+                self.current().max_topic_alias = Some(v as u16);
             }
+            "clientid_prefixes" => {
+                let v = l.string()?;
+                self.access.clientid_prefixes = vec![v.to_owned()];
+            }
+            "auto_id_prefix" => {
+                let v = l.string()?;
+                if self.access.per_listener_settings == Some(true) && !self.listeners.is_empty() {
+                    w.push(l.warning(
+                        "auto_id_prefix: Tinsel has one prefix for the whole broker; this \
+                         one applies to every listener",
+                    ));
+                }
+                self.access.auto_id_prefix = Some(v.to_owned());
+            }
+            "retain_available" => self.mqtt.retain_available = l.boolean(w)?,
+            "upgrade_outgoing_qos" => self.mqtt.upgrade_outgoing_qos = l.boolean(w)?,
             "max_qos" | "maximum_qos" => {
                 let v = l.int_in(w, 0, 2)?;
                 if v != 2 {
@@ -722,12 +759,6 @@ impl Parser {
             },
             "allow_zero_length_clientid" => {
                 let v = l.boolean(w)?;
-                if !v {
-                    w.push(l.warning(
-                        "allow_zero_length_clientid false is kept but not enforced yet: \
-                         clients with an empty client id are still given one",
-                    ));
-                }
                 self.access_line(l.no);
                 if self.access.per_listener_settings == Some(true) {
                     self.touch_default(l.no);
@@ -749,12 +780,6 @@ impl Parser {
                         "per_listener_settings must come before any access setting (line \
                          {first} has one)"
                     )));
-                }
-                if v {
-                    w.push(l.warning(
-                        "per_listener_settings true is not supported yet: the broker will \
-                         refuse to start with it (one set of access rules serves every listener)",
-                    ));
                 }
                 self.access.per_listener_settings = Some(v);
             }
@@ -906,69 +931,25 @@ impl Parser {
             limits.max_queued_messages = v;
         }
 
-        // Mosquitto caps connections and topic aliases per listener; Tinsel over the whole
-        // broker. One listener maps exactly; several are approximated, with a warning.
-        let capped: Vec<&Draft> = drafts
+        // Mosquitto has no cap over all listeners; Tinsel's (limits.max_connections) is
+        // raised to what the listeners' own caps add up to, if that is more.
+        let capped: usize = drafts
             .iter()
-            .filter(|d| d.max_connections.is_some())
-            .collect();
-        if let Some(first) = capped.first() {
-            if capped.len() == drafts.len() {
-                limits.max_connections = capped
-                    .iter()
-                    .filter_map(|d| d.max_connections)
-                    .fold(0usize, usize::saturating_add);
-            }
-            if capped.len() < drafts.len() {
-                self.warnings.push(Warning {
-                    file: file.to_owned(),
-                    line: first.cap_line,
-                    message: format!(
-                        "max_connections is per listener in Mosquitto; Tinsel caps all \
-                         listeners together, and as another listener has no limit, the cap \
-                         stays at {}",
-                        limits.max_connections
-                    ),
-                });
-            } else if drafts.len() > 1 {
-                self.warnings.push(Warning {
-                    file: file.to_owned(),
-                    line: first.cap_line,
-                    message: format!(
-                        "max_connections is per listener in Mosquitto; Tinsel caps all \
-                         listeners together, at their sum, {}",
-                        limits.max_connections
-                    ),
-                });
-            }
-        }
-        let aliases: Vec<(usize, u16)> = drafts
-            .iter()
-            .filter_map(|d| d.max_topic_alias.map(|a| (d.cap_line, a)))
-            .collect();
-        if let Some(&(line, _)) = aliases.first() {
-            let max = aliases.iter().map(|&(_, a)| a).max().unwrap_or(10);
-            limits.topic_alias_maximum = max;
-            if drafts.len() > 1 {
-                self.warnings.push(Warning {
-                    file: file.to_owned(),
-                    line,
-                    message: format!(
-                        "max_topic_alias is per listener in Mosquitto; Tinsel uses one value \
-                         for all listeners, {max}"
-                    ),
-                });
-            }
-        }
+            .filter_map(|d| d.max_connections)
+            .fold(0usize, usize::saturating_add);
+        limits.max_connections = limits.max_connections.max(capped);
 
         // Mosquitto 2: anonymous clients are refused unless said otherwise, except in its
         // local-only mode (no listener configured). Per listener, each listener's own
         // setting decides.
-        if self.access.allow_anonymous.is_none()
-            && !drafts.is_empty()
-            && self.access.per_listener_settings != Some(true)
-        {
-            self.access.allow_anonymous = Some(false);
+        if !drafts.is_empty() {
+            if self.access.per_listener_settings != Some(true) {
+                self.access.allow_anonymous.get_or_insert(false);
+            } else {
+                for d in &mut drafts {
+                    d.access.allow_anonymous.get_or_insert(false);
+                }
+            }
         }
         for d in &drafts {
             let tls = d.certfile.is_some()
@@ -1036,6 +1017,10 @@ impl Parser {
                         .to_owned()
                     }),
                     port: d.port.unwrap_or(1883),
+                    max_connections: d.max_connections,
+                    protocols: d.protocols,
+                    mount_point: d.mount_point,
+                    max_topic_alias: d.max_topic_alias,
                     access: d.access,
                 })
                 .collect()
@@ -1057,6 +1042,7 @@ impl Parser {
                 ..LoggingConfig::default()
             },
             access: self.access,
+            mqtt: self.mqtt,
             persistence: self.persistence,
             http: Default::default(),
             bridges: Vec::with_capacity(self.bridges.len()),
@@ -1141,8 +1127,20 @@ mod tests {
             .map(|l| (l.address.as_str(), l.port))
             .collect();
         assert_eq!(got, [("127.0.0.2", 1884), ("::", 1885), ("0.0.0.0", 1886)]);
-        assert_eq!(c.limits.max_connections, 20);
-        assert!(warned(&w, 2, "at their sum, 20"), "{w:?}");
+        // Each listener its own cap; the broker's stays at Tinsel's default.
+        let caps: Vec<_> = c.listeners.iter().map(|l| l.max_connections).collect();
+        assert_eq!(caps, [Some(5), Some(7), Some(8)]);
+        assert_eq!(c.limits.max_connections, Limits::default().max_connections);
+        assert!(w.is_empty(), "{w:?}");
+        // Caps that add up to more raise the broker's.
+        let (c, _) = parse(
+            "listener 1
+max_connections 9000
+listener 2
+max_connections 9000
+",
+        );
+        assert_eq!(c.limits.max_connections, 18_000);
     }
 
     #[test]
@@ -1164,14 +1162,11 @@ mod tests {
         // bind_address alone: port 1883.
         let (c, _) = parse("bind_address localhost\n");
         assert_eq!(c.listeners[0].port, 1883);
-        // One listener's cap is exact, without a warning.
-        let (c, w) = parse("listener 1\nmax_connections 3\n");
-        assert_eq!(c.limits.max_connections, 3);
-        assert!(w.is_empty());
-        // -1 is no limit: Tinsel's default cap stays, with a warning for the other listener.
+        // -1 is no limit of the listener's own.
         let (c, w) = parse("listener 1\nmax_connections 3\nlistener 2\nmax_connections -1\n");
-        assert_eq!(c.limits.max_connections, Limits::default().max_connections);
-        assert!(warned(&w, 2, "another listener has no limit"), "{w:?}");
+        assert_eq!(c.listeners[0].max_connections, Some(3));
+        assert_eq!(c.listeners[1].max_connections, None);
+        assert!(w.is_empty(), "{w:?}");
     }
 
     #[test]
@@ -1191,8 +1186,40 @@ mod tests {
                 l.max_queued_bytes,
                 l.topic_alias_maximum
             ),
-            (60, 1000, 5, 7, 9000, 4)
+            (60, 1000, 5, 7, 9000, 10)
         );
+        assert_eq!(c.listeners[0].max_topic_alias, Some(4));
+    }
+
+    #[test]
+    fn listener_and_client_id_directives() {
+        let (c, w) = parse(
+            "clientid_prefixes dev-\nauto_id_prefix gen-\nretain_available false\n\
+             upgrade_outgoing_qos true\nlistener 1\nmount_point tenant/a/\n\
+             accept_protocol_versions 4, 5\nlistener 2\n",
+        );
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.access.clientid_prefixes, ["dev-"]);
+        assert_eq!(c.access.auto_id_prefix.as_deref(), Some("gen-"));
+        assert!(!c.mqtt.retain_available && c.mqtt.upgrade_outgoing_qos);
+        let l = &c.listeners[0];
+        assert_eq!(l.mount_point.as_deref(), Some("tenant/a/"));
+        use crate::config::MqttVersion::{V5, V311};
+        assert_eq!(l.protocols, [V311, V5]);
+        assert_eq!(c.listeners[1].mount_point, None);
+        assert!(c.listeners[1].protocols.is_empty());
+        let back = Config::from_toml_str(&c.to_toml()).unwrap();
+        assert_eq!(back.listeners[0].mount_point, l.mount_point);
+        assert_eq!(back.access.clientid_prefixes, ["dev-"]);
+        for (text, part) in [
+            ("mount_point a/\n", "needs a `listener` line before it"),
+            ("listener 1\nmount_point a/#\n", "mount_point must be"),
+            ("listener 1\naccept_protocol_versions 4,6\n", "not \"6\""),
+            ("retain_available maybe\n", "expects true or false"),
+        ] {
+            let e = error(text);
+            assert!(e.contains(part), "{text}: {e}");
+        }
     }
 
     #[test]
@@ -1259,7 +1286,7 @@ mod tests {
         );
         assert!(w.is_empty(), "{w:?}");
         let (c, w) = parse("allow_zero_length_clientid false\n");
-        assert!(warned(&w, 1, "not enforced"));
+        assert!(w.is_empty(), "{w:?}");
         assert_eq!(c.access.allow_zero_length_clientid, Some(false));
     }
 
@@ -1336,7 +1363,6 @@ mod tests {
                 "tls_version expects tlsv1.3, tlsv1.2 or tlsv1.1",
             ),
             ("bind_interface eth0", "bind_interface is not supported yet"),
-            ("mount_point tenant/", "mount_point is not supported yet"),
         ];
         for (line, part) in cases {
             let e = error(&format!("# x\nlistener 1883\n{line}\n"));

@@ -32,7 +32,7 @@ use tokio::runtime::Handle;
 use tracing::{debug, warn};
 
 use crate::capture::ConnCapture;
-use tinsel_core::{ConnId, Outbox};
+use tinsel_core::{ConnId, ListenerId, Outbox};
 
 /// What a parked connection keeps besides its router state (in its outbox's parked slot).
 #[derive(Debug)]
@@ -83,8 +83,9 @@ impl Parked {
 /// outboxes and the code that serves a connection (in `connection.rs`). A trait, so that
 /// the lot depends on nothing above it.
 pub(crate) trait Host: Send + Sync + 'static {
-    /// Counts a new connection; false (not counted: close it) when `max` are open.
-    fn connection_opened(&self, max: usize) -> bool;
+    /// Counts a new connection of `listener`; false (not counted: close it) when as many
+    /// are open as it or the broker takes.
+    fn connection_opened(&self, listener: ListenerId) -> bool;
     /// The outbox of connection `id` (None once the router forgot it).
     fn outbox(&self, id: ConnId) -> Option<Outbox>;
     /// A connection the lot accepted (and counted): serve it, on the lot's thread first.
@@ -94,6 +95,7 @@ pub(crate) trait Host: Send + Sync + 'static {
         rt: &Handle,
         stream: StdTcpStream,
         peer: std::net::SocketAddr,
+        listener: ListenerId,
     );
     /// A parked connection whose socket became readable: serve it on the lot's thread
     /// first (its socket is still in the lot's epoll set). `closed`: the client closed its
@@ -137,10 +139,8 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Listeners the lot's thread accepts on.
 pub(crate) struct Listeners {
-    /// The sockets, already in the lot's epoll set.
-    sockets: Vec<mio::net::TcpListener>,
-    /// Connection cap (`limits.max_connections`).
-    max_connections: usize,
+    /// The sockets, already in the lot's epoll set, with their listener ids.
+    sockets: Vec<(mio::net::TcpListener, ListenerId)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -164,23 +164,19 @@ impl ParkingLot {
     /// Puts `listeners` in the lot's epoll set, for [`ParkingLot::run`] to accept on.
     pub(crate) fn listen(
         poll: &Poll,
-        listeners: Vec<std::net::TcpListener>,
-        max_connections: usize,
+        listeners: Vec<(std::net::TcpListener, ListenerId)>,
     ) -> std::io::Result<Listeners> {
         let mut sockets = Vec::with_capacity(listeners.len());
-        for (i, l) in listeners.into_iter().enumerate() {
+        for (i, (l, id)) in listeners.into_iter().enumerate() {
             l.set_nonblocking(true)?;
             // Accepted sockets inherit it (Linux): no setsockopt per connection.
             socket2::SockRef::from(&l).set_tcp_nodelay(true)?;
             let mut l = mio::net::TcpListener::from_std(l);
             poll.registry()
                 .register(&mut l, Token(LISTEN - i), Interest::READABLE)?;
-            sockets.push(l);
+            sockets.push((l, id));
         }
-        Ok(Listeners {
-            sockets,
-            max_connections,
-        })
+        Ok(Listeners { sockets })
     }
 
     /// Accepts every pending connection of `listener`; false if `accept` failed (try
@@ -189,17 +185,16 @@ impl ParkingLot {
         &self,
         host: &impl Host,
         rt: &Handle,
-        listener: &mio::net::TcpListener,
-        max: usize,
+        (listener, id): &(mio::net::TcpListener, ListenerId),
     ) -> bool {
         loop {
             match listener.accept() {
                 Ok((stream, peer)) => {
-                    if !host.connection_opened(max) {
+                    if !host.connection_opened(*id) {
                         warn!("connection limit reached, closing connection from {peer}");
                         continue;
                     }
-                    host.welcome(self, rt, stream.into(), peer);
+                    host.welcome(self, rt, stream.into(), peer, *id);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -319,8 +314,7 @@ impl ParkingLot {
             if retry && events.is_empty() {
                 retry = false;
                 for l in &listeners.sockets {
-                    let max = listeners.max_connections;
-                    retry |= !self.accept_all(&host, &rt, l, max);
+                    retry |= !self.accept_all(&host, &rt, l);
                 }
             }
             for event in events.iter() {
@@ -329,7 +323,7 @@ impl ParkingLot {
                     .checked_sub(token)
                     .and_then(|i| listeners.sockets.get(i))
                 {
-                    retry |= !self.accept_all(&host, &rt, l, listeners.max_connections);
+                    retry |= !self.accept_all(&host, &rt, l);
                     continue;
                 }
                 if event.token() == WAKE {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tinsel_core::{Authenticator, Authorizer, Router, Settings};
+use tinsel_core::{Authenticator, Authorizer, ListenerId, Router};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -14,7 +14,6 @@ use tracing::{info, warn};
 use crate::auth::AuthPool;
 use crate::capture::Capture;
 use crate::config::{Config, Transport};
-use crate::file_access::{AccessFiles, FileAccess};
 use crate::ops::OpsListener;
 use crate::parking::ParkingLot;
 use crate::shared::Shared;
@@ -28,9 +27,13 @@ const TICK: Duration = Duration::from_millis(250);
 /// well below this.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// A bound plain TCP listener: its socket, its address and its listener id.
+type Bound = (TcpListener, SocketAddr, ListenerId);
+
 /// A bound broker, ready to [`run`](Broker::run).
 pub struct Broker {
-    listeners: Vec<(TcpListener, SocketAddr)>,
+    /// Plain TCP listeners, with their listener ids.
+    listeners: Vec<Bound>,
     /// TLS and WebSocket listeners (see `listeners.rs`).
     handshaking: Vec<crate::listeners::Listener>,
     /// Every TCP listener's address, in listener order.
@@ -65,9 +68,13 @@ impl Broker {
         let bridges = crate::bridge::check_all(&config.bridges).map_err(Error::Config)?;
         let mut listeners = Vec::with_capacity(config.listeners.len());
         let (mut handshaking, mut addrs) = (Vec::new(), Vec::new());
-        for l in &config.listeners {
+        for (id, l) in config.listeners.iter().enumerate() {
+            let id = ListenerId::try_from(id)
+                .ok()
+                .filter(|&id| id != tinsel_core::NO_LISTENER)
+                .ok_or_else(|| Error::Config("more than 65,535 listeners".into()))?;
             if l.transport == Transport::Unix {
-                handshaking.push(crate::listeners::Listener::unix(l)?);
+                handshaking.push(crate::listeners::Listener::unix(l, id)?);
                 continue;
             }
             let addr = format!("{}:{}", l.address, l.port);
@@ -86,10 +93,10 @@ impl Broker {
             }
             addrs.push(local);
             if l.transport != Transport::Tcp || l.proxy_protocol {
-                handshaking.push(crate::listeners::Listener::new(l, listener, local)?);
+                handshaking.push(crate::listeners::Listener::new(l, listener, local, id)?);
                 continue;
             }
-            listeners.push((listener, local));
+            listeners.push((listener, local, id));
         }
         let capture = match &config.capture {
             Some(path) => Some(Capture::create(path).map_err(|source| Error::Capture {
@@ -111,14 +118,9 @@ impl Broker {
             bridges,
             on_ready: None,
         };
-        if let Some(fa) = file_access(&broker.config)? {
-            // New rights from the next CONNECT, SUBSCRIBE or delivery; a file that fails to
-            // parse keeps the old rules (logged with its file and line).
-            if let Err(e) = fa.reload_on_hangup() {
-                warn!("cannot reload the access files on SIGHUP: {e}");
-            }
-            broker.authenticator = Some(Arc::new(fa.clone()));
-            broker.authorizer = Some(Arc::new(fa));
+        if let Some(rules) = crate::access_rules::load(&broker.config)? {
+            broker.authenticator = Some(rules.authenticator);
+            broker.authorizer = Some(rules.authorizer);
         }
         Ok(broker)
     }
@@ -163,15 +165,9 @@ impl Broker {
             Some(o) => Some(crate::store::open(o)?),
             None => None,
         };
-        let settings = Settings {
-            limits: self.config.limits.clone(),
-            sys_interval: (self.config.sys_interval > 0)
-                .then(|| Duration::from_secs(self.config.sys_interval)),
-            id_seed: rand::random(),
-            // Records are made whenever there is a store; outside sync mode the shell
-            // releases their acknowledgements as soon as it has handed them over.
-            durable_acks: store.is_some(),
-        };
+        // Records are made whenever there is a store; outside sync mode the shell releases
+        // their acknowledgements as soon as it has handed them over.
+        let settings = self.config.core_settings(rand::random(), store.is_some());
         let mut router = Router::new(settings, Instant::now());
         let store = store.map(|(store, restored, mode)| {
             router.restore(Instant::now(), restored);
@@ -184,10 +180,17 @@ impl Broker {
         if let Some(a) = self.authorizer {
             router.set_authorizer(a);
         }
+        let caps: Vec<Option<usize>> = self
+            .config
+            .listeners
+            .iter()
+            .map(|l| l.max_connections)
+            .collect();
         let shared = Arc::new(Shared::new(
             router,
             self.config.limits.max_packet_size,
             self.config.limits.max_connections,
+            &caps,
             auth,
         ));
         if let Some((store, mode)) = store {
@@ -198,21 +201,17 @@ impl Broker {
         // The listener and timer tasks hold a clone of `done_tx`; `done_rx` ends when all of
         // them are gone. Connections are counted in `Shared::live`.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-        let max_connections = self.config.limits.max_connections;
-
-        for (_, local) in &self.listeners {
+        for (_, local, _) in &self.listeners {
             info!("listening on {local}");
         }
         // Without capture the parking lot's thread accepts (a connection that idles after
         // its CONNACK then never needs a task); with capture, tokio accept loops do.
         let accept_in_lot = self.capture.is_none();
-        let listeners = start_parking(&shared, self.listeners, accept_in_lot, max_connections);
-        for (listener, local) in listeners {
+        let listeners = start_parking(&shared, self.listeners, accept_in_lot);
+        for bound in listeners {
             tokio::spawn(accept_loop(
-                listener,
-                local,
+                bound,
                 shared.clone(),
-                max_connections,
                 stop_tx.clone(),
                 done_tx.clone(),
                 self.capture.clone(),
@@ -222,7 +221,6 @@ impl Broker {
         for l in self.handshaking {
             tokio::spawn(l.run(
                 shared.clone(),
-                max_connections,
                 connect_timeout,
                 stop_tx.clone(),
                 done_tx.clone(),
@@ -278,44 +276,10 @@ impl Broker {
     }
 }
 
-/// The access rules `config` asks for (None: everybody may do everything). As Mosquitto 2,
-/// a password file makes anonymous clients refused unless `allow_anonymous` says otherwise.
-fn file_access(config: &Config) -> Result<Option<FileAccess>, Error> {
-    let access = &config.access;
-    if access.per_listener_settings == Some(true) {
-        return Err(Error::Config(
-            "per_listener_settings true is not supported yet: one set of access rules \
-             (allow_anonymous, password_file, acl_file) serves every listener"
-                .into(),
-        ));
-    }
-    let asked = access.password_file.is_some()
-        || access.acl_file.is_some()
-        || access.allow_anonymous == Some(false);
-    if !asked {
-        return Ok(None);
-    }
-    let files = AccessFiles {
-        allow_anonymous: access
-            .allow_anonymous
-            .unwrap_or(access.password_file.is_none()),
-        password_file: access.password_file.clone(),
-        acl_file: access.acl_file.clone(),
-    };
-    FileAccess::load(files)
-        .map(Some)
-        .map_err(|e| Error::Config(e.to_string()))
-}
-
 /// Starts the parking lot's thread (without it, idle connections keep their tasks). With
 /// `accept`, the lot accepts on the listeners; returns the listeners left for tokio
 /// accept loops (all of them if the lot does not accept or cannot start).
-fn start_parking(
-    shared: &Arc<Shared>,
-    listeners: Vec<(TcpListener, SocketAddr)>,
-    accept: bool,
-    max_connections: usize,
-) -> Vec<(TcpListener, SocketAddr)> {
+fn start_parking(shared: &Arc<Shared>, listeners: Vec<Bound>, accept: bool) -> Vec<Bound> {
     let (lot, poll) = match ParkingLot::new() {
         Ok((lot, poll)) => (Arc::new(lot), poll),
         Err(e) => {
@@ -328,11 +292,14 @@ fn start_parking(
     let lot_listeners = if accept {
         listeners
             .iter()
-            .map(|(l, _)| socket2::SockRef::from(l).try_clone().map(Into::into))
-            .collect::<std::io::Result<Vec<std::net::TcpListener>>>()
-            .and_then(|ls| ParkingLot::listen(&poll, ls, max_connections))
+            .map(|(l, _, id)| {
+                let dup = socket2::SockRef::from(l).try_clone()?;
+                Ok((dup.into(), *id))
+            })
+            .collect::<std::io::Result<Vec<(std::net::TcpListener, ListenerId)>>>()
+            .and_then(|ls| ParkingLot::listen(&poll, ls))
     } else {
-        ParkingLot::listen(&poll, Vec::new(), max_connections)
+        ParkingLot::listen(&poll, Vec::new())
     };
     let lot_listeners = match lot_listeners {
         Ok(l) => l,
@@ -359,10 +326,8 @@ fn start_parking(
 }
 
 async fn accept_loop(
-    listener: TcpListener,
-    local: SocketAddr,
+    (listener, local, id): Bound,
     shared: Arc<Shared>,
-    max_connections: usize,
     stop: watch::Sender<bool>,
     _done: mpsc::Sender<()>,
     capture: Option<Capture>,
@@ -382,13 +347,13 @@ async fn accept_loop(
                 continue;
             }
         };
-        if !shared.connection_opened(max_connections) {
+        if !shared.connection_opened(id) {
             warn!("connection limit reached, closing connection from {peer}");
             continue;
         }
         let _ = stream.set_nodelay(true);
         let cap = capture.as_ref().map(|c| c.connection(peer, local));
-        tokio::spawn(connection::serve(shared.clone(), stream, peer, cap));
+        tokio::spawn(connection::serve(shared.clone(), stream, peer, id, cap));
     }
 }
 

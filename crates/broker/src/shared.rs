@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use tinsel_codec::ReasonCode;
-use tinsel_core::{AuthDecision, ConnId, Router};
+use tinsel_core::{AuthDecision, ConnId, ListenerId, Router};
 use tinsel_store::{Mode, Store};
 use tokio::sync::Notify;
 
@@ -36,10 +36,17 @@ pub(crate) struct Shared {
     pub(crate) eased: Arc<Notify>,
     /// Open connections (bounded by `max_connections`).
     live: AtomicUsize,
+    /// Cap of `live` (`limits.max_connections`).
+    max_connections: usize,
+    /// Open connections of each listener, by listener id, with its own cap.
+    listeners: Box<[ListenerGauge]>,
     /// Connections accepted so far, for metrics.
     accepted: AtomicU64,
     /// Connections closed on accept because `max_connections` were open, for metrics.
     refused_full: AtomicU64,
+    /// Connections closed on accept because their listener's own `max_connections` were
+    /// open, for metrics.
+    refused_listener: AtomicU64,
     /// Sockets the broker closed that still linger (see `connection::LINGER`). They are no
     /// connections any more (not in `live`, so they keep no new client out), but they hold
     /// a file descriptor each: at most `max_connections` of them linger at once.
@@ -61,6 +68,13 @@ pub(crate) struct Shared {
     pub(crate) store: OnceLock<Durable>,
 }
 
+/// One listener's open connections and its cap (`usize::MAX`: none of its own).
+#[derive(Debug)]
+struct ListenerGauge {
+    live: AtomicUsize,
+    max: usize,
+}
+
 /// Connections as the shell counts them (see [`Shared::connection_counts`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnectionCounts {
@@ -70,6 +84,8 @@ pub(crate) struct ConnectionCounts {
     pub(crate) accepted: u64,
     /// Closed on accept because `max_connections` were open.
     pub(crate) refused_max_connections: u64,
+    /// Closed on accept because their listener's own `max_connections` were open.
+    pub(crate) refused_listener_max_connections: u64,
 }
 
 /// What the mutex protects.
@@ -80,11 +96,14 @@ pub(crate) struct State {
 
 impl Shared {
     /// The state around `router`: packets up to `max_packet_size` are read, up to
-    /// `max_lingering` closed sockets linger; `auth` runs deferred authentications.
+    /// `max_connections` are open at once (and as many closed sockets linger), each
+    /// listener's at most its entry of `listener_caps` (by listener id; None: no cap of its
+    /// own); `auth` runs deferred authentications.
     pub(crate) fn new(
         router: Router,
         max_packet_size: u32,
-        max_lingering: usize,
+        max_connections: usize,
+        listener_caps: &[Option<usize>],
         auth: Option<AuthPool>,
     ) -> Shared {
         let packet_timeout = match router.limits().packet_timeout {
@@ -99,10 +118,19 @@ impl Shared {
             bytes_out: AtomicU64::new(0),
             eased: Arc::new(Notify::new()),
             live: AtomicUsize::new(0),
+            max_connections,
+            listeners: listener_caps
+                .iter()
+                .map(|cap| ListenerGauge {
+                    live: AtomicUsize::new(0),
+                    max: cap.unwrap_or(usize::MAX),
+                })
+                .collect(),
             accepted: AtomicU64::new(0),
             refused_full: AtomicU64::new(0),
+            refused_listener: AtomicU64::new(0),
             lingering: AtomicUsize::new(0),
-            max_lingering,
+            max_lingering: max_connections,
             stopping: AtomicBool::new(false),
             stop_lingering: Arc::new(Notify::new()),
             all_closed: Notify::new(),
@@ -179,20 +207,36 @@ impl Shared {
         }
     }
 
-    /// Counts a new connection; false (not counted) when `max` are open.
-    pub(crate) fn connection_opened(&self, max: usize) -> bool {
+    /// Counts a new connection on `listener`; false (not counted: close it) when its
+    /// listener's own cap or `max_connections` are open, as Mosquitto closes a connection
+    /// over its listener's `max_connections` right after accept.
+    pub(crate) fn connection_opened(&self, listener: ListenerId) -> bool {
+        let increment = |max: usize| move |n: usize| (n < max).then_some(n + 1);
+        let gauge = self.listeners.get(usize::from(listener));
+        if let Some(g) = gauge
+            && g.live
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, increment(g.max))
+                .is_err()
+        {
+            self.refused_listener.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         let opened = self
             .live
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
+            .fetch_update(
+                Ordering::AcqRel,
+                Ordering::Acquire,
+                increment(self.max_connections),
+            )
             .is_ok();
-        let counter = if opened {
-            &self.accepted
+        if opened {
+            self.accepted.fetch_add(1, Ordering::Relaxed);
         } else {
-            &self.refused_full
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+            if let Some(g) = gauge {
+                g.live.fetch_sub(1, Ordering::AcqRel);
+            }
+            self.refused_full.fetch_add(1, Ordering::Relaxed);
+        }
         opened
     }
 
@@ -202,11 +246,16 @@ impl Shared {
             open: self.live.load(Ordering::Relaxed),
             accepted: self.accepted.load(Ordering::Relaxed),
             refused_max_connections: self.refused_full.load(Ordering::Relaxed),
+            refused_listener_max_connections: self.refused_listener.load(Ordering::Relaxed),
         }
     }
 
-    /// A connection task ended.
-    pub(crate) fn connection_closed(&self) {
+    /// A connection of `listener` ended (None: its listener is not known any more, which
+    /// does not happen: the router forgets a connection only when told it ended).
+    pub(crate) fn connection_closed(&self, listener: Option<ListenerId>) {
+        if let Some(g) = listener.and_then(|l| self.listeners.get(usize::from(l))) {
+            g.live.fetch_sub(1, Ordering::AcqRel);
+        }
         if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.all_closed.notify_one();
         }

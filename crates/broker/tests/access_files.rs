@@ -367,6 +367,7 @@ fn info(user: &str, pw: &str) -> ConnectInfo {
         protocol: V5,
         peer: Some("127.0.0.1:1".parse().unwrap()),
         tls_identity: None,
+        listener: 0,
         username_from_certificate: false,
     }
 }

@@ -23,6 +23,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tinsel_codec::{ByteStr, ProtocolVersion, ReasonCode};
 
+use crate::listener::ListenerId;
+
 /// What a client presented in its CONNECT, and where it comes from.
 #[derive(Debug, Clone)]
 pub struct ConnectInfo {
@@ -39,6 +41,9 @@ pub struct ConnectInfo {
     /// The identity from the client's TLS certificate (its CN or whole subject, as the
     /// listener is configured), when there is one.
     pub tls_identity: Option<Arc<str>>,
+    /// The listener it came through (for per-listener rules, Mosquitto's
+    /// `per_listener_settings`).
+    pub listener: ListenerId,
     /// The user name is `tls_identity`, put there by the listener (Mosquitto's
     /// `use_identity_as_username` / `use_subject_as_username`) in place of the CONNECT's own
     /// user name and password: the certificate has authenticated the client, and an
@@ -89,6 +94,9 @@ pub struct Identity<'a> {
     pub client_id: &'a str,
     /// The user name rights are looked up by (None: anonymous).
     pub username: Option<&'a str>,
+    /// The listener it connected through (for an offline session, the one it last
+    /// connected through).
+    pub listener: ListenerId,
 }
 
 /// An authorizer's answer to a SUBSCRIBE filter.

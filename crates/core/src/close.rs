@@ -15,6 +15,7 @@ use crate::connections::{ConnId, ConnState};
 use crate::durable::Record;
 use crate::packet_log::summary;
 use crate::router::Router;
+use crate::wills::WillOwner;
 
 /// The line Mosquitto logs when a client's connection ends, for the same cause, so that log
 /// watchers written for Mosquitto keep working.
@@ -133,7 +134,10 @@ impl Router {
             return;
         };
         let will_msg = c.will.take();
-        let username = c.username.clone();
+        let owner = WillOwner {
+            username: c.username.clone(),
+            listener: c.listener,
+        };
         // Mosquitto's line alone (watchers anchor their patterns at its end); the details
         // at debug level.
         info!("{}", mosquitto_line(&client, reason, why));
@@ -142,7 +146,7 @@ impl Router {
             return;
         };
         if will && let Some(w) = will_msg {
-            self.will_after_close(now, (client.clone(), username, w), expiry);
+            self.will_after_close(now, (client.clone(), owner, w), expiry);
         }
         if expiry == 0 {
             self.end_session(now, &client);

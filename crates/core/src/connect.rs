@@ -39,6 +39,29 @@ impl Router {
         let c = self.conns.handling(conn);
         c.version = connect.protocol;
         c.bridge = connect.bridge;
+        let listener = self.settings.listener(c.listener);
+        if !listener.protocols.allows(connect.protocol) {
+            let why = format!("MQTT {} is not accepted on this listener", connect.protocol);
+            return self.refuse(now, conn, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION, &why);
+        }
+        if !self.settings.retain_available && connect.will.as_ref().is_some_and(|w| w.retain) {
+            // As Mosquitto: MQTT 5 is told why, older clients are closed without a CONNACK.
+            let why = "retained will, but retained messages are not available";
+            if v5 {
+                return self.refuse(now, conn, ReasonCode::RETAIN_NOT_SUPPORTED, why);
+            }
+            info!(peer = %c.origin, "CONNECT refused: {why}");
+            return self.close(now, conn, None, false, why);
+        }
+        if let (Some(mount), Some(will)) = (c.mount.clone(), &mut connect.will) {
+            match crate::listener::mount(&mount, &will.topic) {
+                Some(topic) => will.topic = topic,
+                None => {
+                    let why = "will topic too long under the mount point";
+                    return self.refuse(now, conn, ReasonCode::TOPIC_NAME_INVALID, why);
+                }
+            }
+        }
         let username_from_certificate = c.tls.as_ref().is_some_and(|t| t.as_username);
         let tls_identity = c.tls.as_ref().map(|t| {
             if t.as_username {
@@ -87,10 +110,20 @@ impl Router {
                 let why = "empty client id without clean session";
                 return self.refuse(now, conn, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, why);
             }
+            if listener.refuse_empty_client_id {
+                let why = "empty client id, and this listener assigns none";
+                return self.refuse(now, conn, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, why);
+            }
             Arc::from(self.ids.next())
         } else {
             Arc::from(connect.client_id.as_str())
         };
+        let prefixes = &self.settings.clientid_prefixes;
+        if !prefixes.is_empty() && !prefixes.iter().any(|p| client.starts_with(p.as_str())) {
+            // Mosquitto's answer: not authorized (not "identifier rejected").
+            let why = "client id without an allowed prefix";
+            return self.refuse(now, conn, ReasonCode::NOT_AUTHORIZED, why);
+        }
 
         let Some(authenticator) = self.access.authenticator.clone() else {
             let identity = connect.username.as_ref().map(|u| Arc::from(u.as_str()));
@@ -107,6 +140,7 @@ impl Router {
                 Origin::Link(_) => None,
             },
             tls_identity,
+            listener: c.listener,
             username_from_certificate,
         };
         match authenticator.authenticate(&info) {
@@ -229,8 +263,11 @@ impl Router {
         {
             self.publish_will(now, pending);
         }
+        let listener = self.conns.handling(conn).listener;
+        let alias_max = self.alias_max_of(listener);
         let session = self.sessions.attach(self.clock, &client, conn, expiry, now);
         session.username = identity.clone();
+        session.listener = listener;
         // A new persistent session is on disk before its CONNACK. A resumed one is there
         // already: its CONNACK is not held (what it resends must follow the CONNACK), and
         // the record of its new expiry interval follows.
@@ -265,8 +302,11 @@ impl Router {
             let properties = properties.make_mut();
             properties.receive_maximum = Some(limits.max_inflight);
             properties.maximum_packet_size = Some(limits.max_packet_size);
-            if limits.topic_alias_maximum > 0 {
-                properties.topic_alias_maximum = Some(limits.topic_alias_maximum);
+            if alias_max > 0 {
+                properties.topic_alias_maximum = Some(alias_max);
+            }
+            if !self.settings.retain_available {
+                properties.retain_available = Some(0);
             }
             properties.server_keep_alive = server_keep_alive;
             if assigned {

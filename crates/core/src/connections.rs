@@ -16,6 +16,7 @@ use tinsel_codec::{ByteStr, Connect, Packet, ProtocolVersion, ReasonCode, Will};
 use tracing::debug;
 
 use crate::FastMap;
+use crate::listener::ListenerId;
 use crate::outbox::Outbox;
 use crate::packet_log::summary;
 use crate::rate::PublishRate;
@@ -114,6 +115,10 @@ pub(crate) struct Conn {
     pub(crate) held: u16,
     /// What its TLS client certificate says (see `identity.rs`).
     pub(crate) tls: Option<Box<TlsIdentity>>,
+    /// The listener that accepted it.
+    pub(crate) listener: ListenerId,
+    /// Its listener's mount point (see `listener.rs`).
+    pub(crate) mount: Option<Arc<str>>,
     /// The client said it is a bridge (the protocol level's top bit, Mosquitto's
     /// `try_private`): its MQTT 3 subscriptions are No Local with Retain As Published, so
     /// that what it forwards here is not sent back to it.
@@ -177,7 +182,13 @@ pub(crate) struct Connections {
 
 impl Connections {
     /// Registers a new connection.
-    pub(crate) fn accept(&mut self, now: Instant, origin: Origin) -> ConnId {
+    pub(crate) fn accept(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        listener: ListenerId,
+        mount: Option<Arc<str>>,
+    ) -> ConnId {
         self.next += 1;
         let id = self.next;
         self.map.insert(
@@ -199,6 +210,8 @@ impl Connections {
                 timer: 0,
                 held: 0,
                 tls: None,
+                listener,
+                mount,
                 bridge: false,
                 rate: PublishRate::default(),
             }),

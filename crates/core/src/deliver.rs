@@ -102,13 +102,11 @@ impl Router {
         if self.access.authorizer.is_none() {
             return true;
         }
-        let username = self
-            .sessions
-            .get(client)
-            .and_then(|s| s.username.as_deref());
+        let session = self.sessions.get(client);
         let who = Identity {
             client_id: client,
-            username,
+            username: session.and_then(|s| s.username.as_deref()),
+            listener: session.map_or(0, |s| s.listener),
         };
         self.access.may_receive(who, topic)
     }
@@ -130,24 +128,28 @@ impl Router {
         // pays only when several copies are made from it.
         let share = matches.targets.len() + matches.shared.len() > 1;
         let expires = msg.properties.message_expiry_interval.is_some();
+        // Mosquitto's `upgrade_outgoing_qos`: the subscription's QoS, whatever the message's.
+        let upgrade = self.settings.upgrade_outgoing_qos;
+        let qos_for = |sub: QoS| if upgrade { sub } else { msg.qos.min(sub) };
         let mut targets = matches.targets;
         for t in targets.drain(..) {
             if !self.may_receive(&t.client, &msg.topic) {
                 continue;
             }
-            if msg.qos.min(t.qos) == QoS::AtMostOnce && t.ids.is_empty() && !expires {
+            let qos = qos_for(t.qos);
+            if qos == QoS::AtMostOnce && t.ids.is_empty() && !expires {
                 let retain = t.retain_as_published && msg.retain;
                 self.deliver_qos0(now, &t.client, msg, retain, &mut cache);
                 continue;
             }
-            let p = for_subscriber(msg, t.qos, t.retain_as_published, t.ids);
+            let p = for_subscriber(msg, qos, t.retain_as_published, t.ids);
             self.deliver(now, &t.client, p, now, share.then_some(&mut cache));
         }
         for t in matches.shared {
             if !self.may_receive(&t.client, &msg.topic) {
                 continue;
             }
-            let p = for_subscriber(msg, t.qos, t.retain_as_published, t.ids);
+            let p = for_subscriber(msg, qos_for(t.qos), t.retain_as_published, t.ids);
             self.deliver(now, &t.client, p, now, share.then_some(&mut cache));
         }
         self.subs.recycle(targets);
@@ -178,8 +180,9 @@ impl Router {
         let Some(c) = self.conns.get(id) else {
             return;
         };
-        if c.version.is_v5() && c.alias_max > 0 {
-            // Topic aliases are chosen per connection: the general path.
+        if (c.version.is_v5() && c.alias_max > 0) || c.mount.is_some() {
+            // Topic aliases are chosen per connection, a mount point changes the topic:
+            // the general path.
             let p = for_subscriber(msg, QoS::AtMostOnce, retain, Vec::new());
             return self.deliver(now, client, p, now, Some(cache));
         }
@@ -464,8 +467,9 @@ fn send_inflight(
             qos: p.qos,
         });
     }
-    if c.version.is_v5() && c.alias_max > 0 {
-        // A topic alias changes what is sent: the in-flight copy keeps the topic.
+    if (c.version.is_v5() && c.alias_max > 0) || c.mount.is_some() {
+        // A topic alias or a mount point changes what is sent: the in-flight copy keeps
+        // the topic.
         let publish = p.clone();
         session.inflight.insert(
             pid,
@@ -510,17 +514,28 @@ pub(crate) fn drain(
     }
 }
 
-/// Queues a PUBLISH on `c`, replacing its topic by an alias when the client allows
-/// aliases (the first use of a topic sends both and sets the alias). With a `cache`, a
-/// PUBLISH without per-subscriber properties reuses the encoding of the same form.
+/// Queues a PUBLISH on `c`: without its listener's mount point (a message outside it is
+/// dropped), its topic replaced by an alias when the client allows aliases (the first use
+/// of a topic sends both and sets the alias). With a `cache`, a PUBLISH without
+/// per-subscriber properties reuses the encoding of the same form.
 pub(crate) fn emit(
     c: &mut Conn,
     id: ConnId,
     mut p: Publish,
     stats: &mut Stats,
     woken: &mut Vec<ConnId>,
-    cache: Option<&mut FormCache>,
+    mut cache: Option<&mut FormCache>,
 ) {
+    if let Some(mount) = &c.mount {
+        let Some(topic) = crate::listener::unmount(mount, &p.topic) else {
+            debug!(peer = %c.origin, topic = %p.topic, "not under the mount point: dropped");
+            stats.drop(DropCause::Other);
+            return;
+        };
+        p.topic = topic;
+        // The shared encodings carry the whole topic.
+        cache = None;
+    }
     if c.version.is_v5() && c.alias_max > 0 {
         let aliases = &mut c.aliases.get_or_insert_default().out;
         if let Some(&alias) = aliases.get(&p.topic) {

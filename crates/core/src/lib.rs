@@ -11,8 +11,9 @@
 //!
 //! One [`Router`] serves the whole broker. Its host:
 //!
-//! 1. [`Router::accept`] when a connection arrives (from the network, or a [`Origin::Link`]
-//!    such as a bridge): returns its [`ConnId`] and the connection's [`Outbox`].
+//! 1. [`Router::accept_on`] when a connection arrives on a listener (from the network, or
+//!    a [`Origin::Link`] such as a bridge; [`Router::accept`] for listener 0): returns its
+//!    [`ConnId`] and the connection's [`Outbox`].
 //! 2. [`Router::handle`] for every decoded packet, [`Router::decode_error`] when the bytes
 //!    are malformed, each with the current time.
 //! 3. [`Router::wake`] wakes the connections that have new output. Each connection takes
@@ -33,6 +34,7 @@
 //! | file | owns |
 //! |---|---|
 //! | `connections.rs` | every connection's protocol state (version, keep alive, limits the client set, outbox) |
+//! | `listener.rs` | what each listener asks of its connections: versions, mount point, topic aliases |
 //! | `connect.rs` | CONNECT/CONNACK: authentication, takeover, session present, assigned ids, resume |
 //! | `sessions.rs`, `session.rs` | sessions by client id, their expiry timers; one session's in-flight window and queue |
 //! | `publish.rs` | inbound PUBLISH at QoS 0/1/2, topic aliases from the client, PUBREL |
@@ -88,6 +90,7 @@ mod histogram;
 mod identity;
 mod inspect;
 mod level_map;
+mod listener;
 mod message;
 mod outbox;
 mod packet_log;
@@ -129,6 +132,7 @@ pub use histogram::{BUCKET_BOUNDS, Histogram};
 pub use inspect::{
     ClientDetail, ClientView, MAX_PAGE, Page, QueueDepths, RetainedView, SubscriptionView,
 };
+pub use listener::{ListenerId, ListenerSettings, NO_LISTENER, Protocols};
 pub use outbox::{Offer, Outbox, Parked, Taken};
 pub use restore::{Restored, RestoredInflight, RestoredSession, RestoredWill};
 pub use router::{Router, Work};

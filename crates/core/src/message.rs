@@ -13,10 +13,10 @@ pub(crate) fn clear_hop_properties(p: &mut Properties) {
     }
 }
 
-/// The copy of `msg` one subscriber gets: shares topic and payload bytes.
+/// The copy of `msg` one subscriber gets at `qos`: shares topic and payload bytes.
 pub(crate) fn for_subscriber(
     msg: &Publish,
-    sub_qos: QoS,
+    qos: QoS,
     retain_as_published: bool,
     ids: Vec<u32>,
 ) -> Publish {
@@ -27,7 +27,7 @@ pub(crate) fn for_subscriber(
     }
     Publish {
         dup: false,
-        qos: msg.qos.min(sub_qos),
+        qos,
         retain: retain_as_published && msg.retain,
         topic: msg.topic.clone(),
         packet_id: 0,

@@ -33,8 +33,15 @@ impl Router {
         mut p: Publish,
     ) {
         let mark = self.durable.made();
-        let alias_max = self.settings.limits.topic_alias_maximum;
         let max_inflight = self.settings.limits.max_inflight;
+        if p.retain && !self.settings.retain_available {
+            // As Mosquitto: MQTT 5 is told why (0x9A), older clients are closed.
+            let why = "retained PUBLISH, but retained messages are not available";
+            let reason = Some(ReasonCode::RETAIN_NOT_SUPPORTED);
+            return self.close(now, conn, reason, true, why);
+        }
+        let listener = self.conns.handling(conn).listener;
+        let alias_max = self.alias_max_of(listener);
         let c = self.conns.handling(conn);
         let v5 = c.version.is_v5();
         // The topic as sent (one an alias stands for was checked when the alias was set).
@@ -71,6 +78,17 @@ impl Router {
             }
         } else if p.topic.is_empty() {
             return self.protocol_error(now, conn, "empty topic name without topic alias");
+        }
+        if let Some(mount) = &c.mount {
+            // After the alias: the alias table holds topics as the client names them.
+            match crate::listener::mount(mount, &p.topic) {
+                Some(topic) => p.topic = topic,
+                None => {
+                    let why = "topic too long under the mount point";
+                    let reason = Some(ReasonCode::TOPIC_NAME_INVALID);
+                    return self.close(now, conn, reason, true, why);
+                }
+            }
         }
         let limits = &self.settings.limits;
         if limits.max_publish_rate > 0 || limits.max_publish_bytes_rate > 0 {
@@ -128,6 +146,7 @@ impl Router {
         let who = Identity {
             client_id: client,
             username: username.as_deref(),
+            listener,
         };
         let allowed = self.access.may_publish(who, &p.topic);
         let mut matched = false;

@@ -156,7 +156,12 @@ impl Router {
                 // Its delay starts anew, capped by the session's expiry as when it began.
                 let delay = w.delay.min(r.expiry);
                 let due = now + Duration::from_secs(u64::from(delay));
-                let will = (r.client.clone(), w.username, w.will);
+                // The store keeps no listener: per-listener rights are listener 0's.
+                let owner = crate::wills::WillOwner {
+                    username: w.username,
+                    listener: 0,
+                };
+                let will = (r.client.clone(), owner, w.will);
                 self.wills.schedule(self.clock, will, due);
             }
             self.sessions

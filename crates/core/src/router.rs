@@ -12,6 +12,7 @@ use crate::backpressure::Backpressure;
 use crate::client_ids::ClientIds;
 use crate::connections::{ConnId, ConnState, ConnTimers, Connections, Origin};
 use crate::durable::{Durability, Record, Ticket};
+use crate::listener::{ListenerId, NO_LISTENER};
 use crate::outbox::Outbox;
 use crate::packet_log::summary;
 use crate::retained::RetainedMessages;
@@ -88,7 +89,7 @@ impl Router {
     /// A router with no connections, started at `now`, that lets everybody do everything
     /// until [`Router::set_authenticator`] or [`Router::set_authorizer`] say otherwise.
     pub fn new(settings: Settings, now: Instant) -> Router {
-        let ids = ClientIds::new(settings.id_seed);
+        let ids = ClientIds::new(settings.id_seed, settings.auto_id_prefix.clone());
         Router {
             access: Access::default(),
             clock: Clock { started: now },
@@ -127,9 +128,31 @@ impl Router {
     }
 
     /// Registers a new connection from `origin`: its id, and the outbox its host takes its
-    /// output from.
+    /// output from. A network connection counts as listener 0's; a link as
+    /// [`NO_LISTENER`]'s (no listener's settings apply to it). See [`Router::accept_on`].
     pub fn accept(&mut self, now: Instant, origin: Origin) -> (ConnId, Outbox) {
-        let id = self.conns.accept(now, origin);
+        let listener = match origin {
+            Origin::Network(_) => 0,
+            Origin::Link(_) => NO_LISTENER,
+        };
+        self.accept_on(now, origin, listener)
+    }
+
+    /// Registers a new connection from `origin` that came through `listener` (its settings
+    /// are `settings.listeners[listener]`, see [`crate::ListenerSettings`]): its id, and the
+    /// outbox its host takes its output from.
+    pub fn accept_on(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        listener: ListenerId,
+    ) -> (ConnId, Outbox) {
+        let mount = self
+            .settings
+            .listeners
+            .get(usize::from(listener))
+            .and_then(|l| l.mount_point.clone());
+        let id = self.conns.accept(now, origin, listener, mount);
         let deadline = now + std::time::Duration::from_secs(self.settings.limits.connect_timeout);
         self.timers.connect_deadline(self.clock, id, deadline);
         if self.shutting_down {
@@ -141,6 +164,20 @@ impl Router {
             .map(|c| c.out.clone())
             .unwrap_or_default();
         (id, out)
+    }
+
+    /// The listener `conn` came through (None once it is gone).
+    pub fn listener_of(&self, conn: ConnId) -> Option<ListenerId> {
+        self.conns.get(conn).map(|c| c.listener)
+    }
+
+    /// Topic aliases a client of `listener` may use towards the broker.
+    pub(crate) fn alias_max_of(&self, listener: ListenerId) -> u16 {
+        self.settings
+            .listeners
+            .get(usize::from(listener))
+            .and_then(|l| l.max_topic_alias)
+            .unwrap_or(self.settings.limits.topic_alias_maximum)
     }
 
     /// The outbox of `conn` (None once it is gone).

@@ -22,6 +22,7 @@ use tinsel_codec::{Publish, SubscriptionOptions};
 
 use crate::FastMap;
 use crate::connections::ConnId;
+use crate::listener::ListenerId;
 
 /// Session expiry that never ends (MQTT 3 persistent sessions, MQTT 5 0xFFFFFFFF).
 pub(crate) const NEVER_EXPIRES: u32 = u32::MAX;
@@ -137,6 +138,8 @@ pub(crate) struct Session {
     pub(crate) subscriptions: FilterList,
     /// The identity its rights are looked up by (set by each CONNECT that resumes it).
     pub(crate) username: Option<Arc<str>>,
+    /// The listener of its last connection (for per-listener rights while it is offline).
+    pub(crate) listener: ListenerId,
     /// Outgoing QoS 1/2 messages not yet completely acknowledged, by packet identifier.
     /// A hash map: a message costs one insertion and one removal (a B-tree's were an
     /// eighth of the broker's work per QoS 1 message); [`Session::inflight_in_order`] gives
@@ -164,6 +167,7 @@ impl Session {
             disconnected_at: None,
             subscriptions: FilterList::default(),
             username: None,
+            listener: 0,
             inflight: FastMap::default(),
             queue: VecDeque::new(),
             queued_bytes: 0,

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::listener::ListenerSettings;
+
 /// Limits that bound memory and protect the broker from misbehaving clients.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -119,7 +121,7 @@ impl Default for Limits {
 }
 
 /// Settings the core needs besides its limits.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Limits from the configuration.
     pub limits: Limits,
@@ -133,4 +135,47 @@ pub struct Settings {
     /// host reports the records before them synced ([`crate::Router::durable`]). Off: no
     /// records are made and acknowledgements leave at once.
     pub durable_acks: bool,
+    /// Each listener's settings, by [`crate::ListenerId`] (see [`crate::Router::accept_on`]).
+    /// A listener not in the list gets [`ListenerSettings::default`].
+    pub listeners: Vec<ListenerSettings>,
+    /// Client ids must start with one of these (Mosquitto's `clientid_prefixes`, which has
+    /// one); others are refused with CONNACK 0x87 Not authorized (return code 5 before
+    /// MQTT 5), as Mosquitto refuses them. Empty: any client id.
+    pub clientid_prefixes: Vec<String>,
+    /// The prefix of the client ids the broker assigns (Mosquitto's `auto_id_prefix`).
+    pub auto_id_prefix: String,
+    /// Whether retained messages are supported (Mosquitto's `retain_available`). When not:
+    /// CONNACK says Retain Available 0 (MQTT 5); a PUBLISH with the retain flag closes the
+    /// connection (MQTT 5: DISCONNECT 0x9A Retain not supported first); a CONNECT with a
+    /// retained will is refused (MQTT 5: CONNACK 0x9A; before: closed without a CONNACK).
+    pub retain_available: bool,
+    /// Deliver at the subscription's QoS rather than the lower of the message's and the
+    /// subscription's (Mosquitto's `upgrade_outgoing_qos`; against the MQTT specification).
+    pub upgrade_outgoing_qos: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            limits: Limits::default(),
+            sys_interval: None,
+            id_seed: 0,
+            durable_acks: false,
+            listeners: Vec::new(),
+            clientid_prefixes: Vec::new(),
+            auto_id_prefix: "auto-".to_owned(),
+            retain_available: true,
+            upgrade_outgoing_qos: false,
+        }
+    }
+}
+
+impl Settings {
+    /// The settings of listener `id`.
+    pub(crate) fn listener(&self, id: crate::ListenerId) -> ListenerSettings {
+        self.listeners
+            .get(usize::from(id))
+            .cloned()
+            .unwrap_or_default()
+    }
 }

@@ -32,6 +32,8 @@ impl Router {
         // and a bridge needs both (no loops; retained messages stay retained downstream).
         let bridge = c.bridge && !v5;
         let username = c.username.clone();
+        let (listener, mount) = (c.listener, c.mount.clone());
+        let upgrade = self.settings.upgrade_outgoing_qos;
         let sub_id = if v5 {
             s.properties.subscription_identifiers.first().copied()
         } else {
@@ -50,11 +52,25 @@ impl Router {
                 reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
                 continue;
             }
-            let shared = parse_shared(filter);
-            if v5 && shared.is_some() && opts.no_local {
+            if v5 && parse_shared(filter).is_some() && opts.no_local {
                 // [MQTT-3.8.3-4]
                 return self.protocol_error(now, conn, "No Local on a shared subscription");
             }
+            let mounted;
+            let filter = match &mount {
+                Some(m) => match crate::listener::mount(m, filter) {
+                    Some(f) => {
+                        mounted = f;
+                        &mounted
+                    }
+                    None => {
+                        reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
+                        continue;
+                    }
+                },
+                None => filter,
+            };
+            let shared = parse_shared(filter);
             // A shared subscription is checked on its filter, without `$share/{group}/`.
             let checked = shared.map_or(filter.as_str(), |(_, inner)| inner);
             // Well formed but longer or deeper than the broker takes: this filter only.
@@ -69,6 +85,7 @@ impl Router {
             let who = Identity {
                 client_id: client,
                 username: username.as_deref(),
+                listener,
             };
             if !self.access.may_subscribe(who, checked) {
                 reasons.push(if v5 {
@@ -128,7 +145,11 @@ impl Router {
             if send_retained {
                 self.retained.for_each_match(filter, |m| {
                     let mut m = m.clone();
-                    m.publish.qos = m.publish.qos.min(options.qos);
+                    m.publish.qos = if upgrade {
+                        options.qos
+                    } else {
+                        m.publish.qos.min(options.qos)
+                    };
                     if let Some(id) = sub_id {
                         m.publish.properties.make_mut().subscription_identifiers = vec![id];
                     }
@@ -146,20 +167,17 @@ impl Router {
         // against the read right like any delivery (a subscription to `#` does not leak
         // what the subscriber may not read).
         for m in to_send {
-            if self.may_receive_retained(client, username.as_deref(), &m.publish.topic) {
+            let who = Identity {
+                client_id: client,
+                username: username.as_deref(),
+                listener,
+            };
+            if self.access.may_receive(who, &m.publish.topic) {
                 self.deliver(now, client, m.publish, m.received, None);
             }
         }
         // Retained copies are the store's already: no record of them.
         self.durable.accepted_by.clear();
-    }
-
-    fn may_receive_retained(&self, client: &str, username: Option<&str>, topic: &str) -> bool {
-        let who = Identity {
-            client_id: client,
-            username,
-        };
-        self.access.may_receive(who, topic)
     }
 
     pub(crate) fn on_unsubscribe(
@@ -170,7 +188,8 @@ impl Router {
         u: Unsubscribe,
     ) {
         let mark = self.durable.made();
-        let v5 = self.conns.handling(conn).version.is_v5();
+        let c = self.conns.handling(conn);
+        let (v5, mount) = (c.version.is_v5(), c.mount.clone());
         let mut reasons = Vec::with_capacity(u.filters.len());
         for filter in &u.filters {
             if !valid_topic_filter(filter) {
@@ -181,6 +200,20 @@ impl Router {
                 reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
                 continue;
             }
+            let mounted;
+            let filter = match &mount {
+                Some(m) => match crate::listener::mount(m, filter) {
+                    Some(f) => {
+                        mounted = f;
+                        &mounted
+                    }
+                    None => {
+                        reasons.push(ReasonCode::NO_SUBSCRIPTION_EXISTED);
+                        continue;
+                    }
+                },
+                None => filter,
+            };
             let existed = self.subs.remove(filter, client);
             if let Some(session) = self.sessions.get_mut(client) {
                 session.subscriptions.remove(filter.as_str());

@@ -16,10 +16,11 @@ use crate::wills::OwnedWill;
 impl Router {
     /// Publishes `client`'s will now, if the authorizer lets it (checked when it is sent,
     /// with the rights the client has then).
-    pub(crate) fn publish_will(&mut self, now: Instant, (client, username, will): OwnedWill) {
+    pub(crate) fn publish_will(&mut self, now: Instant, (client, owner, will): OwnedWill) {
         let who = Identity {
             client_id: &client,
-            username: username.as_deref(),
+            username: owner.username.as_deref(),
+            listener: owner.listener,
         };
         if !self.access.may_will(who, &will.topic) {
             debug!(client = %client, topic = %will.topic, "will not authorized: dropped");
@@ -60,7 +61,7 @@ impl Router {
         } else {
             self.durable.record(|| Record::WillPending {
                 client: will.0.clone(),
-                username: will.1.clone(),
+                username: will.1.username.clone(),
                 will: will.2.clone(),
                 delay,
             });

@@ -15,19 +15,28 @@ use bytes::Bytes;
 use tinsel_codec::{ByteStr, Will};
 
 use crate::FastMap;
+use crate::listener::ListenerId;
 use crate::timers::{Clock, Millis, pop_due};
 
 /// A will waiting for its delay to pass.
 #[derive(Debug)]
 struct PendingWill {
     due: Millis,
-    /// The identity its rights are checked with when it is sent.
-    username: Option<Arc<str>>,
+    /// Who it is sent as.
+    owner: WillOwner,
     will: Box<Will>,
 }
 
-/// A will with the client it belongs to and that client's identity.
-pub(crate) type OwnedWill = (Arc<str>, Option<Arc<str>>, Box<Will>);
+/// Who a will is sent as: its client's identity (the user name rights are looked up by)
+/// and listener, when it connected.
+#[derive(Debug, Clone)]
+pub(crate) struct WillOwner {
+    pub(crate) username: Option<Arc<str>>,
+    pub(crate) listener: ListenerId,
+}
+
+/// A will with the client it belongs to and who it is sent as.
+pub(crate) type OwnedWill = (Arc<str>, WillOwner, Box<Will>);
 
 /// Wills waiting for their delay, by client id, with their deadlines in order.
 #[derive(Debug, Default)]
@@ -42,20 +51,14 @@ impl Wills {
     pub(crate) fn schedule(
         &mut self,
         clock: Clock,
-        (client, username, will): OwnedWill,
+        (client, owner, will): OwnedWill,
         due: Instant,
     ) {
         let due = clock.key(due);
         self.take(&client);
         self.timers.insert((due, client.clone()));
-        self.pending.insert(
-            client,
-            PendingWill {
-                due,
-                username,
-                will,
-            },
-        );
+        self.pending
+            .insert(client, PendingWill { due, owner, will });
     }
 
     /// Takes `client`'s pending will out (its session resumes or ends).
@@ -65,7 +68,7 @@ impl Wills {
         }
         let p = self.pending.remove(client)?;
         self.timers.remove(&(p.due, client.clone()));
-        Some((client.clone(), p.username, p.will))
+        Some((client.clone(), p.owner, p.will))
     }
 
     /// Takes every pending will out, the earliest due first (the broker stops).
@@ -75,7 +78,7 @@ impl Wills {
             .into_iter()
             .filter_map(|(_, client)| {
                 let p = self.pending.remove(&client)?;
-                Some((client, p.username, p.will))
+                Some((client, p.owner, p.will))
             })
             .collect()
     }
@@ -86,7 +89,7 @@ impl Wills {
             .into_iter()
             .filter_map(|(_, client)| {
                 let p = self.pending.remove(&client)?;
-                Some((client, p.username, p.will))
+                Some((client, p.owner, p.will))
             })
             .collect()
     }

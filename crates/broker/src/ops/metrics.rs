@@ -7,7 +7,8 @@
 //!
 //! - connections: `tinsel_connections` (MQTT clients), `tinsel_connections_open` (sockets),
 //!   `tinsel_connections_accepted_total`, `tinsel_connections_refused_total{reason}`
-//!   (`max_connections` on accept, else the CONNACK's reason code by name);
+//!   (`max_connections` or `listener_max_connections` on accept, else the CONNACK's reason
+//!   code by name);
 //! - messages: `tinsel_messages_{received,sent}_total{qos}`,
 //!   `tinsel_payload_bytes_{received,sent}_total{qos}`,
 //!   `tinsel_messages_dropped_total{cause}`, `tinsel_bytes_{received,sent}_total` (sockets);
@@ -147,10 +148,16 @@ fn render(ops: &Ops) -> String {
         "Network connections accepted.",
         &[("", counts.accepted)],
     );
-    let mut refused = vec![(
-        "reason=\"max_connections\"".to_owned(),
-        counts.refused_max_connections,
-    )];
+    let mut refused = vec![
+        (
+            "reason=\"max_connections\"".to_owned(),
+            counts.refused_max_connections,
+        ),
+        (
+            "reason=\"listener_max_connections\"".to_owned(),
+            counts.refused_listener_max_connections,
+        ),
+    ];
     // The usual reasons are there from the start, at 0, so that `rate()` sees them begin.
     let mut reasons: Vec<(ReasonCode, u64)> = USUAL_REFUSALS.iter().map(|&r| (r, 0)).collect();
     for (reason, n) in refusals {
@@ -167,8 +174,8 @@ fn render(ops: &Ops) -> String {
         &mut o,
         "tinsel_connections_refused_total",
         Counter,
-        "Connections refused: closed on accept (max_connections) or CONNECT refused, by \
-         the CONNACK's reason code.",
+        "Connections refused: closed on accept (max_connections, listener_max_connections) \
+         or CONNECT refused, by the CONNACK's reason code.",
         &refused,
     );
     let by_qos = |v: [u64; 3]| {

@@ -15,6 +15,7 @@ use crate::settings::{Limits, Settings};
 
 mod bridge;
 mod limits;
+mod listeners;
 mod seams;
 
 fn origin(port: u16) -> Origin {
