@@ -274,3 +274,20 @@ def test_persistent_sessions_stay_in_311_and_end_in_5(tinsel_bin, kind, start_ti
     time.sleep(2.5)
     # The six MQTT 3.1.1 sessions (three publishers, three subscribers) wait offline.
     assert sys_value(broker.port, "$SYS/broker/clients/disconnected") == 6
+
+
+def test_credentials_log_in_and_wrong_ones_are_refused(tinsel_bin, start_mosquitto, tmp_path):
+    pw = tmp_path / "passwd"
+    made = subprocess.run([str(tinsel_bin), "passwd", "-c", "-b", str(pw), "elf", "cocoa"],
+                          capture_output=True)
+    assert made.returncode == 0, made.stderr
+    pw.chmod(0o644)
+    broker = start_mosquitto(f"user root\nallow_anonymous false\npassword_file {pw}\n")
+    _, r = bench(tinsel_bin, broker.port, "p2p", "-n", "2", "--qos", "1", "--count", "50",
+                 "-u", "elf", "-P", "cocoa")
+    assert r["received"] == 100
+    proc, r = bench(tinsel_bin, broker.port, "conn", "-n", "5", "-u", "elf", "-P", "wrong",
+                    check_ok=False)
+    assert proc.returncode != 0 and r["ok"] is False
+    assert r.get("connect", {}).get("connected", 0) == 0
+    assert any("CONNACK" in e for e in r["errors"]), r["errors"]

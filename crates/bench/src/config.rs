@@ -151,6 +151,10 @@ pub struct BenchConfig {
     /// them. MQTT 5 sessions are ended at the end of the run; MQTT 3.1.1 ones stay on the
     /// broker, offline, until it drops them.
     pub persistent: bool,
+    /// User name every connection sends in its CONNECT (none: anonymous).
+    pub username: Option<String>,
+    /// Password every connection sends with its user name.
+    pub password: Option<String>,
 }
 
 /// Session expiry of persistent MQTT 5 benchmark sessions, in seconds.
@@ -188,6 +192,8 @@ impl BenchConfig {
             tls_server_name: "localhost".into(),
             ws_path: "/mqtt".into(),
             persistent: false,
+            username: None,
+            password: None,
         }
     }
 

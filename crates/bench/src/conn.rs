@@ -56,6 +56,9 @@ pub(crate) struct ConnOpts {
     pub(crate) keep_alive: u16,
     /// CONNECT without Clean Session / Clean Start (see [`crate::BenchConfig::persistent`]).
     pub(crate) persistent: bool,
+    /// User name and password of every CONNECT.
+    pub(crate) username: Option<ByteStr>,
+    pub(crate) password: Option<bytes::Bytes>,
     pub(crate) wire: std::sync::Arc<WireOpts>,
 }
 
@@ -118,8 +121,8 @@ impl Conn {
             client_id: ByteStr::try_from(client_id)
                 .map_err(|_| BenchError::Config(format!("invalid client id {client_id:?}")))?,
             will: None,
-            username: None,
-            password: None,
+            username: opts.username.clone(),
+            password: opts.password.clone(),
             bridge: false,
         };
         conn.send(&connect.into()).await?;

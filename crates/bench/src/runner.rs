@@ -231,6 +231,13 @@ fn conn_opts(cfg: &BenchConfig) -> Result<ConnOpts, BenchError> {
         version: cfg.version,
         keep_alive: cfg.keep_alive,
         persistent: cfg.persistent,
+        username: cfg
+            .username
+            .as_deref()
+            .map(ByteStr::try_from)
+            .transpose()
+            .map_err(|_| BenchError::Config("the user name is not a valid MQTT string".into()))?,
+        password: cfg.password.clone().map(Bytes::from),
         wire: Arc::new(wire),
     })
 }

@@ -53,8 +53,8 @@ const MAX_READ: u32 = 64 * 1024;
 /// Yielding after every read costs fan-out throughput: subscribers then write smaller
 /// batches.) Only reads of the same poll count: a task that waited for its socket has let
 /// the others run already, and a yield costs a pass through the scheduler and, on a runtime
-/// with several workers, wakes another worker to steal the task (a paced connection that
-/// counted every 8th read across polls made a third of the broker's thread wake-ups).
+/// with several workers, wakes another worker to steal the task (counted across polls, a
+/// paced connection, one read per poll, yielded on every 8th message).
 const YIELD_READS: u8 = 8;
 
 /// While a publisher waits for a congested subscriber, how often it looks again.
@@ -799,6 +799,7 @@ impl Conn {
         let now = Instant::now();
         // Pressure raised by something else (a will, $SYS) is not this publisher's.
         state.router.take_pressure();
+        state.router.take_throttle();
         let mut decoded = false;
         loop {
             match decode_packet(&mut self.rbuf, self.version, self.shared.max_packet_size) {

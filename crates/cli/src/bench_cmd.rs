@@ -127,6 +127,12 @@ struct RunArgs {
     /// ended at the end of the run), so a broker with persistence stores them.
     #[arg(long)]
     persistent: bool,
+    /// User name every connection sends (as mosquitto_pub's -u).
+    #[arg(short = 'u', long)]
+    username: Option<String>,
+    /// Password every connection sends with its user name (as mosquitto_pub's -P).
+    #[arg(short = 'P', long = "pw", requires = "username")]
+    password: Option<String>,
 }
 
 fn parse_transport(s: &str) -> Result<Transport, String> {
@@ -279,6 +285,8 @@ fn config(scenario: Scenario, a: RunArgs) -> Result<BenchConfig, String> {
     cfg.tls_server_name = a.tls_server_name;
     cfg.ws_path = a.ws_path;
     cfg.persistent = a.persistent;
+    cfg.username = a.username;
+    cfg.password = a.password;
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)
 }

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use tinsel_codec::{ByteStr, Packet, Properties, PubResp, Publish, QoS, ReasonCode};
 
 use crate::access::Identity;
-use crate::connections::ConnId;
+use crate::connections::{ConnId, Origin};
 use crate::durable::{Record, Ticket};
 use crate::rate::RateVerdict;
 use crate::router::Router;
@@ -91,7 +91,10 @@ impl Router {
             }
         }
         let limits = &self.settings.limits;
-        if limits.max_publish_rate > 0 || limits.max_publish_bytes_rate > 0 {
+        // Links (bridges) are the operator's own: not rate limited.
+        if (limits.max_publish_rate > 0 || limits.max_publish_bytes_rate > 0)
+            && matches!(c.origin, Origin::Network(_))
+        {
             let throttle = limits.publish_rate_action == RateAction::Throttle;
             let payload = p.payload.len();
             match c.rate.publish(limits, self.clock, now, payload, throttle) {

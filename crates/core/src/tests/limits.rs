@@ -259,3 +259,25 @@ fn authentication_data_without_method_is_a_protocol_error() {
     assert!(matches!(&out[..],
         [Packet::ConnAck(a)] if a.reason == ReasonCode::PROTOCOL_ERROR));
 }
+
+#[test]
+fn links_are_not_rate_limited() {
+    let mut sim = Sim::new(|l| {
+        l.max_publish_rate = 1;
+        l.publish_burst = 1;
+        l.publish_rate_action = RateAction::Disconnect;
+    });
+    let link = sim
+        .r
+        .accept(sim.now, crate::connections::Origin::Link("bridge".into()))
+        .0;
+    sim.r.handle(
+        sim.now,
+        link,
+        Packet::Connect(Box::new(connect("link", ProtocolVersion::V5, 0))),
+    );
+    sim.out(link);
+    rated(&mut sim, link, 10, QoS::AtMostOnce);
+    assert!(!sim.closed(link));
+    assert!(sim.r.take_throttle().is_none());
+}
