@@ -188,9 +188,19 @@ def test_fail_over_to_the_second_address(brokers, free_port):
     local = brokers.tinsel_conf("\n".join(lines))
     far = brokers.collector(remote, "f/#", STATE.format(cid))
     far.wait_topic(STATE.format(cid), b"1")
-    brokers.collector(local).publish("f/x", b"over", qos=1)
+    sender = brokers.collector(local)
+    sender.publish("f/x", b"over", qos=1)
     far.wait_topic("f/x", b"over")
     assert f"127.0.0.1:{dead}" in local.log()
+    # With round_robin false (the default), the bridge goes back to the first address once
+    # it answers again.
+    first = brokers.mosquitto(port=dead)
+    back = brokers.collector(first, "f/#")
+    deadline = time.monotonic() + WAIT
+    while not back.got("f/y") and time.monotonic() < deadline:
+        sender.publish("f/y", b"back", qos=1)
+        time.sleep(0.2)
+    assert back.got("f/y"), "the bridge did not go back to the first address"
 
 
 def test_tls_to_the_remote_with_bridge_cafile(brokers, tmp_path):

@@ -89,6 +89,9 @@ enum Ended {
     Lost(String),
     /// The broker stops, or closed the bridge's session here.
     Stop,
+    /// The first address answers again (while connected to another, `round_robin false`):
+    /// go back to it at once.
+    Primary,
 }
 
 struct Bridge {
@@ -146,8 +149,14 @@ impl Bridge {
                 Ok((client, events)) => {
                     info!("bridge {}: connected to {host}:{port}", self.b.name);
                     delay = base;
-                    let ended = self.serve(&mut link, &client, events, &mut stop).await;
-                    if matches!(ended, Ended::Stop) {
+                    // As Mosquitto with `round_robin false`: while on a fail-over address,
+                    // look now and then whether the first one is back.
+                    let primary = (index != 0 && !self.b.config.round_robin)
+                        .then(|| self.b.addresses[0].clone());
+                    let ended = self
+                        .serve(&mut link, &client, events, &mut stop, primary)
+                        .await;
+                    if matches!(ended, Ended::Stop | Ended::Primary) {
                         let _ =
                             tokio::time::timeout(Duration::from_secs(1), client.disconnect()).await;
                     }
@@ -169,6 +178,11 @@ impl Bridge {
             let why = match ended {
                 Ended::Stop => break,
                 Ended::Lost(why) => why,
+                Ended::Primary => {
+                    info!("bridge {}: the first address answers again", self.b.name);
+                    index = 0;
+                    continue;
+                }
             };
             // Fail over: the next address after each failure.
             index = (index + 1) % self.b.addresses.len();
@@ -251,7 +265,10 @@ impl Bridge {
         client: &Client,
         mut events: Events,
         stop: &mut watch::Receiver<bool>,
+        primary: Option<(String, u16)>,
     ) -> Ended {
+        let mut look =
+            tokio::time::interval_at(tokio::time::Instant::now() + PRIMARY_RETRY, PRIMARY_RETRY);
         self.on_connect(link, client);
         let mut acks: JoinSet<(u16, bool)> = JoinSet::new();
         // What the previous connection did not get acknowledged, in order.
@@ -298,6 +315,13 @@ impl Bridge {
                         self.acknowledged(link, pid, ok);
                     }
                 }
+                _ = look.tick(), if primary.is_some() => {
+                    if let Some((host, port)) = &primary
+                        && answers(host, *port).await
+                    {
+                        break Ended::Primary;
+                    }
+                }
                 _ = stopped(stop) => break Ended::Stop,
             }
         };
@@ -310,7 +334,12 @@ impl Bridge {
                 }
             }
         } else {
+            // Leaving a live connection: whatever it has not acknowledged yet is sent again
+            // on the next one (a duplicate at worst).
             acks.abort_all();
+            for p in &mut self.pending {
+                p.sent = false;
+            }
         }
         ended
     }
@@ -458,6 +487,18 @@ impl Bridge {
         state.router.publish(Instant::now(), &p);
         self.shared.wake(&mut state, None);
     }
+}
+
+/// How often a bridge on a fail-over address looks whether the first one is back.
+const PRIMARY_RETRY: Duration = Duration::from_secs(5);
+
+/// True if something accepts TCP connections at `host:port` (within a second).
+async fn answers(host: &str, port: u16) -> bool {
+    let connect = tokio::net::TcpStream::connect((host, port));
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), connect).await,
+        Ok(Ok(_))
+    )
 }
 
 /// Resolves once the broker stops (the watch's guard is not held across an await).

@@ -100,9 +100,10 @@ pub struct BridgeConfig {
     /// carried them inwards before may still be subscribed to them there).
     #[serde(default = "yes")]
     pub bridge_attempt_unsubscribe: bool,
-    /// After a failure, go on with the next address and stay there (true), or (false,
-    /// Mosquitto's default) go back to the first address at the next failure of a
-    /// fail-over one. Tinsel tries the next address after each failure either way.
+    /// false (Mosquitto's default): the first address is the main one; while connected to
+    /// another, the bridge looks every 5 seconds whether the first answers again and goes
+    /// back to it. true: it stays until that connection fails. Either way, a failure moves
+    /// on to the next address.
     #[serde(default)]
     pub round_robin: bool,
     /// User name of the bridge's session on this broker, for the access rules.
