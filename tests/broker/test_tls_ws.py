@@ -718,3 +718,38 @@ def test_a_certificate_username_needs_no_password_beside_a_password_file(
     assert subprocess.run(plain + ["-u", "alice", "-P", "wrong"], capture_output=True,
                           timeout=WAIT).returncode != 0
     assert subprocess.run(plain, capture_output=True, timeout=WAIT).returncode != 0
+
+    # paho-mqtt, MQTT 5: the certificate alone on the TLS listener, where it reads its own
+    # message back; a user name and password on the plain one, the wrong password refused
+    # with 0x87 Not authorized, as Mosquitto refuses it.
+    def paho_rc(port, tls_cert=None, password=None):
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=uid("p"), protocol=mqtt.MQTTv5)
+        if tls_cert:
+            c.tls_set(ca_certs=str(c_dir / "ca.crt"), certfile=str(c_dir / f"{tls_cert}.crt"),
+                      keyfile=str(c_dir / f"{tls_cert}.key"))
+        if password is not None:
+            c.username_pw_set("alice", password)
+        codes, got = [], []
+        c.on_connect = lambda _c, _u, _f, rc, _p: codes.append(rc.value)
+        c.on_message = lambda _c, _u, m: got.append(m.payload)
+        c.connect("localhost", port)
+        c.loop_start()
+        wait_for(lambda: codes, "a CONNACK")
+        return c, codes[0], got
+
+    c_dir = certs
+    c, rc, got = paho_rc(tls, tls_cert="client")
+    assert rc == 0
+    c.subscribe("cert/paho", 1)
+    time.sleep(0.3)
+    c.publish("cert/paho", b"by certificate", 1)
+    wait_for(lambda: got == [b"by certificate"], "the message back over mutual TLS")
+    c.loop_stop()
+    c.disconnect()
+    good, rc, _ = paho_rc(server.port, password="secret")
+    assert rc == 0
+    good.loop_stop()
+    good.disconnect()
+    bad, rc, _ = paho_rc(server.port, password="wrong")
+    assert rc == 0x87, hex(rc)
+    bad.loop_stop()
