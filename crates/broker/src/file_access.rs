@@ -30,6 +30,8 @@
 //! IPv6 address counts by its /64) may have at most [`MAX_PENDING_PER_SOURCE`] checks
 //! waiting or running, and may fail [`FAILURE_BURST`] times in a burst, then
 //! [`FAILURES_PER_SECOND`]; beyond that its CONNECTs are refused at once, without hashing
+//! (0x87 Not authorized after too many failures, 0x89 Server busy — MQTT 3: 3 Server
+//! unavailable — while too many checks are pending)
 //! (a token bucket per source: a device retrying a stale password every few seconds never
 //! trips it, a flood is cut to one hash a second). The table
 //! holds at most [`MAX_SOURCES`] sources; when it is full and none can be forgotten, a new
@@ -290,8 +292,8 @@ impl Authenticator for FileAccess {
         if lock(&rules.logins).get(&digest).is_some() {
             return AuthDecision::Allow(Some(Arc::from(username.as_str())));
         }
-        match source {
-            Some(source) if !self.sources().admit(source, now) => REFUSED,
+        match source.map(|source| self.sources().admit(source, now)) {
+            Some(Err(reason)) => AuthDecision::Deny(reason),
             _ => AuthDecision::Defer,
         }
     }
@@ -525,17 +527,23 @@ impl Sources {
         Some(s)
     }
 
-    /// May a password check from `source` start? Counts it as pending if so.
-    fn admit(&mut self, source: IpAddr, now: Instant) -> bool {
+    /// May a password check from `source` start? Counts it as pending if so. If not, the
+    /// CONNECT's refusal: 0x87 Not authorized once the source has failed too often, 0x89
+    /// Server busy while it has [`MAX_PENDING_PER_SOURCE`] checks pending (its password may
+    /// well be right: the client should try again).
+    fn admit(&mut self, source: IpAddr, now: Instant) -> Result<(), ReasonCode> {
         let Some(s) = self.entry(source, now) else {
-            return true;
+            return Ok(());
         };
         s.refill(now);
-        if s.allowance < 1.0 || s.pending >= MAX_PENDING_PER_SOURCE {
-            return false;
+        if s.allowance < 1.0 {
+            return Err(ReasonCode::NOT_AUTHORIZED);
+        }
+        if s.pending >= MAX_PENDING_PER_SOURCE {
+            return Err(ReasonCode::SERVER_BUSY);
         }
         s.pending += 1;
-        true
+        Ok(())
     }
 
     /// A login from `source` failed without a password check.
@@ -583,20 +591,24 @@ mod tests {
         let other: IpAddr = "192.0.2.2".parse().unwrap();
         let t0 = Instant::now();
         for _ in 0..FAILURE_BURST {
-            assert!(s.admit(ip, t0));
+            assert!(s.admit(ip, t0).is_ok());
             s.finish(ip, false, t0);
         }
-        assert!(!s.admit(ip, t0), "refused after {FAILURE_BURST} failures");
-        assert!(s.admit(other, t0), "others are not");
+        assert_eq!(
+            s.admit(ip, t0),
+            Err(ReasonCode::NOT_AUTHORIZED),
+            "refused after {FAILURE_BURST} failures"
+        );
+        assert!(s.admit(other, t0).is_ok(), "others are not");
         let t1 = t0 + Duration::from_secs_f64(1.0 / FAILURES_PER_SECOND);
-        assert!(s.admit(ip, t1), "one more failure a second");
+        assert!(s.admit(ip, t1).is_ok(), "one more failure a second");
         s.finish(ip, false, t1);
-        assert!(!s.admit(ip, t1));
+        assert!(s.admit(ip, t1).is_err());
         // Failing slower than the refill never trips it.
         let mut t = t1;
         for _ in 0..100 {
             t += Duration::from_secs(2);
-            assert!(s.admit(ip, t));
+            assert!(s.admit(ip, t).is_ok());
             s.finish(ip, false, t);
         }
         s.failed(ip, t);
@@ -610,13 +622,19 @@ mod tests {
         let ip: IpAddr = "2001:db8::1".parse().unwrap();
         let t0 = Instant::now();
         for _ in 0..MAX_PENDING_PER_SOURCE {
-            assert!(s.admit(source_key(SocketAddr::new(ip, 1)), t0));
+            assert!(s.admit(source_key(SocketAddr::new(ip, 1)), t0).is_ok());
         }
-        // Same /64: the same source.
+        // Same /64: the same source, told to come back later.
         let neighbour = SocketAddr::new("2001:db8::2".parse().unwrap(), 2);
-        assert!(!s.admit(source_key(neighbour), t0));
+        assert_eq!(
+            s.admit(source_key(neighbour), t0),
+            Err(ReasonCode::SERVER_BUSY)
+        );
         // Checks that never report back are forgotten.
-        assert!(s.admit(source_key(neighbour), t0 + FORGET_SOURCE * 2));
+        assert!(
+            s.admit(source_key(neighbour), t0 + FORGET_SOURCE * 2)
+                .is_ok()
+        );
         assert_eq!(s.table.len(), 1);
     }
 
@@ -626,11 +644,11 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..MAX_SOURCES as u32 + 10 {
             let ip = IpAddr::from(std::net::Ipv4Addr::from_bits(i));
-            assert!(s.admit(ip, t0), "untracked sources are admitted");
+            assert!(s.admit(ip, t0).is_ok(), "untracked sources are admitted");
         }
         assert_eq!(s.table.len(), MAX_SOURCES);
         let late = IpAddr::from(std::net::Ipv4Addr::from_bits(u32::MAX));
-        assert!(s.admit(late, t0 + FORGET_SOURCE * 2));
+        assert!(s.admit(late, t0 + FORGET_SOURCE * 2).is_ok());
         assert_eq!(s.table.len(), 1, "stale sources were forgotten");
     }
 }
