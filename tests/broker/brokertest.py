@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -349,20 +350,12 @@ def sub_options(qos=0, no_local=False, retain_as_published=False, retain_handlin
 MOSQUITTO_EXE = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
-class ConfBroker:
-    """Mosquitto or `tinsel broker` run on one Mosquitto configuration file, listening on every
-    port of `ports` (127.0.0.1); its output kept in a log file. `extra` goes to tinsel only."""
+class Broker:
+    """A broker process listening on every port of `ports`, its output kept in a log file."""
 
-    def __init__(self, kind, tinsel_bin, conf_text, ports, tmp_path, extra=()):
-        self.kind = kind
-        conf = tmp_path / f"{kind}-{ports[0]}.conf"
-        conf.write_text(conf_text)
-        if kind == "mosquitto":
-            args = [MOSQUITTO_EXE, "-c", str(conf)]
-        else:
-            args = [str(tinsel_bin), "broker", "-c", str(conf), *extra]
-        self.log_path = tmp_path / f"{kind}-{ports[0]}.log"
-        self._log = open(self.log_path, "wb")
+    def __init__(self, args, ports, log_path: Path):
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         for port in ports:
@@ -389,3 +382,18 @@ class ConfBroker:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+class ConfBroker(Broker):
+    """Mosquitto or `tinsel broker` run on one Mosquitto configuration file, listening on every
+    port of `ports` (127.0.0.1); its output kept in a log file. `extra` goes to tinsel only."""
+
+    def __init__(self, kind, tinsel_bin, conf_text, ports, tmp_path, extra=()):
+        self.kind = kind
+        conf = tmp_path / f"{kind}-{ports[0]}.conf"
+        conf.write_text(conf_text)
+        if kind == "mosquitto":
+            args = [MOSQUITTO_EXE, "-c", str(conf)]
+        else:
+            args = [str(tinsel_bin), "broker", "-c", str(conf), *extra]
+        super().__init__(args, ports, tmp_path / f"{kind}-{ports[0]}.log")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from brokertest import SubProc, WAIT, free_port_number, run_cli, topic_base
+from brokertest import Broker, SubProc, WAIT, free_port_number, run_cli, topic_base
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -66,38 +66,6 @@ def roundtrip(pub_port: int, sub_port: int, qos: int) -> None:
         sub.stop()
 
 
-class Broker:
-    """A broker process listening on every port of `ports`, its output kept in a log file."""
-
-    def __init__(self, args, ports, log_path: Path):
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        for port in ports:
-            while True:
-                assert self.proc.poll() is None, f"{args} exited: {self.log()}"
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, f"nothing on port {port}: {self.log()}"
-                    time.sleep(0.05)
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 @pytest.mark.parametrize("kind", ["mosquitto", "tinsel"])

@@ -13,6 +13,7 @@
 //! is not under the mount point (a session resumed through another listener) is not sent
 //! to that client: a client never sees outside its mount point.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use tinsel_codec::topic::parse_shared;
@@ -92,6 +93,18 @@ pub(crate) fn mount(mount: &str, topic: &str) -> Option<ByteStr> {
         None => format!("{mount}{topic}"),
     };
     ByteStr::try_from(mounted).ok()
+}
+
+/// `filter` from a client of a listener with `mount` (as it is without one); None when the
+/// mounted filter is too long to be a string.
+pub(crate) fn mount_filter<'a>(
+    mount: Option<&str>,
+    filter: &'a ByteStr,
+) -> Option<Cow<'a, ByteStr>> {
+    match mount {
+        Some(m) => self::mount(m, filter).map(Cow::Owned),
+        None => Some(Cow::Borrowed(filter)),
+    }
 }
 
 /// `topic` as a client under `mount` knows it; None when it is not under the mount point

@@ -13,6 +13,7 @@ use tinsel_codec::{
 use crate::access::Identity;
 use crate::connections::ConnId;
 use crate::durable::Record;
+use crate::listener::mount_filter;
 use crate::retained::Retained;
 use crate::router::Router;
 use crate::session::SubEntry;
@@ -56,20 +57,11 @@ impl Router {
                 // [MQTT-3.8.3-4]
                 return self.protocol_error(now, conn, "No Local on a shared subscription");
             }
-            let mounted;
-            let filter = match &mount {
-                Some(m) => match crate::listener::mount(m, filter) {
-                    Some(f) => {
-                        mounted = f;
-                        &mounted
-                    }
-                    None => {
-                        reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
-                        continue;
-                    }
-                },
-                None => filter,
+            let Some(mounted) = mount_filter(mount.as_deref(), filter) else {
+                reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
+                continue;
             };
+            let filter = &*mounted;
             let shared = parse_shared(filter);
             // A shared subscription is checked on its filter, without `$share/{group}/`.
             let checked = shared.map_or(filter.as_str(), |(_, inner)| inner);
@@ -200,20 +192,11 @@ impl Router {
                 reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
                 continue;
             }
-            let mounted;
-            let filter = match &mount {
-                Some(m) => match crate::listener::mount(m, filter) {
-                    Some(f) => {
-                        mounted = f;
-                        &mounted
-                    }
-                    None => {
-                        reasons.push(ReasonCode::NO_SUBSCRIPTION_EXISTED);
-                        continue;
-                    }
-                },
-                None => filter,
+            let Some(mounted) = mount_filter(mount.as_deref(), filter) else {
+                reasons.push(ReasonCode::NO_SUBSCRIPTION_EXISTED);
+                continue;
             };
+            let filter = &*mounted;
             let existed = self.subs.remove(filter, client);
             if let Some(session) = self.sessions.get_mut(client) {
                 session.subscriptions.remove(filter.as_str());
