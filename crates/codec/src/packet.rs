@@ -1,6 +1,6 @@
 //! The packet enum, the fixed header, and the stream entry points.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::primitives::{MAX_VARINT, VarInt, finish, parse_varint, varint_len, write_varint};
 
@@ -184,9 +184,36 @@ pub fn decode_packet(
     let Some(header) = check_frame(buf, max_packet_size)? else {
         return Ok(None);
     };
+    if let Some(ack) = short_ack(&header, buf)? {
+        buf.advance(header.frame_len());
+        return Ok(Some(ack));
+    }
     let mut frame = buf.split_to(header.frame_len()).freeze();
     let body = frame.split_off(header.header_len);
     decode_body(header, body, version).map(Some)
+}
+
+/// A PUBACK, PUBREC, PUBREL or PUBCOMP of two bytes (its packet identifier: Success and no
+/// properties in MQTT 5, the only form before it), read from the buffer in place: one of
+/// them answers every QoS 1 and 2 message, and sharing its two bytes as [`Bytes`] would
+/// cost more than decoding them. None for any other packet (decoded by [`decode_body`]).
+fn short_ack(header: &FixedHeader, frame: &[u8]) -> Result<Option<Packet>, DecodeError> {
+    if header.remaining_length != 2 {
+        return Ok(None);
+    }
+    let wrap = match header.packet_type {
+        PacketType::PubAck => Packet::PubAck,
+        PacketType::PubRec => Packet::PubRec,
+        PacketType::PubRel => Packet::PubRel,
+        PacketType::PubComp => Packet::PubComp,
+        _ => return Ok(None),
+    };
+    let at = header.header_len;
+    match u16::from_be_bytes([frame[at], frame[at + 1]]) {
+        // [MQTT-2.2.1-3]
+        0 => Err(DecodeError::ZeroPacketId),
+        id => Ok(Some(wrap(PubResp::new(id)))),
+    }
 }
 
 /// Step two of decoding: parses the body of a packet whose fixed header [`check_frame`]

@@ -3,7 +3,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::primitives::{
-    MAX_VARINT, read_packet_id, read_string, string_len, write_string, write_varint,
+    MAX_VARINT, read_binary, read_packet_id, string_len, write_string, write_varint,
 };
 use crate::properties::Allowed;
 use crate::{ByteStr, DecodeError, EncodeError, Properties, ProtocolVersion, QoS};
@@ -59,10 +59,10 @@ impl Publish {
         version: ProtocolVersion,
     ) -> Result<Publish, DecodeError> {
         let qos = QoS::from_u8((flags >> 1) & 0x03).ok_or(DecodeError::InvalidQoS)?;
-        let topic = read_string(&mut b)?;
         // No wildcards in a topic name [MQTT-3.3.2-2]; empty only with a topic alias in
         // MQTT 5 (section 3.3.2.1), never before [MQTT-4.7.3-1].
-        if topic.contains(['+', '#']) || (topic.is_empty() && !version.is_v5()) {
+        let topic = ByteStr::topic_name(read_binary(&mut b)?)?;
+        if topic.is_empty() && !version.is_v5() {
             return Err(DecodeError::InvalidTopicName);
         }
         let packet_id = if qos == QoS::AtMostOnce {
@@ -301,6 +301,26 @@ mod tests {
                 ReasonCode::TOPIC_NAME_INVALID,
             );
         }
+        // No MQTT string at all: U+0000, or invalid UTF-8, also beside a wildcard (the
+        // string is judged first) [MQTT-1.5.4-1] [MQTT-1.5.4-2].
+        for t in [&b"a\0b"[..], b"\0#", b"a/\xff", b"\xc3+"] {
+            let mut bytes = vec![0x30, 2 + t.len() as u8, 0, t.len() as u8];
+            bytes.extend_from_slice(t);
+            reject(
+                &bytes,
+                V311,
+                DecodeError::InvalidString,
+                ReasonCode::MALFORMED_PACKET,
+            );
+        }
+        // Any other UTF-8 is a topic name, multi-byte characters included.
+        let t = "h\u{e4}user/\u{1f384}".as_bytes();
+        let mut bytes = vec![0x30, 2 + t.len() as u8, 0, t.len() as u8];
+        bytes.extend_from_slice(t);
+        let Ok(Packet::Publish(p)) = decode(&bytes, V311) else {
+            panic!("a multi-byte topic name was refused");
+        };
+        assert_eq!(&*p.topic, "h\u{e4}user/\u{1f384}");
         // Empty topic: never before 5.0; in 5.0 only with a topic alias.
         reject(
             &[0x30, 2, 0, 0],

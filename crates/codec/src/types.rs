@@ -6,6 +6,8 @@ use std::ops::Deref;
 use bytes::Bytes;
 use bytestring::ByteString;
 
+use crate::DecodeError;
+
 /// The protocol level a connection speaks, fixed by its CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ProtocolVersion {
@@ -115,6 +117,23 @@ impl ByteStr {
             return None;
         }
         ByteString::try_from(bytes).ok().map(ByteStr)
+    }
+
+    /// A topic name: an MQTT string without the wildcards `+` and `#` [MQTT-3.3.2-2]
+    /// (`InvalidString` if it is no MQTT string, `InvalidTopicName` if it holds a
+    /// wildcard). One vectorised search for U+0000 and both wildcards: a topic name is read
+    /// from every PUBLISH.
+    pub(crate) fn topic_name(bytes: Bytes) -> Result<ByteStr, DecodeError> {
+        if bytes.len() <= 65_535 && memchr::memchr3(0, b'+', b'#', &bytes).is_none() {
+            return ByteString::try_from(bytes)
+                .map(ByteStr)
+                .map_err(|_| DecodeError::InvalidString);
+        }
+        // Rare: say which of the two rules it breaks.
+        match ByteStr::from_utf8(bytes) {
+            Some(_) => Err(DecodeError::InvalidTopicName),
+            None => Err(DecodeError::InvalidString),
+        }
     }
 
     /// The string.

@@ -330,7 +330,20 @@ impl Router {
         if let Some(Inflight::Publish { publish, .. }) = session.inflight.get(&r.packet_id)
             && publish.qos == QoS::AtLeastOnce
         {
-            self.delivery_done(now, conn, client, r.packet_id);
+            let c = self.conns.handling(conn);
+            let (stats, durable) = (&mut self.sys.stats, &mut self.durable);
+            let pid = r.packet_id;
+            done(
+                session,
+                c,
+                conn,
+                client,
+                pid,
+                now,
+                stats,
+                durable,
+                &mut self.woken,
+            );
         }
     }
 
@@ -375,7 +388,20 @@ impl Router {
         };
         session.last_progress = now;
         if let Some(Inflight::Release) = session.inflight.get(&r.packet_id) {
-            self.delivery_done(now, conn, client, r.packet_id);
+            let c = self.conns.handling(conn);
+            let (stats, durable) = (&mut self.sys.stats, &mut self.durable);
+            let pid = r.packet_id;
+            done(
+                session,
+                c,
+                conn,
+                client,
+                pid,
+                now,
+                stats,
+                durable,
+                &mut self.woken,
+            );
         }
     }
 
@@ -385,16 +411,43 @@ impl Router {
         let Some(session) = self.sessions.get_mut(client) else {
             return;
         };
-        session.inflight.remove(&pid);
-        self.durable.record(|| Record::Delivered {
-            client: client.clone(),
-            packet_id: pid,
-            released: false,
-        });
         let c = self.conns.handling(conn);
         let (stats, durable) = (&mut self.sys.stats, &mut self.durable);
-        drain(session, c, conn, now, stats, durable, &mut self.woken);
+        done(
+            session,
+            c,
+            conn,
+            client,
+            pid,
+            now,
+            stats,
+            durable,
+            &mut self.woken,
+        );
     }
+}
+
+/// [`Router::delivery_done`] for a session the caller has found already (a PUBACK or a
+/// PUBCOMP: one lookup of the session per acknowledgement).
+#[allow(clippy::too_many_arguments)]
+fn done(
+    session: &mut Session,
+    c: &mut Conn,
+    conn: ConnId,
+    client: &Arc<str>,
+    pid: u16,
+    now: Instant,
+    stats: &mut Stats,
+    durable: &mut Durability,
+    woken: &mut Vec<ConnId>,
+) {
+    session.inflight.remove(&pid);
+    durable.record(|| Record::Delivered {
+        client: client.clone(),
+        packet_id: pid,
+        released: false,
+    });
+    drain(session, c, conn, now, stats, durable, woken);
 }
 
 /// Sends a PUBREL for a PUBREC that made records (see `durable.rs`) once they are synced:
