@@ -188,8 +188,9 @@ pub fn decode_packet(
         buf.advance(header.frame_len());
         return Ok(Some(ack));
     }
-    let mut frame = buf.split_to(header.frame_len()).freeze();
-    let body = frame.split_off(header.header_len);
+    // The fixed header is dropped in place; only the body is shared with what it decodes to.
+    buf.advance(header.header_len);
+    let body = buf.split_to(header.remaining_length as usize).freeze();
     decode_body(header, body, version).map(Some)
 }
 

@@ -20,6 +20,7 @@
 //! A link (a bridge, later another node) is a connection like any other: it gets its
 //! messages through this same path.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,10 +33,11 @@ use crate::access::Identity;
 use crate::backpressure::{STALLED, high_water};
 use crate::connections::{Conn, ConnId};
 use crate::durable::{Durability, Record};
-use crate::message::{for_subscriber, publish_size};
+use crate::message::{for_subscriber, into_subscriber, publish_size};
 use crate::packet_log::{summary, summary_publish};
 use crate::router::Router;
 use crate::session::{Inflight, Queued, Session};
+use crate::subscriptions::Target;
 use crate::sys::{DropCause, Stats};
 
 /// Shared encodings of one message, by form: MQTT 5 or not, QoS, retain. Most messages
@@ -124,7 +126,7 @@ impl Router {
         &mut self,
         now: Instant,
         publisher: Option<&Arc<str>>,
-        msg: &Publish,
+        msg: Publish,
     ) -> bool {
         let sessions = &self.sessions;
         let matches = self
@@ -135,30 +137,19 @@ impl Router {
         // One subscriber: its copy is encoded straight into its outbox; a shared encoding
         // pays only when several copies are made from it.
         let share = matches.targets.len() + matches.shared.len() > 1;
-        let expires = msg.properties.message_expiry_interval.is_some();
-        // Mosquitto's `upgrade_outgoing_qos`: the subscription's QoS, whatever the message's.
-        let upgrade = self.settings.upgrade_outgoing_qos;
-        let qos_for = |sub: QoS| if upgrade { sub } else { msg.qos.min(sub) };
         let mut targets = matches.targets;
+        // The last subscriber takes the message itself when nothing reads it afterwards
+        // (no shared subscription, no record of it to make).
+        let last = if matches.shared.is_empty() && !self.durable.enabled() {
+            targets.pop()
+        } else {
+            None
+        };
         for t in targets.drain(..) {
-            if !self.may_receive(&t.client, &msg.topic) {
-                continue;
-            }
-            let qos = qos_for(t.qos);
-            if qos == QoS::AtMostOnce && t.ids.is_empty() && !expires {
-                let retain = t.retain_as_published && msg.retain;
-                self.deliver_qos0(now, &t.client, msg, retain, &mut cache);
-                continue;
-            }
-            let p = for_subscriber(msg, qos, t.retain_as_published, t.ids);
-            self.deliver(now, &t.client, p, now, share.then_some(&mut cache));
+            self.offer(now, Cow::Borrowed(&msg), t, true, &mut cache, share);
         }
         for t in matches.shared {
-            if !self.may_receive(&t.client, &msg.topic) {
-                continue;
-            }
-            let p = for_subscriber(msg, qos_for(t.qos), t.retain_as_published, t.ids);
-            self.deliver(now, &t.client, p, now, share.then_some(&mut cache));
+            self.offer(now, Cow::Borrowed(&msg), t, false, &mut cache, share);
         }
         self.subs.recycle(targets);
         if !self.durable.accepted_by.is_empty() {
@@ -168,7 +159,42 @@ impl Router {
                 sessions,
             });
         }
+        if let Some(t) = last {
+            self.offer(now, Cow::Owned(msg), t, true, &mut cache, share);
+        }
         matched
+    }
+
+    /// Gives `msg` to one target (`plain`: not a shared subscription's; `share`: other
+    /// targets get it too, so encodings are kept in `cache`).
+    fn offer(
+        &mut self,
+        now: Instant,
+        msg: Cow<'_, Publish>,
+        t: Target,
+        plain: bool,
+        cache: &mut FormCache,
+        share: bool,
+    ) {
+        if !self.may_receive(&t.client, &msg.topic) {
+            return;
+        }
+        // Mosquitto's `upgrade_outgoing_qos`: the subscription's QoS, whatever the message's.
+        let qos = if self.settings.upgrade_outgoing_qos {
+            t.qos
+        } else {
+            msg.qos.min(t.qos)
+        };
+        let expires = msg.properties.message_expiry_interval.is_some();
+        if plain && qos == QoS::AtMostOnce && t.ids.is_empty() && !expires {
+            let retain = t.retain_as_published && msg.retain;
+            return self.deliver_qos0(now, &t.client, &msg, retain, cache);
+        }
+        let p = match msg {
+            Cow::Borrowed(m) => for_subscriber(m, qos, t.retain_as_published, t.ids),
+            Cow::Owned(m) => into_subscriber(m, qos, t.retain_as_published, t.ids),
+        };
+        self.deliver(now, &t.client, p, now, share.then_some(cache));
     }
 
     /// Sends `msg` at QoS 0 to `client` (nothing if it is offline: QoS 0 is not queued) from

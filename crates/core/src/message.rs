@@ -36,6 +36,26 @@ pub(crate) fn for_subscriber(
     }
 }
 
+/// [`for_subscriber`] for the last copy of a message: `msg` itself, so that no copy shares
+/// its topic and payload (each share is an atomic count on the read buffer they live in,
+/// which the subscriber's acknowledgement may drop on another core).
+pub(crate) fn into_subscriber(
+    mut msg: Publish,
+    qos: QoS,
+    retain_as_published: bool,
+    ids: Vec<u32>,
+) -> Publish {
+    clear_hop_properties(&mut msg.properties);
+    if !ids.is_empty() {
+        msg.properties.make_mut().subscription_identifiers = ids;
+    }
+    msg.dup = false;
+    msg.qos = qos;
+    msg.retain = retain_as_published && msg.retain;
+    msg.packet_id = 0;
+    msg
+}
+
 fn varint_len(n: usize) -> usize {
     match n {
         0..=127 => 1,

@@ -161,7 +161,7 @@ impl Router {
                 self.store_retained(now, &p);
             }
             self.flow.publishing(Some(client.clone()));
-            matched = self.route(now, Some(client), &p);
+            matched = self.route(now, Some(client), p);
             self.flow.publishing(None);
         }
         let reason = if !v5 {

@@ -381,6 +381,6 @@ impl Router {
         if p.retain {
             self.store_retained(now, p);
         }
-        self.route(now, None, p);
+        self.route(now, None, p.clone());
     }
 }

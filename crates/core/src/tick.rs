@@ -100,7 +100,7 @@ impl Router {
                 payload: Bytes::from(value),
             };
             self.store_retained(now, &p);
-            self.route(now, None, &p);
+            self.route(now, None, p);
         }
     }
 }

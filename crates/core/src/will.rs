@@ -44,7 +44,7 @@ impl Router {
         if p.retain {
             self.store_retained(now, &p);
         }
-        self.route(now, None, &p);
+        self.route(now, None, p);
     }
 
     /// What becomes of the will of a connection that is gone: published now, or after its
