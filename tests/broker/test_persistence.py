@@ -7,13 +7,14 @@ acknowledgement for must reach both subscribers; at QoS 2 none may reach one twi
 subscriptions and retained messages come back.
 """
 
+import queue
 import threading
 import time
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 
-from brokertest import V5, Peer, props, tinsel_config, uid
+from brokertest import V5, Peer, props, run_cli, tinsel_config, uid
 
 MAX_MESSAGES = 4000  # the publisher never sends more
 KILL_AFTER_ACKED = 600  # ... and the broker is killed once this many are acknowledged
@@ -374,4 +375,69 @@ def test_a_will_waiting_for_its_delay_survives_a_restart(start_tinsel, tmp_path,
     got += wills(received(watcher2))
     assert got == [(f"{topic}/gone", b"gone is gone")]
     returning.close()
+    watcher2.close()
+
+
+def test_the_will_of_a_client_connected_at_a_kill_9_goes_out_after_the_restart(
+    start_tinsel, sub_proc, tmp_path
+):
+    """A client with a will was connected when the broker was killed: its connection ended
+    without DISCONNECT, so the restarted broker publishes its will, once. A client that
+    disconnected normally before the kill has no will published."""
+    data = tmp_path / "data"
+    broker = start_on(start_tinsel, data, "sync")
+    topic = f"wills/{uid()}"
+    watcher = persistent(broker.port, uid("w"))
+    watcher.connect()
+    assert watcher.subscribe(f"{topic}/#", 1) == [1]
+
+    def will_sub(name, *extra):
+        return [
+            "mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-i", uid(name),
+            "--will-topic", f"{topic}/{name}", "--will-payload", f"{name} is gone",
+            "--will-qos", "1", *extra,
+        ]
+
+    # Connected at the kill: proven by a message it receives (its CONNACK waited for the
+    # will to be on disk).
+    token = uid("sync")
+    crashed = sub_proc(will_sub("crashed", "-t", f"sync/{token}"))
+    helper = Peer(broker.port, protocol=V5)
+    helper.connect()
+    for _ in range(50):
+        helper.publish(f"sync/{token}", token.encode(), qos=0)
+        try:
+            if token.encode() in crashed.lines.get(timeout=0.1):
+                break
+        except queue.Empty:
+            continue
+    else:
+        raise AssertionError("mosquitto_sub never received its sync message")
+    # Gone before the kill with DISCONNECT (-E: exits once subscribed): no will.
+    polite = run_cli(will_sub("polite", "-t", "x", "-E"))
+    assert polite.returncode == 0, polite.stderr
+    # Acknowledged once every record made before it is synced, the DISCONNECT's among them.
+    helper.publish(f"{topic}/marker", b"m", qos=1)
+    helper.close()
+    broker.proc.kill()
+    broker.proc.wait()
+    crashed.stop()
+    watcher.drop()
+
+    again = start_on(start_tinsel, data, "sync")
+    watcher2 = persistent(again.port, watcher.client_id)
+    flags, _, _ = watcher2.connect()
+    assert flags.session_present
+    got = []
+    deadline = time.monotonic() + 15
+    while not any(t.endswith("/crashed") for t, _ in got) and time.monotonic() < deadline:
+        try:
+            m = watcher2.messages.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        got.append((m.topic, m.payload))
+    watcher2.expect_none()
+    got += [(m.topic, m.payload) for m in received(watcher2)]
+    wills = [(t, p) for t, p in got if not t.endswith("/marker")]
+    assert wills == [(f"{topic}/crashed", b"crashed is gone")], again.log()
     watcher2.close()

@@ -142,12 +142,20 @@ impl Router {
         // at debug level.
         info!("{}", mosquitto_line(&client, reason, why));
         debug!(client = %client, peer = %c.origin, "connection ended: {why}");
-        let Some(expiry) = self.sessions.detach(self.clock, &client, conn, now) else {
+        let expiry = self.sessions.detach(self.clock, &client, conn, now);
+        match (will_msg, expiry) {
+            (Some(w), Some(expiry)) if will => {
+                self.will_after_close(now, (client.clone(), owner, w), expiry);
+            }
+            // Discarded (a normal DISCONNECT): the store forgets it too.
+            (Some(_), _) => self.durable.record(|| Record::WillTaken {
+                client: client.clone(),
+            }),
+            (None, _) => {}
+        }
+        let Some(expiry) = expiry else {
             return;
         };
-        if will && let Some(w) = will_msg {
-            self.will_after_close(now, (client.clone(), owner, w), expiry);
-        }
         if expiry == 0 {
             self.end_session(now, &client);
         }

@@ -269,6 +269,17 @@ impl Router {
         session.username = identity.clone();
         session.listener = listener;
         session.last_read.clear();
+        // The will of a client connected: a crash ends its connection without DISCONNECT,
+        // so a restart sends it. The CONNACK of a new session waits for it with the rest;
+        // that of a resumed one does not (see below).
+        let will = connect.will.map(|w| Box::new(detach_will(w)));
+        if let Some(w) = &will {
+            self.durable.record(|| Record::WillSet {
+                client: client.clone(),
+                username: identity.clone(),
+                will: w.clone(),
+            });
+        }
         // A new persistent session is on disk before its CONNACK. A resumed one is there
         // already: its CONNACK is not held (what it resends must follow the CONNACK), and
         // the record of its new expiry interval follows.
@@ -287,7 +298,7 @@ impl Router {
 
         let c = self.conns.connected(conn, client.clone());
         c.keep_alive = keep_alive;
-        c.will = connect.will.map(|w| Box::new(detach_will(w)));
+        c.will = will;
         c.username = identity;
         if v5 {
             let p = &connect.properties;

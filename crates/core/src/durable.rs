@@ -3,8 +3,9 @@
 //! With `Settings::durable_acks` on, the core writes a [`Record`] for every change a store
 //! must keep — a QoS 1/2 message accepted into persistent sessions, a QoS 2 receipt and
 //! its release, a subscription, a new persistent session, a retained message, a delivery
-//! acknowledged, a will waiting for its delay — and hands them to the host with [`crate::Router::take_work`]. Records are
-//! numbered in the order they are made; a [`Ticket`] is the number of the last one.
+//! acknowledged, the will of a connected client, a will waiting for its delay — and hands
+//! them to the host with [`crate::Router::take_work`]. Records are numbered in the order
+//! they are made; a [`Ticket`] is the number of the last one.
 //!
 //! An acknowledgement (PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK, CONNACK) whose packet
 //! made records is *held*: it waits, in order, until the host reports every record up to
@@ -132,7 +133,21 @@ pub enum Record {
         /// Seconds it waits (its Will Delay Interval, capped by the session's expiry).
         delay: u32,
     },
-    /// A pending will left: it was published, or dropped because its session resumed.
+    /// A client connected with a will (made only when a store is on): if the broker dies
+    /// while the client is connected, its connection ended without DISCONNECT, so after the
+    /// restart the will goes out as for any connection lost (after its delay, counted from
+    /// the restart, unless the session resumes first). Replaced by the [`Record::WillPending`]
+    /// or [`Record::WillTaken`] made when the connection ends.
+    WillSet {
+        /// The client it belongs to.
+        client: Arc<str>,
+        /// The identity its rights are checked with when it is sent.
+        username: Option<Arc<str>>,
+        /// The will as the client sent it (with its Will Delay Interval).
+        will: Box<Will>,
+    },
+    /// A will left: it was published, dropped because its session resumed, or discarded by
+    /// a normal DISCONNECT.
     WillTaken {
         /// The client it belonged to.
         client: Arc<str>,

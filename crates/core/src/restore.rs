@@ -27,6 +27,10 @@ pub struct Restored {
     pub sessions: Vec<RestoredSession>,
     /// Retained messages (topic in each).
     pub retained: Vec<Publish>,
+    /// Wills of clients that were connected when the broker died (killed, power lost):
+    /// their connections ended without DISCONNECT. Each delay is the will's own Will Delay
+    /// Interval; it is capped by its session's expiry on restore (0 without a session).
+    pub wills: Vec<(Arc<str>, RestoredWill)>,
 }
 
 /// One persistent session as the store kept it.
@@ -50,7 +54,8 @@ pub struct RestoredSession {
     pub will: Option<RestoredWill>,
 }
 
-/// A will that was waiting for its delay when the broker stopped.
+/// A will that was waiting for its delay when the broker stopped, or whose client was
+/// connected when it died.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RestoredWill {
@@ -96,7 +101,11 @@ pub enum RestoredInflight {
 impl Restored {
     /// Builds one from its parts.
     pub fn new(sessions: Vec<RestoredSession>, retained: Vec<Publish>) -> Restored {
-        Restored { sessions, retained }
+        Restored {
+            sessions,
+            retained,
+            wills: Vec::new(),
+        }
     }
 }
 
@@ -153,20 +162,31 @@ impl Router {
             }
             session.incoming_qos2.extend(r.incoming_qos2);
             if let Some(w) = r.will {
-                // Its delay starts anew, capped by the session's expiry as when it began.
-                let delay = w.delay.min(r.expiry);
-                let due = now + Duration::from_secs(u64::from(delay));
-                // The store keeps no listener: per-listener rights are listener 0's.
-                let owner = crate::wills::WillOwner {
-                    username: w.username,
-                    listener: 0,
-                };
-                let will = (r.client.clone(), owner, w.will);
-                self.wills.schedule(self.clock, will, due);
+                self.restore_will(now, r.client.clone(), w, r.expiry);
             }
             self.sessions
                 .insert_disconnected(self.clock, r.client, session, now);
         }
+        // The connections of these clients ended with the process: their wills go out as
+        // for any connection lost, at the first tick or after their delay.
+        for (client, w) in state.wills {
+            let expiry = self.sessions.get(&client).map_or(0, |s| s.expiry);
+            self.restore_will(now, client, w, expiry);
+        }
+    }
+
+    /// Schedules a will the store kept: its delay starts anew, capped by its session's
+    /// expiry as when it began.
+    fn restore_will(&mut self, now: Instant, client: Arc<str>, w: RestoredWill, expiry: u32) {
+        let delay = w.delay.min(expiry);
+        let due = now + Duration::from_secs(u64::from(delay));
+        // The store keeps no listener: per-listener rights are listener 0's.
+        let owner = crate::wills::WillOwner {
+            username: w.username,
+            listener: 0,
+        };
+        self.wills
+            .schedule(self.clock, (client, owner, w.will), due);
     }
 }
 

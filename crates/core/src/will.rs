@@ -57,6 +57,10 @@ impl Router {
             .unwrap_or(0)
             .min(expiry);
         if delay == 0 {
+            // It leaves the store's wills of connected clients.
+            self.durable.record(|| Record::WillTaken {
+                client: will.0.clone(),
+            });
             self.publish_will(now, will);
         } else {
             self.durable.record(|| Record::WillPending {

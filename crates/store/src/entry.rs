@@ -63,6 +63,7 @@ const SENT: u8 = 9;
 const DELIVERED: u8 = 10;
 const WILL_PENDING: u8 = 11;
 const WILL_TAKEN: u8 = 12;
+const WILL_SET: u8 = 13;
 const MESSAGE: u8 = 20;
 const PENDING: u8 = 21;
 const INFLIGHT_PUBLISH: u8 = 22;
@@ -119,6 +120,23 @@ fn publish_will(p: Publish, delay: u32) -> Will {
         retain: p.retain,
         properties,
     }
+}
+
+/// A will's fields after its tag: client, user name, the will as a message, a delay.
+type WillFields = (Arc<str>, Option<Arc<str>>, Box<Will>, u32);
+
+/// Writes a will's fields (see [`WillFields`]).
+fn put_will(out: &mut Vec<u8>, client: &str, username: Option<&str>, will: &Will, delay: u32) {
+    put_bytes(out, client.as_bytes());
+    match username {
+        Some(u) => {
+            out.push(1);
+            put_bytes(out, u.as_bytes());
+        }
+        None => out.push(0),
+    }
+    put_publish(out, &will_publish(will));
+    out.extend_from_slice(&delay.to_le_bytes());
 }
 
 fn options_byte(o: &SubscriptionOptions) -> u8 {
@@ -219,16 +237,16 @@ pub(crate) fn encode_record(r: &Record, out: &mut Vec<u8>) -> bool {
             delay,
         } => {
             out.push(WILL_PENDING);
-            put_bytes(out, client.as_bytes());
-            match username {
-                Some(u) => {
-                    out.push(1);
-                    put_bytes(out, u.as_bytes());
-                }
-                None => out.push(0),
-            }
-            put_publish(out, &will_publish(will));
-            out.extend_from_slice(&delay.to_le_bytes());
+            put_will(out, client, username.as_deref(), will, *delay);
+        }
+        Record::WillSet {
+            client,
+            username,
+            will,
+        } => {
+            out.push(WILL_SET);
+            let delay = will.properties.will_delay_interval.unwrap_or(0);
+            put_will(out, client, username.as_deref(), will, delay);
         }
         Record::WillTaken { client } => {
             out.push(WILL_TAKEN);
@@ -354,6 +372,23 @@ impl Reader {
         }
     }
 
+    /// The fields [`put_will`] wrote.
+    fn will(&mut self) -> Result<WillFields, Malformed> {
+        let client = self.string()?;
+        let username = match self.u8()? {
+            0 => None,
+            _ => Some(self.string()?),
+        };
+        let message = self.publish()?;
+        let delay = self.u32()?;
+        Ok((
+            client,
+            username,
+            Box::new(publish_will(message, delay)),
+            delay,
+        ))
+    }
+
     fn options(&mut self) -> Result<SubscriptionOptions, Malformed> {
         let b = self.u8()?;
         let mut o = SubscriptionOptions::new(QoS::from_u8(b & 3).ok_or(Malformed("bad QoS"))?);
@@ -427,18 +462,20 @@ impl Reader {
                 released: self.u8()? != 0,
             }),
             WILL_PENDING => {
-                let client = self.string()?;
-                let username = match self.u8()? {
-                    0 => None,
-                    _ => Some(self.string()?),
-                };
-                let message = self.publish()?;
-                let delay = self.u32()?;
+                let (client, username, will, delay) = self.will()?;
                 core(Record::WillPending {
                     client,
                     username,
-                    will: Box::new(publish_will(message, delay)),
+                    will,
                     delay,
+                })
+            }
+            WILL_SET => {
+                let (client, username, will, _) = self.will()?;
+                core(Record::WillSet {
+                    client,
+                    username,
+                    will,
                 })
             }
             WILL_TAKEN => core(Record::WillTaken {

@@ -42,6 +42,9 @@ struct Session {
     will: Option<(Option<Arc<str>>, Box<Will>, u32)>,
 }
 
+/// The will of a connected client: its owner's identity, the will.
+type ConnectedWill = (Option<Arc<str>>, Box<Will>);
+
 /// The durable state.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct State {
@@ -49,6 +52,8 @@ pub(crate) struct State {
     retained: BTreeMap<String, Publish>,
     messages: HashMap<u64, Message>,
     next_id: u64,
+    /// Wills of connected clients (see [`Record::WillSet`]): their owner's identity, the will.
+    connected_wills: BTreeMap<Arc<str>, ConnectedWill>,
 }
 
 impl State {
@@ -258,11 +263,20 @@ impl State {
                 will,
                 delay,
             } => {
+                self.connected_wills.remove(&client);
                 if let Some(s) = self.sessions.get_mut(&client) {
                     s.will = Some((username, will, delay));
                 }
             }
+            Record::WillSet {
+                client,
+                username,
+                will,
+            } => {
+                self.connected_wills.insert(client, (username, will));
+            }
             Record::WillTaken { client } => {
+                self.connected_wills.remove(&client);
                 if let Some(s) = self.sessions.get_mut(&client) {
                     s.will = None;
                 }
@@ -310,7 +324,17 @@ impl State {
                 r
             })
             .collect();
-        Restored::new(sessions, self.retained.values().cloned().collect())
+        let mut restored = Restored::new(sessions, self.retained.values().cloned().collect());
+        restored.wills = self
+            .connected_wills
+            .iter()
+            .map(|(client, (username, will))| {
+                let delay = will.properties.will_delay_interval.unwrap_or(0);
+                let w = RestoredWill::new(username.clone(), will.clone(), delay);
+                (client.clone(), w)
+            })
+            .collect();
+        restored
     }
 
     /// Entries that fold into this same state, for a compacted log.
@@ -320,6 +344,13 @@ impl State {
             out.push(Entry::Core(Record::Retained {
                 topic: p.topic.clone(),
                 message: Some(p.clone()),
+            }));
+        }
+        for (client, (username, will)) in &self.connected_wills {
+            out.push(Entry::Core(Record::WillSet {
+                client: client.clone(),
+                username: username.clone(),
+                will: will.clone(),
             }));
         }
         let mut ids: Vec<&u64> = self.messages.keys().collect();

@@ -383,3 +383,59 @@ fn a_will_waiting_for_its_delay_comes_back_until_it_is_taken_and_through_compact
         Some("text/plain")
     );
 }
+
+fn will_set(client: &str, payload: &str, delay: u32) -> Record {
+    match will_pending(client, Some("bob"), payload, delay) {
+        Record::WillPending {
+            client,
+            username,
+            will,
+            ..
+        } => Record::WillSet {
+            client,
+            username,
+            will,
+        },
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn the_wills_of_connected_clients_come_back_until_taken_and_through_compaction() {
+    let fs = LossyFs::new(9);
+    let mut o = options();
+    o.compact_at = 4 * 1024;
+    let (s, _, rx) = open(&fs, o.clone());
+    let mut records = session("p");
+    // Connected with a will, no persistent session: kept on its own.
+    records.push(will_set("clean", "clean is gone", 0));
+    // Disconnected normally: discarded.
+    records.push(will_set("polite", "never sent", 0));
+    records.push(Record::WillTaken {
+        client: "polite".into(),
+    });
+    // A persistent client whose connection ended: its will now waits for its delay.
+    records.push(will_set("p", "p is gone", 20));
+    records.push(will_pending("p", Some("bob"), "p is gone", 20));
+    commit(&s, &rx, records, 1);
+    let payload = "x".repeat(500);
+    for i in 0..40u16 {
+        let p = msg("p/x", &format!("{i} {payload}"), QoS::AtLeastOnce);
+        let records = vec![accepted(&p, &["p"]), sent("p", i + 1, &p)];
+        let records = [records, vec![delivered("p", i + 1, false)]].concat();
+        commit(&s, &rx, records, 2 + u64::from(i));
+    }
+    s.stop();
+    assert!(fs.contents(&log_path()).unwrap().len() < 16 * 1024);
+
+    let (_s, r, _) = open(&fs, o);
+    let wills: Vec<(&str, &[u8], u32)> = r
+        .wills
+        .iter()
+        .map(|(c, w)| (&**c, &w.will.payload[..], w.delay))
+        .collect();
+    assert_eq!(wills, [("clean", &b"clean is gone"[..], 0)]);
+    assert_eq!(r.wills[0].1.username.as_deref(), Some("bob"));
+    let p = r.sessions.iter().find(|s| &*s.client == "p").expect("p");
+    assert_eq!(p.will.as_ref().map(|w| w.delay), Some(20));
+}

@@ -355,12 +355,130 @@ fn a_client_that_does_not_wait_for_held_acknowledgements_is_closed() {
     );
 }
 
+/// Connects `id` (its CONNACK held, then released) and returns the records it made.
+fn open_durable(sim: &mut Sim, c: tinsel_codec::Connect) -> (crate::ConnId, Vec<Record>) {
+    let id = sim.r.accept(sim.now, origin(1)).0;
+    sim.r.handle(sim.now, id, Packet::Connect(Box::new(c)));
+    assert!(sim.out(id).is_empty(), "CONNACK held");
+    let work = sim.r.take_work();
+    sim.r.durable(work.ticket);
+    assert_eq!(connack_reason(&sim.out(id)), Some(ReasonCode::SUCCESS));
+    (id, work.records)
+}
+
+/// The will records in `r`: set and pending with their topic, taken with its client.
+fn will_of(r: &[Record]) -> Vec<(&str, &str)> {
+    r.iter()
+        .filter_map(|r| match r {
+            Record::WillSet { will, .. } => Some(("set", &*will.topic)),
+            Record::WillPending { will, .. } => Some(("pending", &*will.topic)),
+            Record::WillTaken { client } => Some(("taken", &**client)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_will_of_a_connected_client_is_recorded_until_it_is_sent_or_discarded() {
+    let mut sim = durable_sim();
+    let watcher = sim.open(connect("watcher", ProtocolVersion::V5, 0));
+    sim.subscribe(watcher, "wills/#", QoS::AtMostOnce);
+    let with_will = |id: &str, delay: Option<u32>, expiry: u32| {
+        let mut c = connect(id, ProtocolVersion::V5, 0);
+        c.will = Some(will(&format!("wills/{id}"), delay));
+        c.properties.make_mut().session_expiry_interval = Some(expiry);
+        c
+    };
+    // A clean client: its CONNACK waits for the record of its will.
+    let (a, records) = open_durable(&mut sim, with_will("a", None, 0));
+    assert_eq!(will_of(&records), [("set", "wills/a")]);
+    // A normal DISCONNECT discards it: the store forgets it.
+    sim.r.handle(
+        sim.now,
+        a,
+        Packet::Disconnect(tinsel_codec::Disconnect::default()),
+    );
+    assert_eq!(will_of(&sim.r.take_work().records), [("taken", "a")]);
+    // A connection lost: published at once, and forgotten.
+    let (b, _) = open_durable(&mut sim, with_will("b", None, 0));
+    sim.r.connection_lost(sim.now, b, "gone");
+    assert_eq!(will_of(&sim.r.take_work().records), [("taken", "b")]);
+    assert_eq!(sim.out(watcher).len(), 1, "b's will");
+    // With a delay and a session that lives on: it waits, as a pending will.
+    let (c, records) = open_durable(&mut sim, with_will("c", Some(30), 60));
+    assert_eq!(will_of(&records), [("set", "wills/c")]);
+    sim.r.connection_lost(sim.now, c, "gone");
+    assert_eq!(
+        will_of(&sim.r.take_work().records),
+        [("pending", "wills/c")]
+    );
+    // The session resumes: its CONNACK is not held; the pending will is dropped and the new
+    // connection's will is recorded.
+    let id = sim.r.accept(sim.now, origin(1)).0;
+    let mut again = with_will("c", Some(30), 60);
+    again.clean_start = false;
+    sim.r.handle(sim.now, id, Packet::Connect(Box::new(again)));
+    assert_eq!(connack_reason(&sim.out(id)), Some(ReasonCode::SUCCESS));
+    let records = sim.r.take_work().records;
+    assert_eq!(will_of(&records), [("taken", "c"), ("set", "wills/c")]);
+    assert!(sim.out(watcher).is_empty());
+}
+
+#[test]
+fn wills_of_clients_connected_when_the_broker_died_are_sent_after_the_restart() {
+    use crate::restore::{Restored, RestoredSession, RestoredWill};
+    let mut sim = Sim::new(|_| {});
+    let mut restored = Restored::new(
+        vec![
+            RestoredSession::new(Arc::from("kept"), 300),
+            RestoredSession::new(Arc::from("back"), 300),
+        ],
+        Vec::new(),
+    );
+    let w = |topic: &str, delay: u32| {
+        RestoredWill::new(None, Box::new(will(topic, Some(delay))), delay)
+    };
+    restored.wills = vec![
+        // No session: the delay is capped by an expiry of 0, it goes at the first tick.
+        (Arc::from("clean"), w("wills/clean", 60)),
+        // A session that lives on: after the delay, from the restart.
+        (Arc::from("kept"), w("wills/kept", 10)),
+        // Its client comes back within the delay: the will is dropped.
+        (Arc::from("back"), w("wills/back", 10)),
+    ];
+    sim.r.restore(sim.now, restored);
+    let watcher = sim.open(connect("watcher", ProtocolVersion::V5, 0));
+    sim.subscribe(watcher, "wills/#", QoS::AtMostOnce);
+    let topics = |sim: &mut Sim| -> Vec<String> {
+        sim.out(watcher)
+            .iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some(p.topic.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    sim.advance(0.5);
+    assert_eq!(topics(&mut sim), ["wills/clean"]);
+    let mut back = connect("back", ProtocolVersion::V5, 0);
+    back.clean_start = false;
+    back.properties.make_mut().session_expiry_interval = Some(300);
+    sim.open(back);
+    sim.advance(5.0);
+    assert!(topics(&mut sim).is_empty());
+    sim.advance(5.0);
+    assert_eq!(topics(&mut sim), ["wills/kept"]);
+    sim.advance(20.0);
+    assert!(topics(&mut sim).is_empty(), "each will once");
+}
+
 #[test]
 fn without_a_store_nothing_is_recorded_or_held() {
     let mut sim = Sim::new(|_| {});
     let id = sim.r.accept(sim.now, origin(1)).0;
-    sim.r
-        .handle(sim.now, id, Packet::Connect(Box::new(persistent("s"))));
+    let mut c = persistent("s");
+    c.will = Some(will("wills/s", None));
+    sim.r.handle(sim.now, id, Packet::Connect(Box::new(c)));
     sim.r.handle(sim.now, id, sub("t", 1));
     sim.r.handle(sim.now, id, msg("t", QoS::ExactlyOnce, 5));
     assert!(!sim.r.has_work());
