@@ -14,7 +14,6 @@ use bytes::Bytes;
 use tinsel_codec::{ByteStr, ProtocolVersion, Publish, QoS, ReasonCode, SubscriptionOptions};
 
 use crate::connections::Origin;
-use crate::retained::expired;
 use crate::router::Router;
 use crate::session::Session;
 use crate::top_topics::TopicCount;
@@ -312,12 +311,9 @@ impl Router {
         };
         let after: Option<Arc<str>> = after.map(Arc::from);
         let mut pick = Smallest::new(limit, after.as_ref());
-        self.retained.for_each_match(&filter, |m| {
-            let topic: &str = &m.publish.topic;
-            if topic.starts_with(prefix)
-                && pick.after_cursor(topic)
-                && !expired(&m.publish, m.received, now)
-            {
+        self.retained.for_each_match(&filter, |topic, m| {
+            let topic: &str = topic;
+            if topic.starts_with(prefix) && pick.after_cursor(topic) && !m.expired(now) {
                 pick.offer(Arc::from(topic));
             }
         });
@@ -329,20 +325,19 @@ impl Router {
     /// The retained message of `topic` (None if there is none, or it expired).
     pub fn retained_get(&self, now: Instant, topic: &str) -> Option<RetainedView> {
         let m = self.retained.get(topic)?;
-        if expired(&m.publish, m.received, now) {
+        if m.expired(now) {
             return None;
         }
-        let p = &m.publish;
-        let expires_in = p.properties.message_expiry_interval.map(|e| {
+        let expires_in = m.properties().message_expiry_interval.map(|e| {
             let elapsed = now.saturating_duration_since(m.received).as_secs();
             e.saturating_sub(u32::try_from(elapsed).unwrap_or(u32::MAX))
         });
         Some(RetainedView {
             topic: Arc::from(topic),
-            payload: p.payload.clone(),
-            qos: p.qos,
+            payload: m.payload().clone(),
+            qos: m.qos(),
             expires_in,
-            content_type: p.properties.content_type.as_ref().map(|c| c.to_string()),
+            content_type: m.properties().content_type.as_ref().map(|c| c.to_string()),
         })
     }
 

@@ -6,17 +6,52 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tinsel_codec::{ByteStr, Publish};
+use tinsel_codec::{ByteStr, Properties, Publish, QoS};
 
 use crate::message::clear_hop_properties;
 use crate::retained_tree::RetainedStore;
 use crate::timers::{Clock, Millis, pop_due};
 
-/// A retained message.
+/// A retained message, without its topic (the tree keeps that): a million of them are
+/// a million of these, so it holds only what a delivery needs.
 #[derive(Debug, Clone)]
 pub(crate) struct Retained {
-    pub(crate) publish: Publish,
+    payload: Bytes,
+    properties: Properties,
+    qos: QoS,
     pub(crate) received: Instant,
+}
+
+impl Retained {
+    /// The message as it is sent: retain set, sharing the topic's and payload's bytes.
+    pub(crate) fn publish(&self, topic: &ByteStr) -> Publish {
+        Publish {
+            dup: false,
+            qos: self.qos,
+            retain: true,
+            topic: topic.clone(),
+            packet_id: 0,
+            properties: self.properties.clone(),
+            payload: self.payload.clone(),
+        }
+    }
+
+    pub(crate) fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    pub(crate) fn properties(&self) -> &Properties {
+        &self.properties
+    }
+
+    pub(crate) fn qos(&self) -> QoS {
+        self.qos
+    }
+
+    /// True once it has outlived its Message Expiry Interval.
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        expired_after(&self.properties, self.received, now)
+    }
 }
 
 /// The retained messages and their expiry deadlines.
@@ -39,14 +74,15 @@ impl Default for RetainedMessages {
 
 /// When a retained message expires (None: it never does).
 fn due(clock: Clock, m: &Retained) -> Option<Millis> {
-    let e = m.publish.properties.message_expiry_interval?;
+    let e = m.properties.message_expiry_interval?;
     let at = m.received.checked_add(Duration::from_secs(u64::from(e)))?;
     Some(clock.key(at))
 }
 
-/// True if `p`, received at `received`, has outlived its Message Expiry Interval.
-pub(crate) fn expired(p: &Publish, received: Instant, now: Instant) -> bool {
-    p.properties
+/// True if a message with `properties`, received at `received`, has outlived its Message
+/// Expiry Interval.
+fn expired_after(properties: &Properties, received: Instant, now: Instant) -> bool {
+    properties
         .message_expiry_interval
         .is_some_and(|e| now.saturating_duration_since(received).as_secs() >= u64::from(e))
 }
@@ -56,63 +92,52 @@ impl RetainedMessages {
     pub(crate) fn store(&mut self, clock: Clock, now: Instant, p: &Publish) {
         if p.payload.is_empty() {
             if let Some(old) = self.tree.remove(&p.topic) {
-                self.forget_timer(clock, &old);
+                self.forget_timer(clock, &p.topic, &old);
             }
             return;
         }
-        // Copied: a retained message may live for days and must not pin a read buffer.
-        let topic =
-            ByteStr::from_utf8(Bytes::copy_from_slice(p.topic.as_bytes())).unwrap_or_default();
         let mut properties = p.properties.clone();
         clear_hop_properties(&mut properties);
-        let publish = Publish {
-            dup: false,
-            qos: p.qos,
-            retain: true,
-            topic,
-            packet_id: 0,
-            properties,
-            payload: Bytes::copy_from_slice(&p.payload),
-        };
+        // Copied (as the tree copies the topic): a retained message may live for days and
+        // must not pin a read buffer.
         let msg = Retained {
-            publish,
+            payload: Bytes::copy_from_slice(&p.payload),
+            properties,
+            qos: p.qos,
             received: now,
         };
-        let timer = due(clock, &msg).map(|at| (at, msg.publish.topic.clone()));
+        let timer = due(clock, &msg);
         // The old entry first: a message replaced in the same millisecond with the same
         // expiry has the same entry.
         if let Some(old) = self.tree.insert(&p.topic, msg) {
-            self.forget_timer(clock, &old);
+            self.forget_timer(clock, &p.topic, &old);
         }
-        if let Some(t) = timer {
-            self.timers.insert(t);
+        if let Some(at) = timer {
+            let topic =
+                ByteStr::from_utf8(Bytes::copy_from_slice(p.topic.as_bytes())).unwrap_or_default();
+            self.timers.insert((at, topic));
         }
     }
 
     /// Takes a replaced or deleted retained message's entry out of the timers.
-    fn forget_timer(&mut self, clock: Clock, old: &Retained) {
+    fn forget_timer(&mut self, clock: Clock, topic: &ByteStr, old: &Retained) {
         if let Some(at) = due(clock, old) {
-            self.timers.remove(&(at, old.publish.topic.clone()));
+            self.timers.remove(&(at, topic.clone()));
         }
     }
 
     /// Removes the messages whose expiry interval has passed.
     pub(crate) fn expire(&mut self, clock: Clock, now: Instant) {
         for (_, topic) in pop_due(&mut self.timers, clock.millis(now)) {
-            if self
-                .tree
-                .get(&topic)
-                .is_some_and(|m| expired(&m.publish, m.received, now))
-            {
+            if self.tree.get(&topic).is_some_and(|m| m.expired(now)) {
                 self.tree.remove(&topic);
             }
         }
     }
 
-    /// Calls `f` with every retained message matching `filter`.
-    pub(crate) fn for_each_match(&self, filter: &str, f: impl FnMut(&Retained)) {
-        let mut f = f;
-        self.tree.for_each_match(filter, |_, m| f(m));
+    /// Calls `f` with the topic and message of every retained message matching `filter`.
+    pub(crate) fn for_each_match(&self, filter: &str, f: impl FnMut(&ByteStr, &Retained)) {
+        self.tree.for_each_match(filter, f);
     }
 
     /// The retained message of `topic`, if there is one (expired or not).

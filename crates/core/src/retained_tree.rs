@@ -16,6 +16,8 @@
 
 use std::collections::hash_map;
 
+use tinsel_codec::ByteStr;
+
 use crate::level_map::{
     INLINE_FRAMES, InlineStack, LevelNode, level_at, remove_and_prune, shrink_if_sparse,
 };
@@ -28,8 +30,10 @@ pub struct RetainedStore<M> {
 
 struct Node<M> {
     children: crate::FastMap<Box<str>, Node<M>>,
-    /// The retained message of the topic that ends here, with that topic's full name.
-    msg: Option<(Box<str>, M)>,
+    /// The retained message of the topic that ends here, with that topic's full name (the
+    /// name a delivery shares). Boxed: most nodes hold none, and every node is a slot of
+    /// its parent's table, so a message inline would make every slot as big.
+    msg: Option<Box<(ByteStr, M)>>,
 }
 
 impl<M> Node<M> {
@@ -84,6 +88,13 @@ impl<M> Drop for Node<M> {
     }
 }
 
+/// `topic` as the name kept with its message: copied, so that a message kept for long
+/// does not pin the buffer the topic was read into.
+fn named(topic: &str) -> ByteStr {
+    // A topic name that got this far is valid; an empty name is what a bug would leave.
+    ByteStr::try_from(topic).unwrap_or_default()
+}
+
 /// A pending branch of a filter walk.
 enum Frame<'a, M> {
     /// `node` was reached by matching the filter up to byte `pos` (`None`: the whole filter).
@@ -124,9 +135,9 @@ impl<M> RetainedStore<M> {
                 .expect("child was just looked up or inserted");
         }
         match &mut node.msg {
-            Some((_, old)) => Some(std::mem::replace(old, msg)),
+            Some(old) => Some(std::mem::replace(&mut old.1, msg)),
             slot @ None => {
-                *slot = Some((topic.into(), msg));
+                *slot = Some(Box::new((named(topic), msg)));
                 self.len += 1;
                 None
             }
@@ -136,7 +147,7 @@ impl<M> RetainedStore<M> {
     /// Removes the message retained for `topic`; nodes left without a message and
     /// children are removed, so churn does not grow the tree.
     pub fn remove(&mut self, topic: &str) -> Option<M> {
-        let (_, msg) = remove_and_prune(
+        let kept = remove_and_prune(
             &mut self.root,
             topic,
             |n| n.msg.is_some(),
@@ -144,24 +155,29 @@ impl<M> RetainedStore<M> {
             |n| n.msg.take(),
         )?;
         self.len -= 1;
-        Some(msg)
+        Some(kept.1)
     }
 
     /// The message retained for `topic`.
     pub fn get(&self, topic: &str) -> Option<&M> {
+        self.get_named(topic).map(|(_, m)| m)
+    }
+
+    /// The message retained for `topic`, with the topic name it keeps.
+    pub fn get_named(&self, topic: &str) -> Option<(&ByteStr, &M)> {
         let mut node = &self.root;
         for level in topic.split('/') {
             node = node.children.get(level)?;
         }
-        node.msg.as_ref().map(|(_, m)| m)
+        node.msg.as_deref().map(|(t, m)| (t, m))
     }
 
     /// Calls `f` with the topic and message of every retained message whose topic matches
     /// `filter`, in unspecified order.
-    pub fn for_each_match(&self, filter: &str, mut f: impl FnMut(&str, &M)) {
+    pub fn for_each_match(&self, filter: &str, mut f: impl FnMut(&ByteStr, &M)) {
         let mut emit = |node: &Node<M>| {
-            if let Some((topic, msg)) = &node.msg {
-                f(topic, msg);
+            if let Some(kept) = &node.msg {
+                f(&kept.0, &kept.1);
             }
         };
         let mut stack: InlineStack<Frame<'_, M>, INLINE_FRAMES> = InlineStack::new();
@@ -244,12 +260,12 @@ impl<M> RetainedStore<M> {
     pub fn retain(&mut self, mut f: impl FnMut(&str, &M) -> bool) {
         // Collect first, then remove: removal prunes the tree, which a walk in progress
         // cannot do without recursion. A sweep is not on the hot path.
-        let mut doomed: Vec<Box<str>> = Vec::new();
+        let mut doomed: Vec<ByteStr> = Vec::new();
         let mut stack: Vec<&Node<M>> = vec![&self.root];
         while let Some(node) = stack.pop() {
-            if let Some((topic, msg)) = &node.msg {
-                if !f(topic, msg) {
-                    doomed.push(topic.clone());
+            if let Some(kept) = &node.msg {
+                if !f(&kept.0, &kept.1) {
+                    doomed.push(kept.0.clone());
                 }
             }
             stack.extend(node.children.values());
@@ -377,12 +393,13 @@ mod tests {
 
     #[test]
     fn deep_topics_do_not_overflow_the_stack() {
-        let deep = "/".repeat(200_000);
+        // 65,001 levels: the longest topic name MQTT allows is 65,535 bytes.
+        let deep = "/".repeat(65_000);
         let mut r = RetainedStore::new();
         r.insert(&deep, 1);
         r.insert("a", 2);
         assert_eq!(matched(&r, "#").len(), 2);
-        let deep_plus = vec!["+"; 200_001].join("/");
+        let deep_plus = vec!["+"; 65_001].join("/");
         assert_eq!(matched(&r, &deep_plus), s(&[(&deep, 1)]));
         r.retain(|_, m| *m == 1);
         assert_eq!(r.len(), 1);

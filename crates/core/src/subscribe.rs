@@ -6,15 +6,14 @@ use std::time::Instant;
 
 use tinsel_codec::topic::{parse_shared, valid_topic_filter};
 use tinsel_codec::{
-    Packet, Properties, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
-    UnsubAck, Unsubscribe,
+    Packet, Properties, Publish, ReasonCode, RetainHandling, SubAck, Subscribe,
+    SubscriptionOptions, UnsubAck, Unsubscribe,
 };
 
 use crate::access::Identity;
 use crate::connections::ConnId;
 use crate::durable::Record;
 use crate::listener::mount_filter;
-use crate::retained::Retained;
 use crate::router::Router;
 use crate::session::SubEntry;
 
@@ -41,7 +40,7 @@ impl Router {
             None
         };
         let mut reasons = Vec::with_capacity(s.filters.len());
-        let mut to_send: Vec<Retained> = Vec::new();
+        let mut to_send: Vec<(Publish, Instant)> = Vec::new();
         for (filter, opts) in &s.filters {
             if !valid_topic_filter(filter) {
                 // [MQTT-4.7.1-1] [MQTT-4.7.1-2]: MQTT 5 refuses just this filter; before
@@ -135,17 +134,17 @@ impl Router {
                     RetainHandling::DoNotSend => false,
                 };
             if send_retained {
-                self.retained.for_each_match(filter, |m| {
-                    let mut m = m.clone();
-                    m.publish.qos = if upgrade {
+                self.retained.for_each_match(filter, |topic, m| {
+                    let mut p = m.publish(topic);
+                    p.qos = if upgrade {
                         options.qos
                     } else {
-                        m.publish.qos.min(options.qos)
+                        p.qos.min(options.qos)
                     };
                     if let Some(id) = sub_id {
-                        m.publish.properties.make_mut().subscription_identifiers = vec![id];
+                        p.properties.make_mut().subscription_identifiers = vec![id];
                     }
-                    to_send.push(m);
+                    to_send.push((p, m.received));
                 });
             }
         }
@@ -158,14 +157,14 @@ impl Router {
         // Retained messages follow the SUBACK, with the retain flag set; each is checked
         // against the read right like any delivery (a subscription to `#` does not leak
         // what the subscriber may not read).
-        for m in to_send {
+        for (p, received) in to_send {
             let who = Identity {
                 client_id: client,
                 username: username.as_deref(),
                 listener,
             };
-            if self.access.may_receive(who, &m.publish.topic) {
-                self.deliver(now, client, m.publish, m.received, None);
+            if self.access.may_receive(who, &p.topic) {
+                self.deliver(now, client, p, received, None);
             }
         }
         // Retained copies are the store's already: no record of them.

@@ -40,6 +40,88 @@ pub(crate) enum Entry {
     },
     /// Snapshot: `client`'s `packet_id` is past PUBREC.
     InflightRelease { client: Arc<str>, packet_id: u16 },
+    /// `Record::Retained` with a message, kept as it was written.
+    Retained(Kept),
+}
+
+/// A retained message as the store keeps it: the bytes of its `Retained` entry, exactly as
+/// they were written, which compaction writes again. One allocation per message, and no
+/// decoded copy beside the core's: the message is decoded only when the store opens.
+///
+/// Two are equal when their topics are, and they sort by topic: a set of them holds one
+/// per topic, in the order of their names.
+#[derive(Debug, Clone)]
+pub(crate) struct Kept(Box<[u8]>);
+
+/// Bytes of a `Retained` entry before its topic: the tag and the topic's length.
+const KEPT_TOPIC_AT: usize = 5;
+
+impl Kept {
+    /// Keeps `entry`, the encoding of a `Retained` record with a message.
+    pub(crate) fn new(entry: &[u8]) -> Kept {
+        Kept(entry.into())
+    }
+
+    /// Keeps the retained message `p` of `topic`.
+    pub(crate) fn encode(topic: &str, p: &Publish) -> Kept {
+        let mut out = Vec::new();
+        put_retained(&mut out, topic, Some(p));
+        Kept(out.into_boxed_slice())
+    }
+
+    /// The bytes written for it.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Its topic's bytes (UTF-8: they were written from a topic name).
+    pub(crate) fn topic(&self) -> &[u8] {
+        let b = &self.0;
+        let len = b
+            .get(1..KEPT_TOPIC_AT)
+            .and_then(|l| l.try_into().ok())
+            .map_or(0, |l| u32::from_le_bytes(l) as usize);
+        b.get(KEPT_TOPIC_AT..KEPT_TOPIC_AT + len).unwrap_or(&[])
+    }
+
+    /// The message, for the core. Its topic and payload share one fresh allocation (the
+    /// core copies what it keeps).
+    pub(crate) fn publish(&self) -> Result<Publish, Malformed> {
+        let mut r = Reader::new(Bytes::copy_from_slice(&self.0));
+        match r.entry()? {
+            Entry::Core(Record::Retained {
+                message: Some(p), ..
+            }) => Ok(p),
+            _ => Err(Malformed("bad retained message")),
+        }
+    }
+}
+
+impl PartialEq for Kept {
+    fn eq(&self, other: &Kept) -> bool {
+        self.topic() == other.topic()
+    }
+}
+
+impl Eq for Kept {}
+
+impl PartialOrd for Kept {
+    fn partial_cmp(&self, other: &Kept) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Kept {
+    /// By topic, as `[u8]` (and `str`) order: a set of them is searched by topic.
+    fn cmp(&self, other: &Kept) -> std::cmp::Ordering {
+        self.topic().cmp(other.topic())
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Kept {
+    fn borrow(&self) -> &[u8] {
+        self.topic()
+    }
 }
 
 /// The key `Sent` keeps of a message.
@@ -139,6 +221,18 @@ fn put_will(out: &mut Vec<u8>, client: &str, username: Option<&str>, will: &Will
     out.extend_from_slice(&delay.to_le_bytes());
 }
 
+fn put_retained(out: &mut Vec<u8>, topic: &str, message: Option<&Publish>) {
+    out.push(RETAINED);
+    put_bytes(out, topic.as_bytes());
+    match message {
+        Some(p) => {
+            out.push(1);
+            put_publish(out, p);
+        }
+        None => out.push(0),
+    }
+}
+
 fn options_byte(o: &SubscriptionOptions) -> u8 {
     let rh = match o.retain_handling {
         RetainHandling::SendAtSubscribe => 0,
@@ -196,17 +290,7 @@ pub(crate) fn encode_record(r: &Record, out: &mut Vec<u8>) -> bool {
             put_bytes(out, client.as_bytes());
             out.extend_from_slice(&packet_id.to_le_bytes());
         }
-        Record::Retained { topic, message } => {
-            out.push(RETAINED);
-            put_bytes(out, topic.as_bytes());
-            match message {
-                Some(p) => {
-                    out.push(1);
-                    put_publish(out, p);
-                }
-                None => out.push(0),
-            }
-        }
+        Record::Retained { topic, message } => put_retained(out, topic, message.as_ref()),
         Record::Sent {
             client,
             packet_id,
@@ -302,17 +386,20 @@ pub(crate) fn encode_entry(e: &Entry, out: &mut Vec<u8>) {
             put_bytes(out, client.as_bytes());
             out.extend_from_slice(&packet_id.to_le_bytes());
         }
+        Entry::Retained(k) => out.extend_from_slice(k.bytes()),
     }
 }
 
 /// Reads entries from a frame's bytes.
 pub(crate) struct Reader {
     buf: Bytes,
+    /// Messages are copied out of `buf` (see [`Reader::log_entry`]).
+    copy: bool,
 }
 
 impl Reader {
     pub(crate) fn new(buf: Bytes) -> Reader {
-        Reader { buf }
+        Reader { buf, copy: false }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -363,7 +450,22 @@ impl Reader {
         QoS::from_u8(self.u8()?).ok_or(Malformed("bad QoS"))
     }
 
+    /// A message: its topic and payload are slices of this reader's bytes.
     fn publish(&mut self) -> Result<Publish, Malformed> {
+        let b = self.bytes()?;
+        let header = match tinsel_codec::check_frame(&b, u32::MAX) {
+            Ok(Some(h)) if h.frame_len() == b.len() => h,
+            _ => return Err(Malformed("bad message")),
+        };
+        match tinsel_codec::decode_body(header, b.slice(header.header_len..), ProtocolVersion::V5) {
+            Ok(Packet::Publish(p)) => Ok(p),
+            _ => Err(Malformed("bad message")),
+        }
+    }
+
+    /// A message kept for long: copied out of this reader's bytes (a log read whole must
+    /// not stay pinned by the few messages still waiting in it).
+    fn publish_copied(&mut self) -> Result<Publish, Malformed> {
         let b = self.bytes()?;
         let mut buf = BytesMut::from(&b[..]);
         match tinsel_codec::decode_packet(&mut buf, ProtocolVersion::V5, u32::MAX) {
@@ -379,7 +481,7 @@ impl Reader {
             0 => None,
             _ => Some(self.string()?),
         };
-        let message = self.publish()?;
+        let message = self.message()?;
         let delay = self.u32()?;
         Ok((
             client,
@@ -387,6 +489,38 @@ impl Reader {
             Box::new(publish_will(message, delay)),
             delay,
         ))
+    }
+
+    fn message(&mut self) -> Result<Publish, Malformed> {
+        if self.copy {
+            self.publish_copied()
+        } else {
+            self.publish()
+        }
+    }
+
+    /// The next entry of a log: what is kept stays independent of the log's bytes.
+    pub(crate) fn log_entry(&mut self) -> Result<Entry, Malformed> {
+        let whole = self.buf.clone();
+        match self.buf.first() {
+            Some(&RETAINED) => {
+                // Checked whole here; kept as bytes, decoded when the store opens.
+                let e = self.entry()?;
+                let used = whole.len() - self.buf.len();
+                Ok(match e {
+                    Entry::Core(Record::Retained {
+                        message: Some(_), ..
+                    }) => Entry::Retained(Kept::new(&whole[..used])),
+                    other => other,
+                })
+            }
+            _ => {
+                self.copy = true;
+                let e = self.entry();
+                self.copy = false;
+                e
+            }
+        }
     }
 
     fn options(&mut self) -> Result<SubscriptionOptions, Malformed> {
@@ -425,7 +559,7 @@ impl Reader {
                 filter: self.string()?,
             }),
             ACCEPTED => {
-                let message = self.publish()?;
+                let message = self.message()?;
                 let n = self.u32()?;
                 let mut sessions = Vec::new();
                 for _ in 0..n {
@@ -446,7 +580,7 @@ impl Reader {
                 let topic = ByteStr::from_utf8(topic).ok_or(Malformed("bad topic"))?;
                 let message = match self.u8()? {
                     0 => None,
-                    _ => Some(self.publish()?),
+                    _ => Some(self.message()?),
                 };
                 core(Record::Retained { topic, message })
             }
@@ -483,7 +617,7 @@ impl Reader {
             }),
             MESSAGE => Ok(Entry::Message {
                 id: self.u64()?,
-                publish: self.publish()?,
+                publish: self.message()?,
             }),
             PENDING => Ok(Entry::Pending {
                 client: self.string()?,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tinsel_codec::{Publish, QoS, SubscriptionOptions, Will};
 use tinsel_core::{Record, Restored, RestoredInflight, RestoredSession, RestoredWill};
 
-use crate::entry::{Entry, key};
+use crate::entry::{Entry, Kept, key};
 
 #[derive(Debug, Clone)]
 struct Message {
@@ -49,7 +49,9 @@ type ConnectedWill = (Option<Arc<str>>, Box<Will>);
 #[derive(Debug, Default, Clone)]
 pub(crate) struct State {
     sessions: BTreeMap<Arc<str>, Session>,
-    retained: BTreeMap<String, Publish>,
+    /// Retained messages as written: the core holds them decoded. In topic order, which is
+    /// the order the core's tree fills fastest in at start.
+    retained: BTreeSet<Kept>,
     messages: HashMap<u64, Message>,
     next_id: u64,
     /// Wills of connected clients (see [`Record::WillSet`]): their owner's identity, the will.
@@ -160,6 +162,9 @@ impl State {
             Entry::InflightRelease { client, packet_id } => {
                 self.fly(&client, packet_id, Flight::Release);
             }
+            Entry::Retained(k) => {
+                self.retained.replace(k);
+            }
         }
     }
 
@@ -235,10 +240,10 @@ impl State {
             }
             Record::Retained { topic, message } => match message {
                 Some(p) => {
-                    self.retained.insert(topic.to_string(), p);
+                    self.retained.replace(Kept::encode(&topic, &p));
                 }
                 None => {
-                    self.retained.remove(&*topic);
+                    self.retained.remove(topic.as_bytes().as_ref());
                 }
             },
             Record::Delivered {
@@ -324,7 +329,20 @@ impl State {
                 r
             })
             .collect();
-        let mut restored = Restored::new(sessions, self.retained.values().cloned().collect());
+        let retained = self
+            .retained
+            .iter()
+            .filter_map(|k| match k.publish() {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    // Its frame's checksum was right: a message the store wrote but cannot
+                    // read is a bug, not damage.
+                    tracing::error!(topic = %String::from_utf8_lossy(k.topic()), "retained message unreadable ({})", e.0);
+                    None
+                }
+            })
+            .collect();
+        let mut restored = Restored::new(sessions, retained);
         restored.wills = self
             .connected_wills
             .iter()
@@ -337,15 +355,15 @@ impl State {
         restored
     }
 
-    /// Entries that fold into this same state, for a compacted log.
+    /// The retained messages, for a compacted log.
+    pub(crate) fn retained(&self) -> impl Iterator<Item = &Kept> {
+        self.retained.iter()
+    }
+
+    /// Entries that fold into this same state but the retained messages
+    /// ([`State::retained`]), for a compacted log.
     pub(crate) fn snapshot(&self) -> Vec<Entry> {
         let mut out = Vec::new();
-        for p in self.retained.values() {
-            out.push(Entry::Core(Record::Retained {
-                topic: p.topic.clone(),
-                message: Some(p.clone()),
-            }));
-        }
         for (client, (username, will)) in &self.connected_wills {
             out.push(Entry::Core(Record::WillSet {
                 client: client.clone(),

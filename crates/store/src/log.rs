@@ -43,21 +43,23 @@ pub(crate) fn finish_frame(out: &mut [u8], at: usize, covered: u64) {
     out[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// What a log held.
+/// What a log held (its entries went to the caller one by one).
 #[derive(Debug, Default)]
 pub(crate) struct Scan {
-    /// Its entries, in order.
-    pub(crate) entries: Vec<Entry>,
     /// Records covered by the last whole frame.
     pub(crate) covered: u64,
     /// Bytes of whole frames: where the next one goes (a torn tail beyond is cut).
     pub(crate) valid: u64,
 }
 
-/// Reads every whole frame of `data` (the content of `path`). A torn last frame is cut
-/// with a warning; a bad frame followed by more data is corruption, named by file and
-/// offset.
-pub(crate) fn scan(path: &Path, data: Vec<u8>) -> Result<Scan, Error> {
+/// Reads every whole frame of `data` (the content of `path`) and gives each entry to
+/// `apply`, in order. A torn last frame is cut with a warning; a bad frame followed by
+/// more data is corruption, named by file and offset.
+pub(crate) fn scan(
+    path: &Path,
+    data: Vec<u8>,
+    mut apply: impl FnMut(Entry),
+) -> Result<Scan, Error> {
     let data = Bytes::from(data);
     let mut scan = Scan::default();
     let mut at = 0usize;
@@ -84,8 +86,8 @@ pub(crate) fn scan(path: &Path, data: Vec<u8>) -> Result<Scan, Error> {
         let mut r = Reader::new(body.slice(8..));
         let covered = u64::from_le_bytes(body[..8].try_into().unwrap_or([0; 8]));
         while !r.is_empty() {
-            match r.entry() {
-                Ok(e) => scan.entries.push(e),
+            match r.log_entry() {
+                Ok(e) => apply(e),
                 Err(m) => {
                     return Err(Error::Corrupt {
                         file: path.to_owned(),

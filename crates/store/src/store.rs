@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tinsel_core::{Histogram, Record, Restored, Ticket};
 use tracing::{error, info, warn};
 
-use crate::entry::{Entry, encode_entry, encode_record};
+use crate::entry::{Entry, Kept, encode_entry, encode_record};
 use crate::error::Error;
 use crate::fold::State;
 use crate::fs::{FileSystem, LogFile};
@@ -103,7 +103,8 @@ impl Store {
             Err(e) => return Err(io(&path)(e)),
         };
         let size = data.len() as u64;
-        let scanned = scan(&path, data)?;
+        let mut state = State::default();
+        let scanned = scan(&path, data, |e| state.apply(e))?;
         let mut file = fs.open_append(&path).map_err(io(&path))?;
         if size == 0 {
             // A new file: its directory entry must be durable before anything in it is.
@@ -112,10 +113,6 @@ impl Store {
         if scanned.valid < size {
             file.truncate(scanned.valid).map_err(io(&path))?;
             file.sync().map_err(io(&path))?;
-        }
-        let mut state = State::default();
-        for e in scanned.entries {
-            state.apply(e);
         }
         state.settle();
         let restored = state.restored();
@@ -315,9 +312,13 @@ impl Worker {
         let at = start_frame(&mut self.unsynced, self.store.covered);
         for (records, ticket) in batch {
             for r in records {
+                let start = self.unsynced.len();
                 if encode_record(&r, &mut self.unsynced) {
                     self.store.covered += 1;
                     self.store.state.apply(match r {
+                        Record::Retained {
+                            message: Some(_), ..
+                        } => Entry::Retained(Kept::new(&self.unsynced[start..])),
                         Record::Sent {
                             client,
                             packet_id,
@@ -448,27 +449,56 @@ impl Worker {
         fs.remove(&tmp)?;
         let mut out = fs.open_append(&tmp)?;
         let covered = self.store.covered;
-        let mut buf = Vec::new();
-        let mut total = 0u64;
-        let mut at = start_frame(&mut buf, covered);
-        for e in self.store.state.snapshot() {
-            encode_entry(&e, &mut buf);
-            if buf.len() - at > FRAME {
-                finish_frame(&mut buf, at, covered);
-                out.append(&buf)?;
-                total += buf.len() as u64;
-                buf.clear();
-                at = start_frame(&mut buf, covered);
-            }
+        let mut frames = Frames {
+            out: &mut *out,
+            buf: Vec::new(),
+            at: 0,
+            covered,
+            total: 0,
+        };
+        frames.at = start_frame(&mut frames.buf, covered);
+        // Retained messages as they were written; the rest encoded afresh.
+        for k in self.store.state.retained() {
+            frames.buf.extend_from_slice(k.bytes());
+            frames.cut()?;
         }
-        finish_frame(&mut buf, at, covered);
-        out.append(&buf)?;
-        total += buf.len() as u64;
+        for e in self.store.state.snapshot() {
+            encode_entry(&e, &mut frames.buf);
+            frames.cut()?;
+        }
+        finish_frame(&mut frames.buf, frames.at, covered);
+        frames.out.append(&frames.buf)?;
+        let total = frames.total + frames.buf.len() as u64;
         out.sync()?;
         drop(out);
         fs.rename(&tmp, &path)?;
         fs.sync_dir(&self.store.options.dir)?;
         self.store.file = fs.open_append(&path)?;
         Ok(total)
+    }
+}
+
+/// A compacted log being written, a frame at a time.
+struct Frames<'a> {
+    out: &'a mut dyn LogFile,
+    buf: Vec<u8>,
+    /// Where the frame being filled starts in `buf`.
+    at: usize,
+    covered: u64,
+    /// Bytes written so far.
+    total: u64,
+}
+
+impl Frames<'_> {
+    /// Writes the frame being filled once it has reached [`FRAME`] bytes.
+    fn cut(&mut self) -> std::io::Result<()> {
+        if self.buf.len() - self.at > FRAME {
+            finish_frame(&mut self.buf, self.at, self.covered);
+            self.out.append(&self.buf)?;
+            self.total += self.buf.len() as u64;
+            self.buf.clear();
+            self.at = start_frame(&mut self.buf, self.covered);
+        }
+        Ok(())
     }
 }

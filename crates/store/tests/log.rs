@@ -439,3 +439,75 @@ fn the_wills_of_connected_clients_come_back_until_taken_and_through_compaction()
     let p = r.sessions.iter().find(|s| &*s.client == "p").expect("p");
     assert_eq!(p.will.as_ref().map(|w| w.delay), Some(20));
 }
+
+fn retained(topic: &str, payload: Option<&str>) -> Record {
+    Record::Retained {
+        topic: ByteStr::from_static_owned(topic),
+        message: payload.map(|p| {
+            let mut m = msg(topic, p, QoS::AtMostOnce);
+            m.packet_id = 0;
+            m.retain = true;
+            m
+        }),
+    }
+}
+
+fn retained_payloads(r: &Restored) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = r
+        .retained
+        .iter()
+        .map(|p| {
+            let payload = String::from_utf8(p.payload.to_vec()).unwrap();
+            (p.topic.to_string(), payload)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn retained_messages_are_replaced_deleted_and_kept_through_compaction() {
+    let fs = LossyFs::new(8);
+    let mut o = options();
+    o.compact_at = 32 * 1024;
+    let (s, _, rx) = open(&fs, o.clone());
+    let mut ticket = 0;
+    // 300 topics written over and over: the log is compacted several times.
+    for round in 0..20u32 {
+        let records = (0..300u32)
+            .map(|i| {
+                retained(
+                    &format!("r/{i}"),
+                    Some(&format!("{round} {}", "y".repeat(40))),
+                )
+            })
+            .collect();
+        ticket += 1;
+        commit(&s, &rx, records, ticket);
+    }
+    // One topic deleted, one set once more after the last compaction.
+    ticket += 1;
+    commit(
+        &s,
+        &rx,
+        vec![retained("r/7", None), retained("r/8", Some("last"))],
+        ticket,
+    );
+    s.stop();
+    assert!(fs.contents(&log_path()).unwrap().len() < 20 * 300 * 60);
+
+    let (s, r, rx) = open(&fs, o.clone());
+    let got = retained_payloads(&r);
+    assert_eq!(got.len(), 299);
+    assert!(!got.iter().any(|(t, _)| t == "r/7"));
+    assert!(got.contains(&("r/8".into(), "last".into())));
+    assert!(got.contains(&("r/9".into(), format!("19 {}", "y".repeat(40)))));
+    // Deleting what came back from the log, then reopening.
+    ticket += 1;
+    commit(&s, &rx, vec![retained("r/9", None)], ticket);
+    s.stop();
+    let (_s, r, _) = open(&fs, o);
+    let again = retained_payloads(&r);
+    assert_eq!(again.len(), 298);
+    assert!(r.retained.iter().all(|p| p.retain && &*p.topic != "r/9"));
+}
