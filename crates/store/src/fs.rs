@@ -1,20 +1,21 @@
 //! What the store needs of a file system, as a trait: the real one ([`StdFs`]) in the
 //! broker, a test layer that loses unsynced writes ([`crate::sim::LossyFs`]) in tests.
 //!
-//! The store only appends to its log, syncs it, cuts a torn tail off it, reads it whole at
-//! start, and replaces it by a compacted copy with a rename.
+//! The store only writes its log from front to back (over the zeros it wrote ahead of its
+//! end, see [`crate::Options::preallocate`]), syncs it, cuts a torn tail off it, reads it
+//! whole at start, and replaces it by a compacted copy with a rename.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-/// A file the store appends to.
+/// A file the store writes its log to.
 pub trait LogFile: Send {
-    /// Appends `bytes` (all of them, or an error).
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
-    /// Makes everything appended so far durable (`fdatasync`).
+    /// Writes `bytes` at `offset` (all of them, or an error); the file grows as needed.
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()>;
+    /// Makes everything written so far durable (`fdatasync`).
     fn sync(&mut self) -> io::Result<()>;
-    /// Cuts the file to `len` bytes and appends from there.
+    /// Cuts the file to `len` bytes.
     fn truncate(&mut self, len: u64) -> io::Result<()>;
 }
 
@@ -24,8 +25,8 @@ pub trait FileSystem: Send + Sync {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// The whole content of `path`; `ErrorKind::NotFound` if it does not exist.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
-    /// Opens `path` for appending, creating it if missing.
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
+    /// Opens `path` for writing, creating it if missing (its content is kept).
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
     /// Replaces `to` by `from` atomically.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes `path` (no error if it does not exist).
@@ -43,7 +44,8 @@ struct StdFile {
 }
 
 impl LogFile for StdFile {
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.file.seek(SeekFrom::Start(offset))?;
         self.file.write_all(bytes)
     }
 
@@ -52,7 +54,6 @@ impl LogFile for StdFile {
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
-        // Opened in append mode: the next write goes to the new end.
         self.file.set_len(len)
     }
 }
@@ -69,8 +70,12 @@ impl FileSystem for StdFs {
         Ok(out)
     }
 
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
         Ok(Box::new(StdFile { file }))
     }
 

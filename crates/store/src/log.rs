@@ -9,6 +9,10 @@
 //! snapshot keeps the count it replaces), so a reader knows how many of the records it
 //! was given came back. A frame is written whole and synced before anything it
 //! acknowledges leaves; a crash can only tear the last one.
+//!
+//! The log may run on in zeros (written ahead of its end, see
+//! [`crate::Options::preallocate`]): a zero frame header followed by zeros only is its end.
+//! A bad frame followed by zeros only (after the length its header claims) is a torn tail.
 
 use std::path::Path;
 
@@ -67,6 +71,9 @@ pub(crate) fn scan(
         let rest = &data[at..];
         let whole = frame_at(rest);
         let Some(len) = whole else {
+            if zeros(rest) {
+                break;
+            }
             if torn(rest) {
                 warn!(
                     file = %path.display(),
@@ -117,13 +124,18 @@ fn frame_at(b: &[u8]) -> Option<usize> {
     (crc32fast::hash(&b[HEADER..HEADER + len]) == crc).then_some(len)
 }
 
+/// True if `b` holds zeros only.
+fn zeros(b: &[u8]) -> bool {
+    b.iter().all(|&x| x == 0)
+}
+
 /// True if `b`, which starts with a bad frame, is the torn end of the log: the frame runs
-/// past the end, or it is the last one, or only zeros follow (blocks allocated but never
-/// written).
+/// past the end, or it is the last one, or only zeros follow it (written ahead, or the
+/// part of it never written).
 fn torn(b: &[u8]) -> bool {
     if b.len() < HEADER {
         return true;
     }
     let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
-    HEADER + len >= b.len() || b.iter().all(|&x| x == 0)
+    HEADER.saturating_add(len) >= b.len() || zeros(&b[HEADER + len..])
 }

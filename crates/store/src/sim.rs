@@ -2,10 +2,12 @@
 //! durability tests put beneath the store (the idea of SQLite's crash-test VFS).
 //!
 //! At a chosen operation (or when [`LossyFs::crash`] is called) the power goes: every
-//! file keeps what was synced plus a random prefix of what was appended after (a torn
-//! tail), and every later operation fails until [`LossyFs::restart`]. A capacity makes
-//! appends fail with `StorageFull` (after writing what fits), as a full disk does.
-//! Renames and truncations are taken as durable at once.
+//! file keeps what was synced plus a random prefix of what was written after, in the order
+//! it was written (a torn tail; bytes not reached keep their synced value, the zeros of a
+//! preallocated log among them), and every later operation fails until
+//! [`LossyFs::restart`]. A capacity makes writes that grow a file fail with `StorageFull`
+//! (after writing what fits), as a full disk does. Renames and truncations are taken as
+//! durable at once.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -16,8 +18,20 @@ use crate::fs::{FileSystem, LogFile};
 
 #[derive(Debug, Default)]
 struct SimFile {
+    /// Its bytes now, synced or not.
     data: Vec<u8>,
-    synced: usize,
+    /// Its bytes as of the last sync.
+    durable: Vec<u8>,
+    /// Writes since the last sync, in order: a power loss keeps a prefix of them.
+    unsynced: Vec<(usize, Vec<u8>)>,
+}
+
+/// Writes `bytes` at `at` in `buf`, growing it with zeros as needed.
+fn put(buf: &mut Vec<u8>, at: usize, bytes: &[u8]) {
+    if buf.len() < at + bytes.len() {
+        buf.resize(at + bytes.len(), 0);
+    }
+    buf[at..at + bytes.len()].copy_from_slice(bytes);
 }
 
 #[derive(Debug, Default)]
@@ -43,17 +57,24 @@ impl Inner {
     }
 
     fn power_off(&mut self) {
-        let mut cuts = Vec::new();
-        for f in self.files.values() {
-            cuts.push((f.synced, f.data.len()));
-        }
-        let keep: Vec<usize> = cuts
-            .into_iter()
-            .map(|(synced, len)| synced + (self.random() as usize) % (len - synced + 1))
+        let totals: Vec<usize> = self
+            .files
+            .values()
+            .map(|f| f.unsynced.iter().map(|(_, b)| b.len()).sum())
             .collect();
-        for (f, keep) in self.files.values_mut().zip(keep) {
-            f.data.truncate(keep);
-            f.synced = keep;
+        let keep: Vec<usize> = totals
+            .into_iter()
+            .map(|total| (self.random() as usize) % (total + 1))
+            .collect();
+        for (f, mut keep) in self.files.values_mut().zip(keep) {
+            let mut data = std::mem::take(&mut f.durable);
+            for (at, bytes) in f.unsynced.drain(..) {
+                let n = keep.min(bytes.len());
+                put(&mut data, at, &bytes[..n]);
+                keep -= n;
+            }
+            f.durable = data.clone();
+            f.data = data;
         }
         self.crashed = true;
     }
@@ -138,10 +159,13 @@ impl LossyFs {
 
     /// Replaces the bytes of `path` (synced), to corrupt a file in a test.
     pub fn set_contents(&self, path: &Path, data: Vec<u8>) {
-        let synced = data.len();
-        self.lock()
-            .files
-            .insert(path.to_owned(), SimFile { data, synced });
+        let durable = data.clone();
+        let f = SimFile {
+            data,
+            durable,
+            unsynced: Vec::new(),
+        };
+        self.lock().files.insert(path.to_owned(), f);
     }
 }
 
@@ -151,18 +175,25 @@ struct SimLog {
 }
 
 impl LogFile for SimLog {
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
         let mut i = self.fs.lock();
         i.op()?;
         let room = i
             .capacity
             .map_or(usize::MAX, |c| c.saturating_sub(i.used()));
         let f = i.files.entry(self.path.clone()).or_default();
-        if bytes.len() > room {
-            f.data.extend_from_slice(&bytes[..room]);
+        let at = offset as usize;
+        let growth = (at + bytes.len()).saturating_sub(f.data.len().max(at));
+        let (bytes, full) = if growth > room {
+            (&bytes[..bytes.len() - (growth - room)], true)
+        } else {
+            (bytes, false)
+        };
+        put(&mut f.data, at, bytes);
+        f.unsynced.push((at, bytes.to_vec()));
+        if full {
             return Err(io::Error::new(io::ErrorKind::StorageFull, "no space left"));
         }
-        f.data.extend_from_slice(bytes);
         Ok(())
     }
 
@@ -171,7 +202,9 @@ impl LogFile for SimLog {
         i.op()?;
         i.syncs += 1;
         let f = i.files.entry(self.path.clone()).or_default();
-        f.synced = f.data.len();
+        for (at, bytes) in f.unsynced.drain(..) {
+            put(&mut f.durable, at, &bytes);
+        }
         Ok(())
     }
 
@@ -179,9 +212,13 @@ impl LogFile for SimLog {
         let mut i = self.fs.lock();
         i.op()?;
         let f = i.files.entry(self.path.clone()).or_default();
-        let len = (len as usize).min(f.data.len());
+        let len = len as usize;
         f.data.truncate(len);
-        f.synced = f.synced.min(len);
+        f.durable.truncate(len);
+        f.unsynced.retain_mut(|(at, b)| {
+            b.truncate(len.saturating_sub(*at));
+            !b.is_empty()
+        });
         Ok(())
     }
 }
@@ -200,7 +237,7 @@ impl FileSystem for LossyFs {
         }
     }
 
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
         let mut i = self.lock();
         i.op()?;
         i.files.entry(path.to_owned()).or_default();

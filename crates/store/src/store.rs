@@ -41,10 +41,16 @@ pub struct Options {
     pub compact_at: u64,
     /// Batches queued for the thread at most; a submitter waits beyond.
     pub queue: usize,
+    /// Bytes of zeros written ahead of the log's end whenever it reaches the end of those
+    /// written before (0: none). A sync of frames written over them then changes no file
+    /// size: `fdatasync` writes the data alone, without a journal commit for the file's
+    /// metadata. Recovery takes a zero frame header as the end of the log.
+    pub preallocate: u64,
 }
 
 impl Options {
-    /// Defaults for a log in `dir`: `tinsel.log`, sync mode, compaction from 64 MiB.
+    /// Defaults for a log in `dir`: `tinsel.log`, sync mode, compaction from 64 MiB, 1 MiB
+    /// written ahead.
     pub fn new(dir: impl Into<PathBuf>) -> Options {
         Options {
             dir: dir.into(),
@@ -52,6 +58,7 @@ impl Options {
             mode: Mode::Sync,
             compact_at: 64 << 20,
             queue: 4096,
+            preallocate: 1 << 20,
         }
     }
 }
@@ -70,7 +77,10 @@ pub struct Store {
     file: Box<dyn LogFile>,
     state: State,
     covered: u64,
+    /// Where the next frame goes.
     len: u64,
+    /// The file's size: zeros from `len` to here.
+    allocated: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -105,11 +115,12 @@ impl Store {
         let size = data.len() as u64;
         let mut state = State::default();
         let scanned = scan(&path, data, |e| state.apply(e))?;
-        let mut file = fs.open_append(&path).map_err(io(&path))?;
+        let mut file = fs.open_write(&path).map_err(io(&path))?;
         if size == 0 {
             // A new file: its directory entry must be durable before anything in it is.
             fs.sync_dir(&options.dir).map_err(io(&options.dir))?;
         }
+        // Zeros ahead and a torn tail alike: written ahead again by the next commit.
         if scanned.valid < size {
             file.truncate(scanned.valid).map_err(io(&path))?;
             file.sync().map_err(io(&path))?;
@@ -132,8 +143,35 @@ impl Store {
             state,
             covered: scanned.covered,
             len: scanned.valid,
+            allocated: scanned.valid,
         };
         Ok((store, restored))
+    }
+
+    /// Makes room for `n` more bytes at the end of the log: when they pass the zeros written
+    /// ahead, writes `preallocate` more beyond them (synced with the frame that follows).
+    /// Best effort: when the zeros cannot be written (a full disk) the file is cut back
+    /// and the frame grows it as without preallocation.
+    fn write_ahead(&mut self, n: u64) {
+        let chunk = self.options.preallocate;
+        let end = self.len + n;
+        if chunk == 0 || end <= self.allocated {
+            return;
+        }
+        let to = end.div_ceil(chunk) * chunk + chunk;
+        // Frames appended while zeros could not be written lie beyond `allocated`.
+        let mut at = self.allocated.max(self.len);
+        let zeros = vec![0; (to - at).min(1 << 20) as usize];
+        while at < to {
+            let n = (to - at).min(zeros.len() as u64);
+            if self.file.write_at(at, &zeros[..n as usize]).is_err() {
+                let _ = self.file.truncate(self.len);
+                self.allocated = self.len;
+                return;
+            }
+            at += n;
+        }
+        self.allocated = to;
     }
 
     /// Records this log holds (every record ever written to it, counted across restarts).
@@ -355,7 +393,8 @@ impl Worker {
         let fresh = &self.unsynced[written as usize..];
         let result = (|| {
             if !fresh.is_empty() {
-                self.store.file.append(fresh)?;
+                self.store.write_ahead(fresh.len() as u64);
+                self.store.file.write_at(self.store.len, fresh)?;
             }
             self.store.len = self.synced_len + self.unsynced.len() as u64;
             if due {
@@ -405,6 +444,7 @@ impl Worker {
                 // Back to what is synced; the same frames are written again next time.
                 let _ = self.store.file.truncate(self.synced_len);
                 self.store.len = self.synced_len;
+                self.store.allocated = self.synced_len;
             }
         }
     }
@@ -431,6 +471,7 @@ impl Worker {
                     "store compacted"
                 );
                 self.store.len = new_len;
+                self.store.allocated = new_len;
                 self.synced_len = new_len;
                 self.compacted = new_len;
             }
@@ -447,7 +488,7 @@ impl Worker {
         let path = self.store.path.clone();
         let tmp = path.with_extension("compacting");
         fs.remove(&tmp)?;
-        let mut out = fs.open_append(&tmp)?;
+        let mut out = fs.open_write(&tmp)?;
         let covered = self.store.covered;
         let mut frames = Frames {
             out: &mut *out,
@@ -467,13 +508,13 @@ impl Worker {
             frames.cut()?;
         }
         finish_frame(&mut frames.buf, frames.at, covered);
-        frames.out.append(&frames.buf)?;
+        frames.out.write_at(frames.total, &frames.buf)?;
         let total = frames.total + frames.buf.len() as u64;
         out.sync()?;
         drop(out);
         fs.rename(&tmp, &path)?;
         fs.sync_dir(&self.store.options.dir)?;
-        self.store.file = fs.open_append(&path)?;
+        self.store.file = fs.open_write(&path)?;
         Ok(total)
     }
 }
@@ -494,7 +535,7 @@ impl Frames<'_> {
     fn cut(&mut self) -> std::io::Result<()> {
         if self.buf.len() - self.at > FRAME {
             finish_frame(&mut self.buf, self.at, self.covered);
-            self.out.append(&self.buf)?;
+            self.out.write_at(self.total, &self.buf)?;
             self.total += self.buf.len() as u64;
             self.buf.clear();
             self.at = start_frame(&mut self.buf, self.covered);

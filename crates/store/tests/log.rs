@@ -13,8 +13,18 @@ use tinsel_core::{Record, Restored, RestoredInflight, Ticket};
 use tinsel_store::sim::LossyFs;
 use tinsel_store::{Error, Options, Running, Store};
 
+/// Without zeros written ahead: the file ends where the log does.
 fn options() -> Options {
-    Options::new("/data")
+    let mut o = Options::new("/data");
+    o.preallocate = 0;
+    o
+}
+
+/// With zeros written ahead, a few frames at a time.
+fn ahead() -> Options {
+    let mut o = Options::new("/data");
+    o.preallocate = 256;
+    o
 }
 
 fn log_path() -> PathBuf {
@@ -510,4 +520,124 @@ fn retained_messages_are_replaced_deleted_and_kept_through_compaction() {
     let again = retained_payloads(&r);
     assert_eq!(again.len(), 298);
     assert!(r.retained.iter().all(|p| p.retain && &*p.topic != "r/9"));
+}
+
+/// Where each frame of the log ends (read from their headers, up to a zero one).
+fn frame_ends(fs: &LossyFs) -> Vec<usize> {
+    let data = fs.contents(&log_path()).unwrap();
+    let mut ends = Vec::new();
+    let mut at = 0;
+    while at + 8 <= data.len() {
+        let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        at += 8 + len;
+        ends.push(at);
+    }
+    ends
+}
+
+#[test]
+fn a_log_written_ahead_ends_at_its_first_zero_frame_header() {
+    let fs = LossyFs::new(10);
+    let (s, _, rx) = open(&fs, ahead());
+    for (i, client) in ["a", "b", "c", "d", "e", "f"].into_iter().enumerate() {
+        commit(&s, &rx, session(client), i as u64 + 1);
+        let size = fs.contents(&log_path()).unwrap().len();
+        let ends = frame_ends(&fs);
+        assert_eq!(ends.len(), i + 1);
+        assert!(size % 256 == 0 && size > ends[i], "zeros ahead: {size}");
+    }
+    // Killed: the zeros stay behind the last frame.
+    drop(s);
+    let (s, r, rx) = open(&fs, ahead());
+    assert_eq!(r.sessions.len(), 6);
+    commit(&s, &rx, session("g"), 7);
+    s.stop();
+    let (_s, r, _) = open(&fs, ahead());
+    assert_eq!(r.sessions.len(), 7);
+}
+
+#[test]
+fn a_torn_frame_followed_by_zeros_is_cut_and_damage_before_a_whole_frame_is_an_error() {
+    let fs = LossyFs::new(11);
+    let (s, _, rx) = open(&fs, ahead());
+    commit(&s, &rx, session("a"), 1);
+    commit(&s, &rx, session("b"), 2);
+    s.stop();
+    let (first, second) = (frame_ends(&fs)[0], frame_ends(&fs)[1]);
+    let whole = fs.contents(&log_path()).unwrap();
+    assert!(whole.len() > second);
+
+    // The second frame torn half-way, zeros after it (never written): cut.
+    let mut data = whole.clone();
+    data[first + (second - first) / 2..second].fill(0);
+    fs.set_contents(&log_path(), data);
+    let (s, r, rx) = open(&fs, ahead());
+    assert_eq!(r.sessions.len(), 1);
+    assert_eq!(fs.contents(&log_path()).unwrap().len(), first, "tail cut");
+    commit(&s, &rx, session("c"), 3);
+    s.stop();
+    let (_s, r, _) = open(&fs, ahead());
+    let clients: Vec<&str> = r.sessions.iter().map(|s| &*s.client).collect();
+    assert_eq!(clients, ["a", "c"]);
+
+    // The first frame damaged, the second whole after it: an error at the first's offset.
+    let mut data = whole;
+    data[first - 1] ^= 0x01;
+    fs.set_contents(&log_path(), data);
+    match Store::open(Arc::new(fs.clone()), ahead()) {
+        Err(Error::Corrupt { offset: 0, .. }) => {}
+        other => panic!("not a corruption at offset 0: {other:?}"),
+    }
+}
+
+#[test]
+fn compaction_of_a_log_written_ahead_keeps_it_bounded() {
+    let fs = LossyFs::new(12);
+    let mut o = ahead();
+    o.compact_at = 16 * 1024;
+    o.preallocate = 4096;
+    let (s, _, rx) = open(&fs, o.clone());
+    commit(&s, &rx, session("s"), 1);
+    let payload = "x".repeat(500);
+    let mut largest = 0;
+    for i in 0..400u16 {
+        let p = msg("t/x", &format!("{i} {payload}"), QoS::AtLeastOnce);
+        let mut records = vec![sent("s", i + 1, &p), accepted(&p, &["s"])];
+        if i % 10 != 0 {
+            records.push(delivered("s", i + 1, false));
+        }
+        commit(&s, &rx, records, 2 + u64::from(i));
+        largest = largest.max(fs.contents(&log_path()).unwrap().len());
+    }
+    s.stop();
+    assert!(largest < 128 * 1024, "log grew to {largest} bytes");
+    let (_s, r, _) = open(&fs, o);
+    assert_eq!(payloads(&r, "s").1.len(), 40);
+}
+
+#[test]
+fn frames_appended_while_zeros_cannot_be_written_ahead_are_kept_when_space_returns() {
+    let fs = LossyFs::new(13);
+    let mut o = ahead();
+    o.preallocate = 4096;
+    let (s, _, rx) = open(&fs, o.clone());
+    commit(&s, &rx, session("a"), 1);
+    let size = fs.contents(&log_path()).unwrap().len();
+    // Room for small frames past the zeros written ahead, not for more zeros: frames fill
+    // the zeros, then are appended after them.
+    fs.set_capacity(Some(size + 400));
+    let mut n = 1;
+    while frame_ends(&fs).last().is_some_and(|&end| end < size + 200) && n < 1000 {
+        n += 1;
+        commit(&s, &rx, session(&format!("s{n}")), n);
+    }
+    assert!(!s.failing());
+    fs.set_capacity(None);
+    commit(&s, &rx, session("last"), n + 1);
+    s.stop();
+    let (_s, r, _) = open(&fs, o);
+    assert_eq!(r.sessions.len() as u64, n + 1);
 }
