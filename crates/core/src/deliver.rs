@@ -349,16 +349,32 @@ impl Router {
     }
 
     pub(crate) fn on_puback(&mut self, now: Instant, conn: ConnId, client: &Arc<str>, r: PubResp) {
+        self.acknowledged(
+            now,
+            conn,
+            client,
+            r.packet_id,
+            |i| matches!(i, Inflight::Publish { publish, .. } if publish.qos == QoS::AtLeastOnce),
+        );
+    }
+
+    /// A PUBACK or a PUBCOMP: the flow of `pid` ends if its in-flight entry is one `ends`
+    /// accepts. One lookup of the session per acknowledgement.
+    fn acknowledged(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        client: &Arc<str>,
+        pid: u16,
+        ends: impl Fn(&Inflight) -> bool,
+    ) {
         let Some(session) = self.sessions.get_mut(client) else {
             return;
         };
         session.last_progress = now;
-        if let Some(Inflight::Publish { publish, .. }) = session.inflight.get(&r.packet_id)
-            && publish.qos == QoS::AtLeastOnce
-        {
+        if session.inflight.get(&pid).is_some_and(ends) {
             let c = self.conns.handling(conn);
             let (stats, durable) = (&mut self.sys.stats, &mut self.durable);
-            let pid = r.packet_id;
             done(
                 session,
                 c,
@@ -409,26 +425,9 @@ impl Router {
     }
 
     pub(crate) fn on_pubcomp(&mut self, now: Instant, conn: ConnId, client: &Arc<str>, r: PubResp) {
-        let Some(session) = self.sessions.get_mut(client) else {
-            return;
-        };
-        session.last_progress = now;
-        if let Some(Inflight::Release) = session.inflight.get(&r.packet_id) {
-            let c = self.conns.handling(conn);
-            let (stats, durable) = (&mut self.sys.stats, &mut self.durable);
-            let pid = r.packet_id;
-            done(
-                session,
-                c,
-                conn,
-                client,
-                pid,
-                now,
-                stats,
-                durable,
-                &mut self.woken,
-            );
-        }
+        self.acknowledged(now, conn, client, r.packet_id, |i| {
+            matches!(i, Inflight::Release)
+        });
     }
 
     /// `client` is done with message `pid` (PUBACK, PUBCOMP, or a refusing PUBREC): it
